@@ -1,0 +1,14 @@
+//! One module per command; `dispatch` is a one-line match.
+
+pub mod query;
+pub mod wallet;
+
+use crate::cli::{Cli, Command};
+use crate::output::Output;
+
+pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Wallet(c) => c.run(&cli.global, out),
+        Command::Query(a) => a.run(&cli.global, out).await,
+    }
+}

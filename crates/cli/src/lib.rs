@@ -1,0 +1,57 @@
+//! The `nicompute` command line: argument definitions, one module per command, one output
+//! module. Commands write through [`output::Output`] so tests capture what a user sees.
+
+pub mod cli;
+pub mod cmd;
+pub mod opts;
+pub mod output;
+pub mod password;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::output::Output;
+
+/// Exit codes: 0 success, 1 the operation failed, 2 usage error.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Parses `args`, runs the command with real stdout/stderr, returns the exit code.
+pub fn main_entry(args: Vec<OsString>) -> ExitCode {
+    let json = args.iter().any(|a| a == "--json");
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => return output::usage_error(e, json),
+    };
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let mut out = Output::stdio(cli.global.json, cli.global.show_secrets);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            out.error(&anyhow::Error::new(e).context("cannot start the async runtime"));
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(cmd::dispatch(cli, &mut out));
+    out.finish(result)
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NICOMPUTE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
