@@ -49,9 +49,13 @@ class Specs(bt.Synapse):
 def go_offline(external_ip: str = DEFAULT_EXTERNAL_IP) -> None:
     """Silence SDK logging (it writes to stdout) and stop Axon()/Dendrite() from looking up
     the external IP over the internet. Call before constructing an Axon or a Dendrite."""
+    import warnings
+
     import bittensor.utils.networking as networking
 
     bt.logging.off()
+    # bittensor 9.0.0's axon keeps TerminalInfo.version/port as str: pydantic warns on every dump
+    warnings.filterwarnings("ignore", message="Pydantic serializer warnings", category=UserWarning)
     networking.get_external_ip = lambda: external_ip
 
 

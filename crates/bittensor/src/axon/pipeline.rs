@@ -90,10 +90,12 @@ pub(super) async fn process(axon: &Axon, req: http::Request<Bytes>, peer: Socket
             Err(e) => errors.internal(&e),
         };
     };
-    let (body_header, fields) = match parse_body(&body) {
+    let (mut body_header, fields) = match parse_body(&body) {
         Ok(x) => x,
         Err(e) => return errors.internal(&e),
     };
+    // The SDK's model forces `name` to the class name.
+    body_header.name = Some(name.clone());
     let normalized = match handler.normalize(fields) {
         Ok(f) => f,
         Err(e) => return errors.internal(&format!("body does not fit {name}: {e}")),

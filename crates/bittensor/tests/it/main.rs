@@ -1,0 +1,9 @@
+//! Integration tests of the Bittensor layer: golden captures of the real SDK, live dendrite ↔
+//! axon round trips, malformed input, and interop with the real Python SDK.
+
+mod golden_http;
+mod golden_parsing;
+mod golden_wallet;
+mod live;
+mod malformed;
+mod util;
