@@ -19,6 +19,7 @@ import threading
 import time
 import typing
 
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bittensor as bt  # noqa: E402
@@ -85,7 +86,10 @@ def build_axon(config: dict) -> "bt.Axon":
         raise ValueError('"denied_hotkeys" must be a list of ss58 strings')
     denied_set = frozenset(denied)
 
-    hotkey = Keypair.create_from_mnemonic(mnemonic.strip())
+    try:
+        hotkey = Keypair.create_from_mnemonic(mnemonic.strip())
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"hotkey_mnemonic: {e}") from None
     coldkey_ss58 = config.get("coldkey_ss58") or hotkey.ss58_address
     wallet = _PeerWallet(hotkey, Keypair(ss58_address=coldkey_ss58))
 

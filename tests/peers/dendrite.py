@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import aiohttp  # noqa: E402
@@ -112,7 +113,10 @@ def parse_input(doc: dict):
 async def run(doc: dict) -> dict:
     mnemonic, axon, calls = parse_input(doc)
     go_offline(doc.get("external_ip") or DEFAULT_EXTERNAL_IP)
-    keypair = Keypair.create_from_mnemonic(mnemonic)
+    try:
+        keypair = Keypair.create_from_mnemonic(mnemonic)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"hotkey_mnemonic: {e}") from None
     axon_info = bt.AxonInfo(
         version=bt.core.settings.version_as_int,
         ip=axon["ip"],

@@ -20,8 +20,6 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 PASSWORD_ENV = "NICOMPUTE_TEST_PASSWORD"
 
 

@@ -1,1 +1,372 @@
-fn main() {}
+//! `nicompute-bench`: measured figures for the issues' targets, run beside the Python reference.
+//!
+//! `axon` runs the same load generator (our dendrite: 64 requests in flight, each freshly signed)
+//! against our axon and against the real Python SDK axons (9.0.0 and 10.5.0), the server pinned
+//! to CPU 0 and the load generator to CPU 1, 3 s warm-up then 20 s measured, and prints req/s,
+//! p50 and p99 for each and the ratios. It also measures the single-request round trip and the
+//! cold start of `nicompute wallet show`. Never run by the tests: timings are not assertions.
+
+// A benchmark's job is to print its figures.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bittensor::axon::{Axon, AxonConfig, HandlerError, Request};
+use bittensor::dendrite::{AxonTarget, Dendrite, DendriteConfig};
+use bittensor::{AccountId, Keypair};
+use clap::{Parser, Subcommand};
+use compute::protocol::Specs;
+use serde_json::{json, Value};
+
+/// Test keys shared with the interop tests (public fixture mnemonics, not secrets).
+const AXON_MNEMONIC: &str = "square blush toddler orient tomato bike tourist change finger search verb subway";
+const DENDRITE_MNEMONIC: &str = "forget enemy fade powder kind culture fee spell elite sock feed crush";
+
+#[derive(Parser)]
+#[command(name = "nicompute-bench", about = "Benchmarks of nicompute against the Python reference")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The whole axon comparison (ours vs Python 9.0.0 and 10.5.0), round trip, cold start.
+    Axon {
+        /// Directory with the Python peer venvs (bt9.0.0/, bt10.5.0/).
+        #[arg(long, default_value = "target/python-peers")]
+        peers: PathBuf,
+        /// Seconds measured after warm-up.
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Skip the Python axons (ours only).
+        #[arg(long)]
+        no_python: bool,
+    },
+    /// Serve our axon with a trivial Specs handler; prints `READY <port>`; stops on stdin EOF.
+    ServeAxon {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Drive load at one axon and print one JSON line of results.
+    Load {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        hotkey: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 20.0)]
+        duration: f64,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::ServeAxon { port } => serve_axon(port),
+        Cmd::Load { addr, hotkey, concurrency, warmup, duration } => {
+            let r = load(&addr, &hotkey, concurrency, warmup, duration)?;
+            println!("{}", r);
+            Ok(())
+        }
+        Cmd::Axon { peers, duration, warmup, concurrency, no_python } => {
+            axon_suite(&peers, duration, warmup, concurrency, no_python)
+        }
+    }
+}
+
+fn serve_axon(port: u16) -> Result<()> {
+    // One worker thread: the comparison is one core against one core.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async {
+        let kp = Keypair::from_mnemonic(AXON_MNEMONIC)?;
+        let axon = Axon::new(kp).attach(|r: Request<Specs>| async move {
+            let mut s = r.synapse;
+            s.specs_output = r#"{"gpu": {"count": 0}}"#.to_owned();
+            Ok::<_, HandlerError>(s)
+        });
+        let cfg = AxonConfig { bind: format!("127.0.0.1:{port}").parse()?, ..AxonConfig::default() };
+        let handle = axon.spawn(cfg).await?;
+        println!("READY {}", handle.local_addr().port());
+        std::io::stdout().flush()?;
+        // Stop when the parent closes our stdin.
+        tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        })
+        .await?;
+        handle.shutdown().await;
+        Ok(())
+    })
+}
+
+fn load(addr: &str, hotkey: &str, concurrency: usize, warmup: f64, duration: f64) -> Result<Value> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async {
+        let (ip, port) = addr.rsplit_once(':').context("addr is IP:PORT")?;
+        let target = AxonTarget::new(ip, port.parse()?, &AccountId::from_ss58(hotkey)?);
+        let cfg = DendriteConfig { max_concurrency: concurrency, ..DendriteConfig::default() };
+        let dendrite = Dendrite::with_config(Keypair::from_mnemonic(DENDRITE_MNEMONIC)?, cfg);
+        let start = Instant::now();
+        let measure_from = start + Duration::from_secs_f64(warmup);
+        let end = measure_from + Duration::from_secs_f64(duration);
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (d, t) = (dendrite.clone(), target.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= end {
+                        break;
+                    }
+                    let r = d.call(&t, Specs::default(), Duration::from_secs(30)).await;
+                    let t1 = Instant::now();
+                    if t0 >= measure_from && t1 <= end {
+                        if r.is_success() {
+                            lat.push((t1 - t0).as_secs_f64());
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                }
+                (lat, errors)
+            }));
+        }
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (l, e) = t.await?;
+            all.extend(l);
+            errors += e;
+        }
+        all.sort_by(f64::total_cmp);
+        let pct = |p: f64| if all.is_empty() { f64::NAN } else { all[((all.len() - 1) as f64 * p) as usize] * 1e3 };
+        Ok(json!({
+            "ok": all.len(),
+            "errors": errors,
+            "req_per_s": all.len() as f64 / duration,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+        }))
+    })
+}
+
+/// A server process pinned to CPU 0 that announced its port.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(mut cmd: Command, stdin_doc: Option<Value>) -> Result<Server> {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().context("starting server")?;
+    if let Some(doc) = stdin_doc {
+        let stdin = child.stdin.as_mut().context("stdin")?;
+        writeln!(stdin, "{doc}")?;
+        stdin.flush()?;
+    }
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let port = line
+        .trim()
+        .strip_prefix("READY ")
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("server did not announce READY (said {line:?})"))?;
+    Ok(Server { child, port })
+}
+
+fn pinned(cpu: &str, program: &Path) -> Command {
+    let mut c = Command::new("taskset");
+    c.arg("-c").arg(cpu).arg(program);
+    c
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after_comm.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn run_load_on(
+    server: &Server,
+    me: &Path,
+    hotkey: &str,
+    concurrency: usize,
+    warmup: f64,
+    duration: f64,
+) -> Result<Value> {
+    let pid = server.child.id();
+    let (c0, t0) = (cpu_seconds(pid), Instant::now());
+    let mut r = run_load(me, server.port, hotkey, concurrency, warmup, duration)?;
+    if let (Some(c0), Some(c1)) = (c0, cpu_seconds(pid)) {
+        r["server_cpu_busy"] = json!((c1 - c0) / t0.elapsed().as_secs_f64());
+    }
+    Ok(r)
+}
+
+fn run_load(me: &Path, port: u16, hotkey: &str, concurrency: usize, warmup: f64, duration: f64) -> Result<Value> {
+    let out = pinned("1", me)
+        .args(["load", "--addr", &format!("127.0.0.1:{port}"), "--hotkey", hotkey])
+        .args([
+            "--concurrency",
+            &concurrency.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+            "--duration",
+            &duration.to_string(),
+        ])
+        .output()
+        .context("running the load generator")?;
+    if !out.status.success() {
+        bail!("load generator failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn axon_suite(peers: &Path, duration: f64, warmup: f64, concurrency: usize, no_python: bool) -> Result<()> {
+    let me = std::env::current_exe()?;
+    let hotkey = Keypair::from_mnemonic(AXON_MNEMONIC)?.ss58();
+    let mut rows: Vec<(String, Value)> = Vec::new();
+    eprintln!(
+        "bench: {concurrency} in flight, {warmup} s warm-up + {duration} s measured, axon on CPU 0, load on CPU 1"
+    );
+
+    {
+        let server = start_server(
+            {
+                let mut c = pinned("0", &me);
+                c.arg("serve-axon");
+                c
+            },
+            None,
+        )?;
+        eprintln!("bench: nicompute axon on port {}", server.port);
+        rows.push(("nicompute axon".into(), run_load_on(&server, &me, &hotkey, concurrency, warmup, duration)?));
+        eprintln!("bench: single-request round trip (concurrency 1)");
+        rows.push(("nicompute axon, 1 in flight".into(), run_load_on(&server, &me, &hotkey, 1, 1.0, 5.0)?));
+    }
+    if !no_python {
+        let script = Path::new("tests/peers/axon.py");
+        for version in ["9.0.0", "10.5.0"] {
+            let python = peers.join(format!("bt{version}")).join("bin/python");
+            if !python.exists() {
+                bail!("no Python peer at {} (run scripts/python-peers.sh)", python.display());
+            }
+            let mut c = pinned("0", &python);
+            c.arg(script);
+            let server =
+                start_server(c, Some(json!({"hotkey_mnemonic": AXON_MNEMONIC, "port": 0, "denied_hotkeys": []})))?;
+            eprintln!("bench: Python bittensor {version} axon on port {}", server.port);
+            rows.push((
+                format!("python bittensor {version} axon"),
+                run_load_on(&server, &me, &hotkey, concurrency, warmup, duration)?,
+            ));
+        }
+    }
+
+    println!("{:<34} {:>10} {:>10} {:>10} {:>8} {:>12}", "server", "req/s", "p50 ms", "p99 ms", "errors", "server CPU");
+    for (name, r) in &rows {
+        println!(
+            "{:<34} {:>10.1} {:>10.2} {:>10.2} {:>8} {:>11.0}%",
+            name,
+            r["req_per_s"].as_f64().unwrap_or(f64::NAN),
+            r["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            r["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            r["errors"],
+            r["server_cpu_busy"].as_f64().unwrap_or(f64::NAN) * 100.0
+        );
+    }
+    let rps = |name: &str| rows.iter().find(|(n, _)| n == name).and_then(|(_, r)| r["req_per_s"].as_f64());
+    if let Some(ours) = rps("nicompute axon") {
+        for v in ["9.0.0", "10.5.0"] {
+            if let Some(py) = rps(&format!("python bittensor {v} axon")) {
+                println!("ratio nicompute / python {v}: {:.1}x", ours / py);
+            }
+        }
+    }
+    println!("sr25519 verification ceiling on this core: {:.0} verifications/s", verify_ceiling());
+    cold_start()?;
+    Ok(())
+}
+
+/// How many signature verifications one core does per second: the axon's ceiling.
+fn verify_ceiling() -> f64 {
+    let kp = Keypair::from_mnemonic(DENDRITE_MNEMONIC).expect("fixture mnemonic");
+    let id = kp.account_id();
+    let msg = b"1795527407825162433.5EhvmCjJL3gB4RbsHxPGhzuqErbw2Dkeq5G4RtbrFckYynVJ.5GjRsEzPyDim3bA7UM7v8ax1Z6DkCUVKj4mbnvHK85gF4aDj.18c8a06e-e80c-11f1-813f-02fc00000001.a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a";
+    let sig = kp.sign(msg);
+    let n = 20_000;
+    let t = Instant::now();
+    let mut ok = 0;
+    for _ in 0..n {
+        ok += usize::from(id.verify(msg, &sig));
+    }
+    assert_eq!(ok, n);
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// `nicompute wallet show` on a plaintext hotkey, new process each time.
+fn cold_start() -> Result<()> {
+    let bin = std::env::current_exe()?.with_file_name("nicompute");
+    if !bin.exists() {
+        eprintln!("bench: {} missing; build with `cargo build --release` for the cold-start figure", bin.display());
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("nicompute-bench-{}", std::process::id()));
+    let wallet = bittensor::wallet::Wallet::new(&dir, "bench", "default");
+    wallet.write_hotkey(&Keypair::generate(12)?)?;
+    bittensor::wallet::keyfile::write_public(&wallet.coldkeypub_path(), &Keypair::generate(12)?.account_id())?;
+    let run = || -> Result<f64> {
+        let t = Instant::now();
+        let st = Command::new(&bin)
+            .args(["wallet", "show", "--wallet.path"])
+            .arg(&dir)
+            .args(["--wallet.name", "bench"])
+            .stdout(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("wallet show failed");
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    for _ in 0..3 {
+        run()?;
+    }
+    let mut times: Vec<f64> = (0..30).map(|_| run()).collect::<Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    println!("nicompute wallet show cold start: median {:.1} ms, max {:.1} ms (30 runs)", times[15], times[29]);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

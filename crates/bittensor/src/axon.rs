@@ -79,8 +79,12 @@ trait ErasedHandler: Send + Sync {
     fn hash_fields(&self) -> &'static [&'static str];
     /// The parsed synapse's fields as the SDK's `model_dump` would give them, or a type error.
     fn normalize(&self, fields: Map<String, Value>) -> Result<Map<String, Value>, String>;
-    fn call(&self, fields: Map<String, Value>, header: SynapseHeader, caller: Caller)
-        -> BoxFuture<Result<Map<String, Value>, HandlerError>>;
+    fn call(
+        &self,
+        fields: Map<String, Value>,
+        header: SynapseHeader,
+        caller: Caller,
+    ) -> BoxFuture<Result<Map<String, Value>, HandlerError>>;
 }
 
 struct TypedHandler<S, F> {

@@ -182,7 +182,9 @@ impl Dendrite {
     /// Sends a typed synapse to one axon.
     pub async fn call<S: Synapse>(&self, target: &AxonTarget, synapse: S, timeout: Duration) -> Response<S> {
         let raw = RawSynapse::from_typed(&synapse);
-        let r = self.send(target, raw, timeout, |m| S::from_fields(m).map(|s| s.to_fields()).map_err(|e| e.to_string())).await;
+        let r = self
+            .send(target, raw, timeout, |m| S::from_fields(m).map(|s| s.to_fields()).map_err(|e| e.to_string()))
+            .await;
         let typed = S::from_fields(r.synapse.fields).unwrap_or(synapse);
         Response { synapse: typed, header: r.header, kind: r.kind, elapsed: r.elapsed }
     }
@@ -224,7 +226,12 @@ impl Dendrite {
     }
 
     fn take_lane(&self) -> String {
-        self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        self.inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
     }
 
     fn return_lane(&self, lane: String) {
@@ -232,7 +239,13 @@ impl Dendrite {
     }
 
     /// Builds the signed request exactly as the SDK does (headers of spec §3.1, body of §3.2).
-    fn build_request(&self, target: &AxonTarget, raw: &RawSynapse, timeout: f64, lane: &str) -> (SynapseHeader, http::Request<Full<Bytes>>) {
+    fn build_request(
+        &self,
+        target: &AxonTarget,
+        raw: &RawSynapse,
+        timeout: f64,
+        lane: &str,
+    ) -> (SynapseHeader, http::Request<Full<Bytes>>) {
         let hash = raw.body_hash();
         let nonce = self.next_nonce();
         let message = format!("{nonce}.{}.{}.{lane}.{hash}", self.inner.ss58, target.hotkey);
@@ -290,7 +303,12 @@ impl Dendrite {
         let elapsed = started.elapsed();
         let name = raw.name.clone();
         let mut r = match outcome {
-            Err(_) => failed_with(raw, request_header, 408, format!("Request timeout after {} seconds", py::float_repr(timeout.as_secs_f64()))),
+            Err(_) => failed_with(
+                raw,
+                request_header,
+                408,
+                format!("Request timeout after {} seconds", py::float_repr(timeout.as_secs_f64())),
+            ),
             Ok(Err(e)) => {
                 let (code, msg) = classify_transport(&e, target, &name);
                 failed_with(raw, request_header, code, msg)
@@ -350,7 +368,11 @@ fn kind_of(code: Option<i64>, header: &SynapseHeader) -> StatusKind {
         Some(404) => StatusKind::NotFound,
         Some(408) => StatusKind::Timeout,
         Some(500) => StatusKind::ServerError,
-        Some(503) if header.dendrite.status_message.as_deref().is_some_and(|m| m.starts_with("Service disconnected")) => StatusKind::Disconnected,
+        Some(503)
+            if header.dendrite.status_message.as_deref().is_some_and(|m| m.starts_with("Service disconnected")) =>
+        {
+            StatusKind::Disconnected
+        }
         Some(503) => StatusKind::Unavailable,
         Some(400) => StatusKind::BadPayload,
         Some(422) => StatusKind::BadResponse,
@@ -375,7 +397,15 @@ fn merge(
         .unwrap_or(false);
     if !is_json {
         let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none");
-        return failed_with(raw, header, 422, format!("Failed to parse response: {}, message='Attempt to decode JSON with unexpected mimetype: {ct}'", status.as_u16()));
+        return failed_with(
+            raw,
+            header,
+            422,
+            format!(
+                "Failed to parse response: {}, message='Attempt to decode JSON with unexpected mimetype: {ct}'",
+                status.as_u16()
+            ),
+        );
     }
     let json: Value = match serde_json::from_slice(body) {
         Ok(v) => v,

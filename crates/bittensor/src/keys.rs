@@ -51,9 +51,7 @@ impl AccountId {
     /// Decodes and validates (length, checksum, prefix 42) an SS58 address.
     pub fn from_ss58(s: &str) -> Result<Self, KeyError> {
         let invalid = |reason| KeyError::InvalidSs58 { input: truncate_for_error(s), reason };
-        let bytes = bs58::decode(s)
-            .into_vec()
-            .map_err(|_| invalid("not valid base58"))?;
+        let bytes = bs58::decode(s).into_vec().map_err(|_| invalid("not valid base58"))?;
         // Simple (one-byte) prefixes give 35 bytes, two-byte prefixes 36.
         let (prefix, body_start) = match bytes.len() {
             35 => (u16::from(bytes[0]), 1),
@@ -145,13 +143,9 @@ impl Signature {
     /// Parses the wire form. Like the SDK's verifier, the `0x` prefix is required.
     pub fn from_hex(s: &str) -> Result<Self, KeyError> {
         if !s.starts_with("0x") {
-            return Err(KeyError::InvalidSignature(
-                "a signature must be hex starting with 0x".into(),
-            ));
+            return Err(KeyError::InvalidSignature("a signature must be hex starting with 0x".into()));
         }
-        decode_hex_fixed::<64>(s, "signature")
-            .map(Self)
-            .map_err(|e| KeyError::InvalidSignature(e.to_string()))
+        decode_hex_fixed::<64>(s, "signature").map(Self).map_err(|e| KeyError::InvalidSignature(e.to_string()))
     }
 }
 
@@ -192,11 +186,7 @@ impl Keypair {
             18 => 24,
             21 => 28,
             24 => 32,
-            _ => {
-                return Err(KeyError::InvalidMnemonic(format!(
-                    "{words} words requested; use 12, 15, 18, 21 or 24"
-                )))
-            }
+            _ => return Err(KeyError::InvalidMnemonic(format!("{words} words requested; use 12, 15, 18, 21 or 24"))),
         };
         let mut entropy = Zeroizing::new([0u8; 32]);
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut entropy[..entropy_len]);
@@ -207,19 +197,15 @@ impl Keypair {
 
     /// From a 32-byte mini secret (a keyfile's `secretSeed`).
     pub fn from_seed(seed: &[u8; 32]) -> Result<Self, KeyError> {
-        let mini = MiniSecretKey::from_bytes(seed).map_err(|e| KeyError::InvalidKeyBytes {
-            what: "secret seed",
-            reason: e.to_string(),
-        })?;
+        let mini = MiniSecretKey::from_bytes(seed)
+            .map_err(|e| KeyError::InvalidKeyBytes { what: "secret seed", reason: e.to_string() })?;
         Ok(Self::from_mini(mini))
     }
 
     /// From the 64-byte expanded secret (a keyfile's `privateKey`: scalar ‖ nonce).
     pub fn from_private_key(bytes: &[u8; 64]) -> Result<Self, KeyError> {
-        let secret = SecretKey::from_bytes(bytes).map_err(|e| KeyError::InvalidKeyBytes {
-            what: "private key",
-            reason: e.to_string(),
-        })?;
+        let secret = SecretKey::from_bytes(bytes)
+            .map_err(|e| KeyError::InvalidKeyBytes { what: "private key", reason: e.to_string() })?;
         Ok(Self { pair: secret.to_keypair(), seed: None, mnemonic: None })
     }
 
@@ -259,30 +245,21 @@ impl Keypair {
 
 impl Clone for Keypair {
     fn clone(&self) -> Self {
-        Self {
-            pair: self.pair.clone(),
-            seed: self.seed.clone(),
-            mnemonic: self.mnemonic.clone(),
-        }
+        Self { pair: self.pair.clone(), seed: self.seed.clone(), mnemonic: self.mnemonic.clone() }
     }
 }
 
 impl fmt::Debug for Keypair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keypair")
-            .field("ss58", &self.ss58())
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("Keypair").field("ss58", &self.ss58()).field("secret", &"<redacted>").finish()
     }
 }
 
 fn decode_hex_fixed<const N: usize>(s: &str, what: &'static str) -> Result<[u8; N], KeyError> {
     let digits = s.strip_prefix("0x").unwrap_or(s);
     let mut out = [0u8; N];
-    hex::decode_to_slice(digits, &mut out).map_err(|e| KeyError::InvalidKeyBytes {
-        what,
-        reason: format!("expected {N} bytes of hex ({e})"),
-    })?;
+    hex::decode_to_slice(digits, &mut out)
+        .map_err(|e| KeyError::InvalidKeyBytes { what, reason: format!("expected {N} bytes of hex ({e})") })?;
     Ok(out)
 }
 
@@ -304,10 +281,7 @@ mod tests {
     #[test]
     fn ss58_known_address_round_trips() {
         let id = AccountId::from_ss58(ALICE_SS58).expect("valid");
-        assert_eq!(
-            id.to_hex(),
-            "0xd43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d"
-        );
+        assert_eq!(id.to_hex(), "0xd43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d");
         assert_eq!(id.to_ss58(), ALICE_SS58);
     }
 
@@ -318,20 +292,16 @@ mod tests {
         assert!(matches!(AccountId::from_ss58(&bad), Err(KeyError::InvalidSs58 { .. })));
         // Polkadot (prefix 0) form of Alice.
         let dot = "15oF4uVJwmo4TdGW7VfQxNLavjCXviqxT9S1MgbjMNHr6Sp5";
-        assert!(matches!(
-            AccountId::from_ss58(dot),
-            Err(KeyError::WrongSs58Prefix { prefix: 0, .. })
-        ));
+        assert!(matches!(AccountId::from_ss58(dot), Err(KeyError::WrongSs58Prefix { prefix: 0, .. })));
         assert!(AccountId::from_ss58("").is_err());
         assert!(AccountId::from_ss58("0OIl").is_err());
     }
 
     #[test]
     fn mnemonic_checksum_enforced() {
-        let err = Keypair::from_mnemonic(
-            "tray obvious love transfer liberty push swallow light random vacant evoke evoke",
-        )
-        .unwrap_err();
+        let err =
+            Keypair::from_mnemonic("tray obvious love transfer liberty push swallow light random vacant evoke evoke")
+                .unwrap_err();
         assert!(matches!(err, KeyError::InvalidMnemonic(_)));
     }
 

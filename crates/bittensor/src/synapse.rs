@@ -396,18 +396,20 @@ mod tests {
             proptest::option::of(any::<u64>()),
             proptest::option::of("[a-f0-9-]{36}"),
         )
-            .prop_map(|(status_code, status_message, process_time, ip, port, version, nonce, uuid)| TerminalInfo {
-                status_code,
-                // Header values cannot carry leading/trailing spaces through HTTP intact.
-                status_message: status_message.map(|s| s.trim().to_owned()),
-                process_time,
-                ip,
-                port,
-                version,
-                nonce,
-                uuid,
-                hotkey: None,
-                signature: None,
+            .prop_map(|(status_code, status_message, process_time, ip, port, version, nonce, uuid)| {
+                TerminalInfo {
+                    status_code,
+                    // Header values cannot carry leading/trailing spaces through HTTP intact.
+                    status_message: status_message.map(|s| s.trim().to_owned()),
+                    process_time,
+                    ip,
+                    port,
+                    version,
+                    nonce,
+                    uuid,
+                    hotkey: None,
+                    signature: None,
+                }
             })
     }
 

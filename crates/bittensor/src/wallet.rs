@@ -10,7 +10,6 @@ pub mod keyfile;
 
 use std::path::{Path, PathBuf};
 
-
 use crate::keys::{AccountId, KeyError, Keypair};
 pub use keyfile::{Key, KeyfileError};
 pub use secrecy::SecretString;
@@ -186,11 +185,7 @@ impl Wallet {
     /// Creates what is missing: an encrypted coldkey (+ `coldkeypub.txt`) and a plaintext hotkey
     /// (+ `hotkeys/{name}pub.txt`), as btcli does. Refuses to overwrite an existing key; fails if
     /// both already exist.
-    pub fn create(
-        &self,
-        words: usize,
-        coldkey_password: Option<&dyn PasswordSource>,
-    ) -> Result<Created, WalletError> {
+    pub fn create(&self, words: usize, coldkey_password: Option<&dyn PasswordSource>) -> Result<Created, WalletError> {
         let cold_exists = self.coldkey_path().exists() || self.coldkeypub_path().exists();
         let hot_exists = self.hotkey_path().exists();
         if cold_exists && hot_exists {

@@ -42,7 +42,8 @@ mod tests {
 
     #[test]
     fn dotted_and_kebab_wallet_flags() {
-        let a = Cli::try_parse_from(["nicompute", "wallet", "show", "--wallet.name", "w", "--wallet-hotkey", "h"]).expect("parse");
+        let a = Cli::try_parse_from(["nicompute", "wallet", "show", "--wallet.name", "w", "--wallet-hotkey", "h"])
+            .expect("parse");
         assert_eq!(a.global.wallet.name.as_deref(), Some("w"));
         assert_eq!(a.global.wallet.hotkey.as_deref(), Some("h"));
     }

@@ -16,6 +16,11 @@ use crate::{EXIT_FAILED, EXIT_USAGE};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A failure whose details the command already printed as its result: exit 1, print nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String);
+
 pub struct Output {
     pub json: bool,
     pub show_secrets: bool,
@@ -42,9 +47,7 @@ impl Output {
     /// Prints a command's result: `data` as JSON, or `human` for people.
     pub fn result<T: Serialize>(&mut self, data: &T, human: impl FnOnce(&mut dyn Write) -> io::Result<()>) {
         let r = if self.json {
-            serde_json::to_writer_pretty(&mut self.out, data)
-                .map_err(io::Error::from)
-                .and_then(|()| writeln!(self.out))
+            serde_json::to_writer_pretty(&mut self.out, data).map_err(io::Error::from).and_then(|()| writeln!(self.out))
         } else {
             human(&mut self.out)
         };
@@ -84,6 +87,12 @@ impl Output {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) if self.broken_pipe => ExitCode::SUCCESS,
+            Err(e) if e.downcast_ref::<Reported>().is_some() => {
+                if !self.json {
+                    let _ = writeln!(self.err, "error: {e}");
+                }
+                ExitCode::from(EXIT_FAILED)
+            }
             Err(e) => {
                 self.error(&e);
                 if e.downcast_ref::<UsageError>().is_some() {
@@ -108,7 +117,10 @@ impl Output {
 /// Prints a clap error (help and version go to stdout with success).
 pub fn usage_error(e: clap::Error, json: bool) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = e.print();
         return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
             ExitCode::from(EXIT_USAGE)

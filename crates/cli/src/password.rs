@@ -5,12 +5,11 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
-use bittensor::wallet::{PasswordSource, WalletError};
 use bittensor::wallet::SecretString;
+use bittensor::wallet::{PasswordSource, WalletError};
 
 /// The environment variable scripts use to pass a wallet password.
 pub const PASSWORD_ENV: &str = "NICOMPUTE_WALLET_PASSWORD";
-
 
 #[derive(Debug, Clone, Copy)]
 pub struct PromptOrEnv {
@@ -30,17 +29,16 @@ impl PasswordSource for PromptOrEnv {
             });
         }
         let prompt = format!("Password for {}: ", keyfile.display());
-        let first = rpassword::prompt_password(prompt).map_err(|e| WalletError::NoPassword {
-            path: keyfile.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let first = rpassword::prompt_password(prompt)
+            .map_err(|e| WalletError::NoPassword { path: keyfile.to_owned(), reason: e.to_string() })?;
         if self.confirm {
-            let again = rpassword::prompt_password("Repeat the password: ").map_err(|e| WalletError::NoPassword {
-                path: keyfile.to_owned(),
-                reason: e.to_string(),
-            })?;
+            let again = rpassword::prompt_password("Repeat the password: ")
+                .map_err(|e| WalletError::NoPassword { path: keyfile.to_owned(), reason: e.to_string() })?;
             if again != first {
-                return Err(WalletError::NoPassword { path: keyfile.to_owned(), reason: "the passwords differ".into() });
+                return Err(WalletError::NoPassword {
+                    path: keyfile.to_owned(),
+                    reason: "the passwords differ".into(),
+                });
             }
             if first.len() < 6 {
                 return Err(WalletError::NoPassword {

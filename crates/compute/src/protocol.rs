@@ -78,7 +78,16 @@ mod tests {
         let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["timeline", "device_requirement", "checking", "output", "public_key", "docker_requirement", "docker_change", "docker_action"]
+            [
+                "timeline",
+                "device_requirement",
+                "checking",
+                "output",
+                "public_key",
+                "docker_requirement",
+                "docker_change",
+                "docker_action"
+            ]
         );
         assert_eq!(
             serde_json::to_string(&Allocate::default()).expect("json"),

@@ -22,9 +22,8 @@ use crate::keys::{AccountId, Keypair};
 
 const NACL_PREFIX: &[u8] = b"$NACL";
 /// The salt bittensor-wallet hard-codes for the Argon2i key derivation.
-const NACL_SALT: [u8; 16] = [
-    0x13, 0x71, 0x83, 0xdf, 0xf1, 0x5a, 0x09, 0xbc, 0x9c, 0x90, 0xb5, 0x51, 0x87, 0x39, 0xe9, 0xb1,
-];
+const NACL_SALT: [u8; 16] =
+    [0x13, 0x71, 0x83, 0xdf, 0xf1, 0x5a, 0x09, 0xbc, 0x9c, 0x90, 0xb5, 0x51, 0x87, 0x39, 0xe9, 0xb1];
 /// libsodium `MEMLIMIT_SENSITIVE` in KiB and `OPSLIMIT_SENSITIVE`.
 const ARGON2_M_COST_KIB: u32 = 524_288;
 const ARGON2_T_COST: u32 = 8;
@@ -115,9 +114,7 @@ pub fn parse(data: &[u8]) -> Result<Key, String> {
     }
     if let Some(private) = text("privateKey") {
         let bytes = hex_fixed::<64>(private).ok_or("privateKey is not 64 bytes of hex")?;
-        return Keypair::from_private_key(&bytes)
-            .map(|k| Key::Pair(Box::new(k)))
-            .map_err(|e| e.to_string());
+        return Keypair::from_private_key(&bytes).map(|k| Key::Pair(Box::new(k))).map_err(|e| e.to_string());
     }
     if let Some(ss58) = text("ss58Address") {
         return AccountId::from_ss58(ss58).map(Key::Public).map_err(|e| e.to_string());
@@ -143,10 +140,7 @@ pub fn keypair_json(pair: &Keypair) -> Zeroizing<String> {
         m.insert("secretSeed".into(), Value::String(format!("0x{}", hex::encode(seed))));
     }
     m.insert("ss58Address".into(), Value::String(id.to_ss58()));
-    m.insert(
-        "privateKey".into(),
-        Value::String(format!("0x{}", hex::encode(pair.private_key_bytes().as_slice()))),
-    );
+    m.insert("privateKey".into(), Value::String(format!("0x{}", hex::encode(pair.private_key_bytes().as_slice()))));
     Zeroizing::new(Value::Object(m).to_string())
 }
 
@@ -181,18 +175,13 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
             let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         }
     }
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                WalletError::Exists { path: path.to_owned() }
-            } else {
-                KeyfileError::Write { path: path.to_owned(), source }.into()
-            }
-        })?;
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            WalletError::Exists { path: path.to_owned() }
+        } else {
+            KeyfileError::Write { path: path.to_owned(), source }.into()
+        }
+    })?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|source| KeyfileError::Write { path: path.to_owned(), source }.into())
@@ -234,10 +223,7 @@ pub fn decrypt_nacl(data: &[u8], password: &SecretString) -> Result<Zeroizing<Ve
     let (nonce, boxed) = rest.split_at(24);
     let key = derive_key(password);
     let cipher = XSalsa20Poly1305::new(key.as_ref().into());
-    cipher
-        .decrypt(nonce.into(), boxed)
-        .map(Zeroizing::new)
-        .map_err(|_| DecryptError::WrongPassword)
+    cipher.decrypt(nonce.into(), boxed).map(Zeroizing::new).map_err(|_| DecryptError::WrongPassword)
 }
 
 /// Encrypts keyfile JSON the way bittensor-wallet does.

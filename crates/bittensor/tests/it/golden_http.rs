@@ -21,7 +21,8 @@ struct Case {
 
 fn cases(dir: &str) -> Vec<Case> {
     let base = fixtures().join("http").join(dir);
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(base.join("index.json")).expect("index")).expect("json");
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("index.json")).expect("index")).expect("json");
     let cases = index["cases"].as_array().expect("cases");
     assert!(cases.len() >= 20, "{dir}: expected the full capture set");
     cases

@@ -38,7 +38,8 @@ async fn stub(status: u16, headers: Map<String, Value>, body: Value) -> std::net
                     }
                 }
                 let body = serde_json::to_vec(&body).expect("json");
-                let mut resp = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+                let mut resp =
+                    format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
                 for (k, v) in &headers {
                     resp.push_str(&format!("{k}: {}\r\n", v.as_str().unwrap_or("")));
                 }

@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::util::fixtures;
 
 fn expected() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("wallet/expected.json")).expect("expected")).expect("json")
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("wallet/expected.json")).expect("expected"))
+        .expect("json")
 }
 
 fn fixture_wallet() -> Wallet {
@@ -124,7 +125,8 @@ fn bytes_wrapped_signatures_verify() {
 #[test]
 fn ss58_matches_the_sdk_vectors() {
     let doc: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("keys/ss58_vectors.json")).expect("vectors")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("keys/ss58_vectors.json")).expect("vectors"))
+            .expect("json");
     let vectors = doc["vectors"].as_array().expect("vectors");
     assert!(vectors.len() >= 10);
     for v in vectors {

@@ -98,7 +98,10 @@ async fn oversized_bodies_header_floods_and_garbage_get_answers() {
     }
 
     let big = "x".repeat(10_000);
-    let req = format!("POST /Specs HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{big}", big.len());
+    let req = format!(
+        "POST /Specs HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{big}",
+        big.len()
+    );
     assert!(exchange(addr, req.into_bytes()).await.starts_with("HTTP/1.1 413"), "oversized body");
 
     let mut flood = String::from("POST /Specs HTTP/1.1\r\nhost: a\r\n");
@@ -109,17 +112,28 @@ async fn oversized_bodies_header_floods_and_garbage_get_answers() {
     let resp = exchange(addr, flood.into_bytes()).await;
     assert!(resp.is_empty() || resp.starts_with("HTTP/1.1 431"), "header flood: {resp:?}");
 
-    for garbage in [&b"\x00\x01\x02\xff\xfe"[..], b"GET\r\n\r\n", b"POST /Specs HTTP/1.1\r\ncontent-length: -5\r\n\r\n", b"\r\n\r\n\r\n"] {
+    for garbage in [
+        &b"\x00\x01\x02\xff\xfe"[..],
+        b"GET\r\n\r\n",
+        b"POST /Specs HTTP/1.1\r\ncontent-length: -5\r\n\r\n",
+        b"\r\n\r\n\r\n",
+    ] {
         let resp = exchange(addr, garbage.to_vec()).await;
         assert!(resp.is_empty() || resp.starts_with("HTTP/1.1 4"), "garbage {garbage:?}: {resp:?}");
     }
 
     // Still serving.
     let target = AxonTarget::new("127.0.0.1", addr.port(), &id);
-    assert!(Dendrite::new(key("dendrite_hotkey")).call(&target, Specs::default(), Duration::from_secs(5)).await.is_success());
+    assert!(Dendrite::new(key("dendrite_hotkey"))
+        .call(&target, Specs::default(), Duration::from_secs(5))
+        .await
+        .is_success());
 }
 
-fn arb_request() -> impl Strategy<Value = (String, Vec<(String, Vec<u8>)>, Vec<u8>)> {
+/// A path, raw header name/value pairs, and a raw body.
+type ArbRequest = (String, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+fn arb_request() -> impl Strategy<Value = ArbRequest> {
     let names = prop_oneof![
         Just("bt_header_dendrite_nonce".to_owned()),
         Just("bt_header_dendrite_hotkey".to_owned()),
@@ -132,9 +146,18 @@ fn arb_request() -> impl Strategy<Value = (String, Vec<(String, Vec<u8>)>, Vec<u
         "[a-z_]{1,30}",
     ];
     (
-        prop_oneof![Just("/Specs".to_owned()), Just("/Allocate".to_owned()), Just("/Synapse".to_owned()), "/[ -~]{0,20}"],
+        prop_oneof![
+            Just("/Specs".to_owned()),
+            Just("/Allocate".to_owned()),
+            Just("/Synapse".to_owned()),
+            "/[ -~]{0,20}"
+        ],
         proptest::collection::vec((names, proptest::collection::vec(any::<u8>(), 0..80)), 0..12),
-        prop_oneof![proptest::collection::vec(any::<u8>(), 0..300), Just(br#"{"timeline": 90}"#.to_vec()), Just(b"[]".to_vec())],
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            Just(br#"{"timeline": 90}"#.to_vec()),
+            Just(b"[]".to_vec())
+        ],
     )
 }
 

@@ -36,9 +36,8 @@ impl RawHttp {
         let head = std::str::from_utf8(&data[..split]).ok()?;
         let mut lines = head.split("\r\n");
         let start_line = lines.next()?.to_owned();
-        let headers = lines
-            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
-            .collect();
+        let headers =
+            lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))).collect();
         Some(Self { start_line, headers, body: Bytes::copy_from_slice(&data[split + 4..]) })
     }
 
@@ -88,7 +87,9 @@ impl Default for Allocate {
             checking: true,
             output: Map::new(),
             public_key: String::new(),
-            docker_requirement: obj(json!({"base_image":"ubuntu","ssh_key":"","ssh_port":4444,"volume_path":"/tmp","dockerfile":""})),
+            docker_requirement: obj(
+                json!({"base_image":"ubuntu","ssh_key":"","ssh_port":4444,"volume_path":"/tmp","dockerfile":""}),
+            ),
             docker_change: false,
             docker_action: obj(json!({"action":"","ssh_key":"","key_type":""})),
         }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::opts::GlobalOpts;
-use crate::output::{Output, UsageError};
+use crate::output::{Output, Reported, UsageError};
 use crate::password::PromptOrEnv;
 
 #[derive(Debug, Args)]
@@ -103,20 +103,28 @@ impl QueryArgs {
         if result.success {
             Ok(())
         } else {
-            anyhow::bail!(
+            Err(Reported(format!(
                 "the axon did not answer with success: {} {}",
                 result.status_code.map_or("-".into(), |c| c.to_string()),
                 result.status_message.unwrap_or_default()
-            )
+            ))
+            .into())
         }
     }
 }
 
+/// Type-checks each field of a known synapse on its own, so the error names the field.
 fn check_types(raw: &RawSynapse) -> Result<(), String> {
-    let fields = raw.fields.clone();
+    fn each<S: Synapse>(fields: &Map<String, Value>) -> Result<(), String> {
+        for (k, v) in fields {
+            let one: Map<String, Value> = std::iter::once((k.clone(), v.clone())).collect();
+            S::from_fields(one).map_err(|e| format!("field '{k}': {e}"))?;
+        }
+        Ok(())
+    }
     match raw.name.as_str() {
-        "Allocate" => compute::protocol::Allocate::from_fields(fields).map(|_| ()).map_err(|e| e.to_string()),
-        "Specs" => compute::protocol::Specs::from_fields(fields).map(|_| ()).map_err(|e| e.to_string()),
+        "Allocate" => each::<compute::protocol::Allocate>(&raw.fields),
+        "Specs" => each::<compute::protocol::Specs>(&raw.fields),
         _ => Ok(()),
     }
 }

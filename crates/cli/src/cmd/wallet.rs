@@ -3,14 +3,13 @@
 //! Reads only public files unless a secret is asked for, so `show` never needs a password.
 //! Mnemonics are printed only with `--show-secrets`.
 
-
 use anyhow::Context;
-use bittensor::wallet::{keyfile, Key, NoPassword, Wallet};
+use bittensor::wallet::{keyfile, Key, NoPassword, Wallet, WalletError};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::opts::GlobalOpts;
-use crate::output::{table, Output};
+use crate::output::{table, Output, UsageError};
 use crate::password::PromptOrEnv;
 
 #[derive(Debug, Subcommand)]
@@ -66,9 +65,12 @@ impl WalletCommand {
 fn create(a: &CreateArgs, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     let w = g.wallet.wallet();
     let pw = PromptOrEnv { confirm: true };
-    let created = w
-        .create(a.words, if a.no_password { None } else { Some(&pw) })
-        .with_context(|| format!("creating wallet '{}' in {}", w.name, w.path.display()))?;
+    let created = match w.create(a.words, if a.no_password { None } else { Some(&pw) }) {
+        Ok(c) => c,
+        // No terminal and no variable: a usage problem, reported before anything is written.
+        Err(e @ WalletError::NoPassword { .. }) => return Err(UsageError(e.to_string()).into()),
+        Err(e) => return Err(e).with_context(|| format!("creating wallet '{}' in {}", w.name, w.path.display())),
+    };
     let view_of = |name: &str, k: &Option<bittensor::Keypair>, encrypted: bool| {
         k.as_ref().map(|k| KeyView {
             name: name.to_owned(),
@@ -118,9 +120,23 @@ fn key_view(name: &str, path: &std::path::Path, pub_path: Option<&std::path::Pat
                 (Key::Pair(p), true) => p.mnemonic().map(str::to_owned),
                 _ => None,
             };
-            KeyView { name: name.to_owned(), ss58: Some(id.to_ss58()), public_key: Some(id.to_hex()), encrypted, mnemonic, error: None }
+            KeyView {
+                name: name.to_owned(),
+                ss58: Some(id.to_ss58()),
+                public_key: Some(id.to_hex()),
+                encrypted,
+                mnemonic,
+                error: None,
+            }
         }
-        Err(e) => KeyView { name: name.to_owned(), ss58: None, public_key: None, encrypted, mnemonic: None, error: Some(e.to_string()) },
+        Err(e) => KeyView {
+            name: name.to_owned(),
+            ss58: None,
+            public_key: None,
+            encrypted,
+            mnemonic: None,
+            error: Some(e.to_string()),
+        },
     }
 }
 
@@ -139,10 +155,8 @@ fn wallet_view(w: &Wallet, show: bool) -> WalletView {
 
 fn list(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     let dir = g.wallet.wallet_dir();
-    let wallets: Vec<WalletView> = Wallet::list(&dir)
-        .into_iter()
-        .map(|name| wallet_view(&Wallet::new(dir.clone(), name, ""), false))
-        .collect();
+    let wallets: Vec<WalletView> =
+        Wallet::list(&dir).into_iter().map(|name| wallet_view(&Wallet::new(dir.clone(), name, ""), false)).collect();
     if wallets.is_empty() {
         out.note(&format!("No wallets in {}. Create one with `nicompute wallet create`.", dir.display()));
     }

@@ -1,0 +1,239 @@
+//! The `nicompute` binary as a user runs it: wallets (ours and the SDK's, both ways) and
+//! `query` against a real SDK axon; exit codes and `--json` documents.
+
+use std::process::{Command, Output, Stdio};
+
+use bittensor::wallet::{NoPassword, Wallet};
+use bittensor::{AccountId, Keypair, Signature};
+use serde_json::Value;
+
+use crate::peers::{mnemonic, py_wallet, python, root, PyAxon, VERSIONS};
+
+const PASSWORD: &str = "interop-Passw0rd";
+
+fn nicompute(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nicompute"))
+        .args(args)
+        .env_remove("BT_WALLET_PATH")
+        .env_remove("BT_WALLET_NAME")
+        .env_remove("BT_WALLET_HOTKEY")
+        .env("NICOMPUTE_WALLET_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run nicompute")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn wallet_show_reads_the_real_btcli_wallet() {
+    let path = root().join("tests/fixtures/wallet");
+    let p = path.to_str().expect("utf8");
+    let out = nicompute(&[
+        "wallet",
+        "show",
+        "--wallet.path",
+        p,
+        "--wallet.name",
+        "testwallet",
+        "--wallet.hotkey",
+        "testhotkey",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("5FkP9gemohKBNthHBX42QXiJZumc9f6U9hrua33bcAPxEE62"), "{text}");
+    assert!(text.contains("5HTCeeU8eyFfcrWZW96K2mzzrxZT9CBBmKSPFXtDLoTBCnVg"), "{text}");
+    assert!(!text.contains("tray obvious"), "no mnemonic without --show-secrets");
+
+    let out = nicompute(&[
+        "wallet",
+        "show",
+        "--json",
+        "--wallet-path",
+        p,
+        "--wallet-name",
+        "testwallet",
+        "--wallet-hotkey",
+        "testhotkey",
+    ]);
+    let v = json_of(&out);
+    assert_eq!(v["coldkey"]["ss58"], "5HTCeeU8eyFfcrWZW96K2mzzrxZT9CBBmKSPFXtDLoTBCnVg");
+    assert_eq!(v["coldkey"]["encrypted"], true);
+    assert_eq!(v["hotkeys"][0]["public_key"], "0xa2f78b5ef6ab5b5cd34a6323852d6c89745166ea70b4ddcc2b91d6d119309959");
+    assert!(v["hotkeys"][0].get("mnemonic").is_none());
+
+    let out = nicompute(&[
+        "wallet",
+        "show",
+        "--show-secrets",
+        "--json",
+        "--wallet.path",
+        p,
+        "--wallet.name",
+        "testwallet",
+        "--wallet.hotkey",
+        "testhotkey",
+    ]);
+    assert_eq!(
+        json_of(&out)["hotkeys"][0]["mnemonic"],
+        "tray obvious love transfer liberty push swallow light random vacant evoke pattern"
+    );
+}
+
+#[test]
+fn missing_wallet_fails_with_a_clear_error_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().to_str().expect("utf8");
+    let out = nicompute(&["wallet", "show", "--wallet.path", p, "--wallet.name", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wallet 'ghost' not found") && err.contains("nicompute wallet create"), "{err}");
+    let out = nicompute(&["wallet", "show", "--json", "--wallet.path", p, "--wallet.name", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json_of(&out)["error"]["message"].as_str().is_some_and(|m| m.contains("ghost")));
+}
+
+#[test]
+fn usage_errors_exit_2_before_any_network_call() {
+    let out = nicompute(&["query", "--axon", "127.0.0.1:1", "--axon-hotkey", "5Notanaddress", "--synapse", "Specs"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--axon-hotkey"));
+    let out = nicompute(&[
+        "query",
+        "--axon",
+        "nowhere",
+        "--axon-hotkey",
+        "5GjRsEzPyDim3bA7UM7v8ax1Z6DkCUVKj4mbnvHK85gF4aDj",
+        "--synapse",
+        "Specs",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = nicompute(&[
+        "query",
+        "--json",
+        "--axon",
+        "127.0.0.1:9",
+        "--axon-hotkey",
+        "5GjRsEzPyDim3bA7UM7v8ax1Z6DkCUVKj4mbnvHK85gF4aDj",
+        "--synapse",
+        "Allocate",
+        "--fields",
+        r#"{"timeline": "soon"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(json_of(&out)["error"]["message"].as_str().is_some_and(|m| m.contains("timeline")));
+    let out = nicompute(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn wallet_create_without_password_source_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(env!("CARGO_BIN_EXE_nicompute"))
+        .args(["wallet", "create", "--wallet.path", dir.path().to_str().expect("utf8")])
+        .env_remove("NICOMPUTE_WALLET_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NICOMPUTE_WALLET_PASSWORD"));
+    assert!(!dir.path().join("default/coldkey").exists(), "nothing half-written");
+}
+
+#[test]
+fn wallets_cross_between_nicompute_and_the_sdk() {
+    for version in VERSIONS {
+        let Some(py) = python(version) else { continue };
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().to_str().expect("utf8");
+
+        // nicompute creates; the SDK loads, decrypts the coldkey and signs with the hotkey.
+        let out = nicompute(&[
+            "wallet",
+            "create",
+            "--json",
+            "--wallet.path",
+            p,
+            "--wallet.name",
+            "ours",
+            "--wallet.hotkey",
+            "hk",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let created = json_of(&out);
+        let sdk = py_wallet(&py, &["load", "--path", p, "--name", "ours", "--hotkey", "hk"], PASSWORD);
+        assert_eq!(sdk["coldkey_ss58"], created["coldkey"]["ss58"], "{version}: SDK decrypts our coldkey");
+        assert_eq!(sdk["coldkeypub_ss58"], created["coldkey"]["ss58"]);
+        assert_eq!(sdk["hotkey_ss58"], created["hotkey"]["ss58"]);
+        let hot = AccountId::from_ss58(sdk["hotkey_ss58"].as_str().expect("ss58")).expect("id");
+        let sig = Signature::from_hex(sdk["hotkey_signature_of_hello"].as_str().expect("sig")).expect("hex");
+        assert!(hot.verify(b"hello", &sig), "{version}: SDK signature verifies here");
+        let ours = Wallet::new(dir.path(), "ours", "hk").hotkey(&NoPassword).expect("our hotkey");
+        let our_sig = ours.sign(b"hello").to_hex();
+        let v = py_wallet(
+            &py,
+            &["verify", "--ss58", &ours.ss58(), "--message", "hello", "--signature", &our_sig],
+            PASSWORD,
+        );
+        assert_eq!(v["valid"], true, "{version}: our signature verifies in the SDK");
+
+        // The SDK creates; nicompute reads it and decrypts the coldkey.
+        let made = py_wallet(&py, &["create", "--path", p, "--name", "theirs", "--hotkey", "hk"], PASSWORD);
+        let out = nicompute(&[
+            "wallet",
+            "show",
+            "--json",
+            "--wallet.path",
+            p,
+            "--wallet.name",
+            "theirs",
+            "--wallet.hotkey",
+            "hk",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let shown = json_of(&out);
+        assert_eq!(shown["coldkey"]["ss58"], made["coldkey_ss58"], "{version}");
+        assert_eq!(shown["hotkeys"][0]["ss58"], made["hotkey_ss58"], "{version}");
+        let cold = Wallet::new(dir.path(), "theirs", "hk")
+            .coldkey(&bittensor::wallet::FixedPassword(bittensor::wallet::SecretString::from(PASSWORD.to_owned())))
+            .expect("decrypt the SDK's coldkey");
+        assert_eq!(Value::String(cold.ss58()), made["coldkey_ss58"]);
+    }
+}
+
+#[test]
+fn query_a_real_sdk_axon() {
+    for version in VERSIONS {
+        let Some(py) = python(version) else { continue };
+        let axon = PyAxon::start(&py, &[]);
+        let dir = tempfile::tempdir().expect("tmp");
+        let w = Wallet::new(dir.path(), "client", "default");
+        w.write_hotkey(&Keypair::from_mnemonic(&mnemonic("dendrite_hotkey")).expect("kp")).expect("hotkey");
+        let axon_ss58 = Keypair::from_mnemonic(&mnemonic("axon_hotkey")).expect("kp").ss58();
+        let addr = format!("127.0.0.1:{}", axon.port);
+        let p = dir.path().to_str().expect("utf8");
+        let base =
+            ["query", "--wallet.path", p, "--wallet.name", "client", "--axon", &addr, "--axon-hotkey", &axon_ss58];
+
+        let out = nicompute(&[&base[..], &["--synapse", "Specs", "--json"]].concat());
+        assert!(out.status.success(), "{version}: {}", String::from_utf8_lossy(&out.stderr));
+        let v = json_of(&out);
+        assert_eq!((v["status_code"].as_i64(), v["success"].as_bool()), (Some(200), Some(true)));
+        let specs: Value = serde_json::from_str(v["synapse"]["specs_output"].as_str().expect("specs")).expect("json");
+        assert_eq!(specs["bittensor"], version);
+
+        let out = nicompute(&[&base[..], &["--synapse", "Allocate", "--fields", r#"{"timeline": 90}"#]].concat());
+        assert!(out.status.success(), "{version}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("200 Success"), "{text}");
+        assert!(text.contains("\"port\": 4444"), "{text}");
+
+        let out = nicompute(&[&base[..], &["--synapse", "Nope", "--json"]].concat());
+        assert_eq!(out.status.code(), Some(1));
+        let v = json_of(&out);
+        assert_eq!((v["status_code"].as_i64(), v["outcome"].as_str()), (Some(404), Some("not_found")), "{v}");
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of the `nicompute` binary and of the Bittensor layer against the real Python
+//! SDK (bittensor 9.0.0 and 10.5.0) in both directions.
+
+mod cli;
+mod interop;
+mod peers;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The full test suite: what CI runs and what a developer runs before pushing.
+#
+#   scripts/test.sh
+#
+# Builds (once, cached under target/) the Python venvs holding the real bittensor SDK
+# (9.0.0 and 10.5.0) used as interop peers, then: format check, clippy with warnings denied,
+# and every test (unit, golden, property/fuzz, live interop with the real SDK). Interop tests
+# must run here, never skip: NICOMPUTE_REQUIRE_PEERS=1 turns a missing peer into a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "Python peers (real bittensor SDK 9.0.0 and 10.5.0)"
+scripts/python-peers.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+export NICOMPUTE_REQUIRE_PEERS=1
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --locked --doc
