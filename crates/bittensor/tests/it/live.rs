@@ -117,6 +117,15 @@ async fn concurrent_queries_share_a_dendrite_without_nonce_races() {
 }
 
 #[tokio::test]
+async fn dropping_the_handle_stops_serving() {
+    let (h, target) = started(Behaviour::default()).await;
+    drop(h);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = Dendrite::new(key("dendrite_hotkey")).call(&target, Specs::default(), T).await;
+    assert_eq!(r.kind, StatusKind::Unavailable);
+}
+
+#[tokio::test]
 async fn shutdown_stops_serving() {
     let (h, target) = started(Behaviour::default()).await;
     let d = Dendrite::new(Keypair::generate(12).expect("gen"));

@@ -187,6 +187,13 @@ fn show(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     w.coldkeypub().or_else(|_| w.hotkey_public()).with_context(|| format!("reading wallet '{}'", w.name))?;
     let mut view = wallet_view(&w, out.show_secrets);
     view.hotkeys.retain(|h| h.name == w.hotkey);
+    if out.show_secrets && w.coldkey_path().exists() {
+        // Asked for the secrets: decrypt the coldkey (password prompt or variable).
+        let cold = w
+            .coldkey(&PromptOrEnv { confirm: false })
+            .with_context(|| format!("decrypting the coldkey of '{}'", w.name))?;
+        view.coldkey.mnemonic = cold.mnemonic().map(str::to_owned);
+    }
     if view.hotkeys.is_empty() {
         anyhow::bail!(
             "wallet '{}' has no hotkey '{}' (hotkeys: {}); choose one with --wallet.hotkey",

@@ -65,22 +65,30 @@ fn wallet_show_reads_the_real_btcli_wallet() {
     assert_eq!(v["hotkeys"][0]["public_key"], "0xa2f78b5ef6ab5b5cd34a6323852d6c89745166ea70b4ddcc2b91d6d119309959");
     assert!(v["hotkeys"][0].get("mnemonic").is_none());
 
-    let out = nicompute(&[
-        "wallet",
-        "show",
-        "--show-secrets",
-        "--json",
-        "--wallet.path",
-        p,
-        "--wallet.name",
-        "testwallet",
-        "--wallet.hotkey",
-        "testhotkey",
-    ]);
+    let secrets = |password: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nicompute"))
+            .args(["wallet", "show", "--show-secrets", "--json", "--wallet.path", p])
+            .args(["--wallet.name", "testwallet", "--wallet.hotkey", "testhotkey"])
+            .env("NICOMPUTE_WALLET_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run")
+    };
+    let out = secrets("Fixture-Passw0rd!");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let v = json_of(&out);
     assert_eq!(
-        json_of(&out)["hotkeys"][0]["mnemonic"],
+        v["hotkeys"][0]["mnemonic"],
         "tray obvious love transfer liberty push swallow light random vacant evoke pattern"
     );
+    assert_eq!(
+        v["coldkey"]["mnemonic"],
+        "illegal gift dizzy donate blade shadow achieve suggest truth course harsh awful"
+    );
+    let out = secrets("wrong");
+    assert_eq!(out.status.code(), Some(1));
+    let msg = json_of(&out)["error"].to_string();
+    assert!(msg.contains("wrong password") && msg.contains("coldkey"), "{msg}");
 }
 
 #[test]
