@@ -33,8 +33,9 @@ pub enum KeyError {
     InvalidSignature(String),
 }
 
-/// A 32-byte public key as used on chain (`AccountId32`); displays as its SS58 address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A 32-byte public key as used on chain (`AccountId32`, SCALE: 32 raw bytes); displays as its
+/// SS58 address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, parity_scale_codec::Encode, parity_scale_codec::Decode)]
 pub struct AccountId(pub [u8; 32]);
 
 impl AccountId {

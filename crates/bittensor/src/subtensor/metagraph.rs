@@ -1,0 +1,1 @@
+//! Placeholder: being written (the typed metagraph from neurons and subnet state).
