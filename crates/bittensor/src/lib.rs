@@ -6,6 +6,7 @@
 
 pub mod axon;
 pub mod dendrite;
+pub mod devnet;
 pub mod keys;
 pub mod subtensor;
 pub mod synapse;

@@ -5,6 +5,12 @@
 //! block's hash. The devnet chain answers the same calls with bytes made from the same types,
 //! so the code path against the devnet is the code path against finney.
 
+pub mod client;
 pub mod decode;
 pub mod metagraph;
+pub mod network;
+pub mod rpc;
+pub mod server;
 pub mod types;
+
+pub use client::{Block, ChainError, Subtensor};

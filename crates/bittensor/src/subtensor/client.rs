@@ -1,0 +1,163 @@
+//! The typed Subtensor client: block pinning, runtime-API calls, and the metagraph.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parity_scale_codec::{Decode, Encode};
+use serde_json::{json, Value};
+
+use super::decode::{decode_result, from_hex, DecodeError};
+use super::metagraph::{Metagraph, MetagraphError};
+use super::rpc::{self, RpcError, Transport};
+use super::types::{NeuronInfo, NeuronInfoLite, SubnetState};
+
+/// Default time allowed for one call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What can go wrong reading the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("{call} from {endpoint}: {source}")]
+    Decode { endpoint: String, call: String, source: DecodeError },
+    #[error("netuid {netuid} does not exist on {endpoint} (no neurons, no subnet state)")]
+    UnknownNetuid { netuid: u16, endpoint: String },
+    #[error("{call} from {endpoint}: {reason}")]
+    BadResponse { endpoint: String, call: String, reason: String },
+    #[error("metagraph from {endpoint}: {source}")]
+    Metagraph { endpoint: String, source: MetagraphError },
+}
+
+/// A block header's number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub number: u64,
+    pub hash: String,
+}
+
+/// A client for one endpoint.
+#[derive(Debug, Clone)]
+pub struct Subtensor {
+    transport: Arc<dyn Transport>,
+}
+
+impl Subtensor {
+    /// Connects lazily: the first call opens the connection.
+    pub fn new(endpoint: &str) -> Result<Self, ChainError> {
+        Self::with_timeout(endpoint, DEFAULT_TIMEOUT)
+    }
+
+    pub fn with_timeout(endpoint: &str, timeout: Duration) -> Result<Self, ChainError> {
+        Ok(Self { transport: rpc::connect(endpoint, timeout)? })
+    }
+
+    pub fn from_transport(transport: Arc<dyn Transport>) -> Self {
+        Self { transport }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        self.transport.endpoint()
+    }
+
+    /// A raw JSON-RPC call (devnet methods, diagnostics).
+    pub async fn request(&self, method: &str, params: Value) -> Result<Value, ChainError> {
+        Ok(self.transport.request(method, params).await?)
+    }
+
+    fn bad(&self, call: &str, reason: impl Into<String>) -> ChainError {
+        ChainError::BadResponse { endpoint: self.endpoint().to_owned(), call: call.to_owned(), reason: reason.into() }
+    }
+
+    /// The best block's hash (`chain_getHead`, alias of `chain_getBlockHash []`).
+    pub async fn best_hash(&self) -> Result<String, ChainError> {
+        let v = self.request("chain_getHead", json!([])).await?;
+        v.as_str().map(str::to_owned).ok_or_else(|| self.bad("chain_getHead", "result is not a hash string"))
+    }
+
+    pub async fn finalized_hash(&self) -> Result<String, ChainError> {
+        let v = self.request("chain_getFinalizedHead", json!([])).await?;
+        v.as_str().map(str::to_owned).ok_or_else(|| self.bad("chain_getFinalizedHead", "result is not a hash string"))
+    }
+
+    /// The hash of block `number`, `None` if the node does not know it.
+    pub async fn block_hash(&self, number: u64) -> Result<Option<String>, ChainError> {
+        let v = self.request("chain_getBlockHash", json!([number])).await?;
+        Ok(v.as_str().map(str::to_owned))
+    }
+
+    /// The number of the block with `hash`.
+    pub async fn block_number(&self, hash: &str) -> Result<u64, ChainError> {
+        let v = self.request("chain_getHeader", json!([hash])).await?;
+        let n =
+            v.get("number").and_then(Value::as_str).ok_or_else(|| self.bad("chain_getHeader", "no block number"))?;
+        u64::from_str_radix(n.trim_start_matches("0x"), 16)
+            .map_err(|_| self.bad("chain_getHeader", format!("block number '{n}' is not hex")))
+    }
+
+    /// The best block, pinned: its hash first, then its number.
+    pub async fn best_block(&self) -> Result<Block, ChainError> {
+        let hash = self.best_hash().await?;
+        let number = self.block_number(&hash).await?;
+        Ok(Block { number, hash })
+    }
+
+    pub async fn runtime_version(&self, at: Option<&str>) -> Result<Value, ChainError> {
+        self.request("state_getRuntimeVersion", json!([at])).await
+    }
+
+    /// `state_call` of a runtime API with SCALE-encoded arguments; returns the raw result bytes.
+    pub async fn state_call(&self, name: &str, args: &[u8], at: Option<&str>) -> Result<Vec<u8>, ChainError> {
+        let v = self.request("state_call", json!([name, hex::encode(args), at])).await?;
+        let text = v.as_str().ok_or_else(|| self.bad(name, "result is not a hex string"))?;
+        from_hex(text).map_err(|source| ChainError::Decode {
+            endpoint: self.endpoint().to_owned(),
+            call: name.to_owned(),
+            source,
+        })
+    }
+
+    async fn call_decoded<T: Decode>(
+        &self,
+        name: &'static str,
+        args: &[u8],
+        at: Option<&str>,
+    ) -> Result<T, ChainError> {
+        let bytes = self.state_call(name, args, at).await?;
+        decode_result(&bytes, name).map_err(|source| ChainError::Decode {
+            endpoint: self.endpoint().to_owned(),
+            call: name.to_owned(),
+            source,
+        })
+    }
+
+    pub async fn neurons_lite(&self, netuid: u16, at: Option<&str>) -> Result<Vec<NeuronInfoLite>, ChainError> {
+        self.call_decoded("NeuronInfoRuntimeApi_get_neurons_lite", &netuid.encode(), at).await
+    }
+
+    pub async fn subnet_state(&self, netuid: u16, at: Option<&str>) -> Result<Option<SubnetState>, ChainError> {
+        self.call_decoded("SubnetInfoRuntimeApi_get_subnet_state", &netuid.encode(), at).await
+    }
+
+    pub async fn neuron(&self, netuid: u16, uid: u16, at: Option<&str>) -> Result<Option<NeuronInfo>, ChainError> {
+        self.call_decoded("NeuronInfoRuntimeApi_get_neuron", &(netuid, uid).encode(), at).await
+    }
+
+    /// The subnet's metagraph at the best block (both calls pinned to one block hash).
+    pub async fn metagraph(&self, netuid: u16) -> Result<Metagraph, ChainError> {
+        let block = self.best_block().await?;
+        self.metagraph_at(netuid, &block).await
+    }
+
+    pub async fn metagraph_at(&self, netuid: u16, block: &Block) -> Result<Metagraph, ChainError> {
+        let (neurons, state) = tokio::try_join!(
+            self.neurons_lite(netuid, Some(&block.hash)),
+            self.subnet_state(netuid, Some(&block.hash))
+        )?;
+        if neurons.is_empty() && state.is_none() {
+            return Err(ChainError::UnknownNetuid { netuid, endpoint: self.endpoint().to_owned() });
+        }
+        Metagraph::from_parts(netuid, block.number, block.hash.clone(), neurons, state)
+            .map_err(|source| ChainError::Metagraph { endpoint: self.endpoint().to_owned(), source })
+    }
+}
