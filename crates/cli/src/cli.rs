@@ -28,6 +28,11 @@ pub enum Command {
     Wallet(cmd::wallet::WalletCommand),
     /// Send one synapse to an axon and print the response (an operator's curl).
     Query(cmd::query::QueryArgs),
+    /// The subnet's neurons and axons at the best block.
+    Metagraph(cmd::metagraph::MetagraphArgs),
+    /// The whole network on one machine.
+    #[command(subcommand)]
+    Devnet(cmd::devnet::DevnetCommand),
 }
 
 #[cfg(test)]

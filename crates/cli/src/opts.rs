@@ -3,13 +3,20 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
+use bittensor::subtensor::{network, Subtensor};
 use bittensor::wallet::{Wallet, DEFAULT_HOTKEY, DEFAULT_NAME};
 use clap::Args;
+
+use crate::output::UsageError;
 
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
     #[command(flatten)]
     pub wallet: WalletOpts,
+    #[command(flatten)]
+    pub subtensor: SubtensorOpts,
     /// Print results as JSON on stdout (errors too).
     #[arg(long, global = true)]
     pub json: bool,
@@ -55,5 +62,76 @@ impl WalletOpts {
 
     pub fn wallet_dir(&self) -> PathBuf {
         self.wallet().path
+    }
+}
+
+/// `--subtensor.network` / `--subtensor.chain_endpoint` and `--netuid`, with the SDK's names.
+#[derive(Debug, Clone, Args)]
+pub struct SubtensorOpts {
+    /// finney, test, archive, local, latent-lite, or a URL [env: BT_SUBTENSOR_NETWORK] [default: finney]
+    #[arg(long = "subtensor.network", visible_alias = "subtensor-network", global = true, value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// A ws://, wss://, http:// or https:// endpoint; wins over --subtensor.network [env: BT_SUBTENSOR_CHAIN_ENDPOINT]
+    #[arg(long = "subtensor.chain_endpoint", visible_alias = "subtensor-chain-endpoint", global = true, value_name = "URL")]
+    pub chain_endpoint: Option<String>,
+    /// The subnet (27 is NI Compute).
+    #[arg(long, global = true, default_value_t = 27)]
+    pub netuid: u16,
+}
+
+impl SubtensorOpts {
+    pub fn endpoint(&self) -> Result<String, UsageError> {
+        network::resolve(self.network.as_deref(), self.chain_endpoint.as_deref()).map_err(|e| UsageError(e.to_string()))
+    }
+
+    pub fn client(&self) -> anyhow::Result<Subtensor> {
+        let endpoint = self.endpoint()?;
+        Subtensor::new(&endpoint).map_err(|e| UsageError(e.to_string()).into())
+    }
+}
+
+/// Where nicompute keeps its data: `$XDG_DATA_HOME/nicompute` or `~/.local/share/nicompute`.
+pub fn data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("nicompute");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/nicompute")
+}
+
+/// Parses `12s`, `250ms`, `2m`, `1h`, `90d` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 12s, 250ms, 5m, 90d)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => n / 1e3,
+        "m" | "min" | "mins" => n * 60.0,
+        "h" | "hour" | "hours" => n * 3600.0,
+        "d" | "day" | "days" => n * 86400.0,
+        other => return Err(format!("unknown unit '{other}' in '{s}' (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("'{s}' must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("12s"), Ok(Duration::from_secs(12)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
     }
 }

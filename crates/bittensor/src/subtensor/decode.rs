@@ -27,7 +27,8 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, DecodeError> {
 /// Decodes `T` consuming every byte.
 pub fn decode_exact<T: Decode>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     let mut input = bytes;
-    let value = T::decode(&mut input).map_err(|e| DecodeError::Invalid { what, reason: e.to_string(), len: bytes.len() })?;
+    let value =
+        T::decode(&mut input).map_err(|e| DecodeError::Invalid { what, reason: e.to_string(), len: bytes.len() })?;
     if !input.is_empty() {
         return Err(DecodeError::TrailingBytes { what, extra: input.len(), len: bytes.len() });
     }

@@ -53,6 +53,29 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Answers one method call.
 pub type Handler = Arc<dyn Fn(String, Value) -> BoxFuture<Result<Value, RpcFault>> + Send + Sync>;
 
+/// A handler answering from recorded traffic: `entries` are `{"request": {...}, "response":
+/// {...}}` objects (the shape of the fixtures' `rpc_transcript.json`), matched on method and
+/// params. For tests and for reproducing what a node once answered.
+pub fn replay(entries: &[Value]) -> Handler {
+    let mut map = std::collections::HashMap::new();
+    for e in entries {
+        let req = &e["request"];
+        map.insert(format!("{}{}", req["method"].as_str().unwrap_or(""), req["params"]), e["response"].clone());
+    }
+    let map = Arc::new(map);
+    Arc::new(move |method: String, params: Value| {
+        let answer = match map.get(&format!("{method}{params}")) {
+            Some(resp) if resp.get("error").is_some_and(|e| !e.is_null()) => Err(RpcFault::new(
+                resp["error"]["code"].as_i64().unwrap_or(SERVER_ERROR),
+                resp["error"]["message"].as_str().unwrap_or("").to_owned(),
+            )),
+            Some(resp) => Ok(resp["result"].clone()),
+            None => Err(RpcFault::new(SERVER_ERROR, format!("not in the recording: {method} {params}"))),
+        };
+        Box::pin(async move { answer })
+    })
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {

@@ -3,7 +3,6 @@
 //! endpoint; the devnet chain registers, stakes and serves with signed requests, survives a
 //! restart, and refuses forgeries and replays without changing its state.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,29 +20,10 @@ use crate::util::fixtures;
 
 const FIXTURE_01: &str = "metagraph/01_sn1_block6852690_spec343";
 
-/// A JSON-RPC handler answering from a recorded transcript, keyed on method and params.
+/// The recorded traffic of a fixture, served as a node would.
 fn replay_handler(dir: &str) -> Handler {
     let text = std::fs::read_to_string(fixtures().join(dir).join("rpc_transcript.json")).expect("transcript");
-    let entries: Vec<Value> = serde_json::from_str(&text).expect("json");
-    let mut map = HashMap::new();
-    for e in entries {
-        let (req, resp) = (&e["request"], e["response"].clone());
-        map.insert(format!("{}{}", req["method"].as_str().expect("method"), req["params"]), resp);
-    }
-    let map = Arc::new(map);
-    Arc::new(move |method: String, params: Value| {
-        let map = map.clone();
-        Box::pin(async move {
-            match map.get(&format!("{method}{params}")) {
-                Some(resp) if resp.get("error").is_some() => Err(RpcFault::new(
-                    resp["error"]["code"].as_i64().unwrap_or(0),
-                    resp["error"]["message"].as_str().unwrap_or("").to_owned(),
-                )),
-                Some(resp) => Ok(resp["result"].clone()),
-                None => Err(RpcFault::new(-32000, format!("not in the transcript: {method} {params}"))),
-            }
-        })
-    })
+    server::replay(&serde_json::from_str::<Vec<Value>>(&text).expect("json"))
 }
 
 fn direct_metagraph() -> Metagraph {
