@@ -9,6 +9,8 @@
 // A benchmark's job is to print its figures.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod decode;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,6 +53,13 @@ enum Cmd {
         #[arg(long)]
         no_python: bool,
     },
+    /// Time decoding fixture 01 (1024 neurons + subnet state) into a Metagraph.
+    Decode {
+        #[arg(long, default_value = "tests/fixtures/metagraph")]
+        fixtures: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+    },
     /// Serve our axon with a trivial Specs handler; prints `READY <port>`; stops on stdin EOF.
     ServeAxon {
         #[arg(long, default_value_t = 0)]
@@ -74,6 +83,7 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Decode { fixtures, iterations } => decode::run(&fixtures, iterations),
         Cmd::ServeAxon { port } => serve_axon(port),
         Cmd::Load { addr, hotkey, concurrency, warmup, duration } => {
             let r = load(&addr, &hotkey, concurrency, warmup, duration)?;
