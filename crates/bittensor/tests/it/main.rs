@@ -1,6 +1,7 @@
 //! Integration tests of the Bittensor layer: golden captures of the real SDK, live dendrite ↔
 //! axon round trips, malformed input, and interop with the real Python SDK.
 
+mod chain;
 mod golden_chain;
 mod golden_http;
 mod golden_parsing;
