@@ -21,9 +21,7 @@ const WARMUP: usize = 20;
 
 /// Decodes both results and assembles the metagraph: the timed unit.
 fn decode_once(neurons: &[u8], state: &[u8]) -> Result<Metagraph> {
-    let neurons = decode_result::<Vec<NeuronInfoLite>>(neurons, "get_neurons_lite")?;
-    let state = decode_result::<Option<SubnetState>>(state, "get_subnet_state")?;
-    Ok(Metagraph::from_parts(1, BLOCK, BLOCK_HASH.to_owned(), neurons, state)?)
+    Ok(Metagraph::decode(1, BLOCK, BLOCK_HASH.to_owned(), neurons, state)?)
 }
 
 /// Median and p99 (nearest rank), in ms, of `iterations` timed runs of `f` after `WARMUP` untimed ones.
@@ -64,7 +62,9 @@ pub fn run(fixtures_dir: &Path, iterations: usize) -> Result<()> {
     let (median, p99) = time(iterations, || Ok(decode_result::<Vec<NeuronInfoLite>>(&neurons, "get_neurons_lite")?))?;
     println!("{:<44} median {median:>8.3} ms   p99 {p99:>8.3} ms", "SCALE decode Vec<NeuronInfoLite>");
     let (median, p99) = time(iterations, || Ok(decode_result::<Option<SubnetState>>(&state, "get_subnet_state")?))?;
-    println!("{:<44} median {median:>8.3} ms   p99 {p99:>8.3} ms", "SCALE decode Option<SubnetState>");
+    println!("{:<44} median {median:>8.3} ms   p99 {p99:>8.3} ms", "SCALE decode Option<SubnetState> (derived)");
+    let (median, p99) = time(iterations, || Ok(bittensor::subtensor::decode::decode_subnet_state(&state)?))?;
+    println!("{:<44} median {median:>8.3} ms   p99 {p99:>8.3} ms", "SCALE decode Option<SubnetState> (fast)");
     let (median, p99) = time(iterations, || decode_once(&neurons, &state))?;
     println!("{:<44} median {median:>8.3} ms   p99 {p99:>8.3} ms", "decode both + Metagraph::from_parts");
     let (median, p99) = time(iterations, || Ok((from_hex(neurons_hex.trim())?, from_hex(state_hex.trim())?)))?;

@@ -9,6 +9,7 @@
 // A benchmark's job is to print its figures.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod chain;
 mod decode;
 
 use std::io::{BufRead, BufReader, Write};
@@ -37,6 +38,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// A devnet metagraph of N neurons over a new WebSocket/HTTP connection each time.
+    Chain {
+        #[arg(long, default_value_t = 256)]
+        neurons: usize,
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+    },
     /// The whole axon comparison (ours vs Python 9.0.0 and 10.5.0), round trip, cold start.
     Axon {
         /// Directory with the Python peer venvs (bt9.0.0/, bt10.5.0/).
@@ -83,6 +91,7 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Chain { neurons, iterations } => chain::run(neurons, iterations),
         Cmd::Decode { fixtures, iterations } => decode::run(&fixtures, iterations),
         Cmd::ServeAxon { port } => serve_axon(port),
         Cmd::Load { addr, hotkey, concurrency, warmup, duration } => {

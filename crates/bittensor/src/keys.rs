@@ -46,7 +46,7 @@ impl AccountId {
         payload.extend_from_slice(&self.0);
         let hash = ss58_checksum(&payload);
         payload.extend_from_slice(&hash[..2]);
-        bs58::encode(payload).into_string()
+        base58(&payload)
     }
 
     /// Decodes and validates (length, checksum, prefix 42) an SS58 address.
@@ -123,6 +123,51 @@ impl FromStr for AccountId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::from_ss58(s)
     }
+}
+
+const BASE58_ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+/// 58⁵, the largest power of 58 below 2³².
+const BASE58_CHUNK: u64 = 656_356_768;
+
+/// Base58 (Bitcoin alphabet) of up to 40 bytes. A metagraph converts thousands of keys, and the
+/// general-purpose encoder's per-digit big-number division dominated that; dividing by 58⁵ over
+/// 32-bit limbs does five digits per pass. Checked against `bs58` by a property test.
+fn base58(input: &[u8]) -> String {
+    debug_assert!(input.len() <= 40);
+    let mut padded = [0u8; 40];
+    let offset = 40 - input.len();
+    padded[offset..].copy_from_slice(input);
+    let mut limbs = [0u32; 10];
+    for (i, l) in limbs.iter_mut().enumerate() {
+        *l = u32::from_be_bytes([padded[4 * i], padded[4 * i + 1], padded[4 * i + 2], padded[4 * i + 3]]);
+    }
+    let mut digits = [0u8; 60];
+    let mut pos = digits.len();
+    let mut start = limbs.iter().position(|l| *l != 0).unwrap_or(limbs.len());
+    while start < limbs.len() {
+        let mut rem = 0u64;
+        for l in &mut limbs[start..] {
+            let cur = (rem << 32) | u64::from(*l);
+            *l = (cur / BASE58_CHUNK) as u32;
+            rem = cur % BASE58_CHUNK;
+        }
+        while start < limbs.len() && limbs[start] == 0 {
+            start += 1;
+        }
+        for _ in 0..5 {
+            pos -= 1;
+            digits[pos] = BASE58_ALPHABET[(rem % 58) as usize];
+            rem /= 58;
+        }
+    }
+    while pos < digits.len() && digits[pos] == b'1' {
+        pos += 1;
+    }
+    let zeros = input.iter().take_while(|b| **b == 0).count();
+    let mut out = String::with_capacity(zeros + digits.len() - pos);
+    out.extend(std::iter::repeat_n('1', zeros));
+    out.extend(digits[pos..].iter().map(|b| char::from(*b)));
+    out
 }
 
 fn ss58_checksum(data: &[u8]) -> [u8; 64] {
@@ -343,6 +388,13 @@ mod tests {
             let mut other = msg.clone();
             other.push(1);
             prop_assert!(!kp.account_id().verify(&other, &sig));
+        }
+
+        #[test]
+        fn base58_matches_bs58(bytes in proptest::collection::vec(any::<u8>(), 0..=40), zeros in 0usize..4) {
+            let mut input = vec![0u8; zeros.min(40 - bytes.len().min(40))];
+            input.extend_from_slice(&bytes[..bytes.len().min(40 - input.len())]);
+            prop_assert_eq!(base58(&input), bs58::encode(&input).into_string());
         }
 
         #[test]

@@ -72,7 +72,12 @@ pub struct SubtensorOpts {
     #[arg(long = "subtensor.network", visible_alias = "subtensor-network", global = true, value_name = "NETWORK")]
     pub network: Option<String>,
     /// A ws://, wss://, http:// or https:// endpoint; wins over --subtensor.network [env: BT_SUBTENSOR_CHAIN_ENDPOINT]
-    #[arg(long = "subtensor.chain_endpoint", visible_alias = "subtensor-chain-endpoint", global = true, value_name = "URL")]
+    #[arg(
+        long = "subtensor.chain_endpoint",
+        visible_alias = "subtensor-chain-endpoint",
+        global = true,
+        value_name = "URL"
+    )]
     pub chain_endpoint: Option<String>,
     /// The subnet (27 is NI Compute).
     #[arg(long, global = true, default_value_t = 27)]

@@ -136,7 +136,13 @@ impl Subtensor {
     }
 
     pub async fn subnet_state(&self, netuid: u16, at: Option<&str>) -> Result<Option<SubnetState>, ChainError> {
-        self.call_decoded("SubnetInfoRuntimeApi_get_subnet_state", &netuid.encode(), at).await
+        const NAME: &str = "SubnetInfoRuntimeApi_get_subnet_state";
+        let bytes = self.state_call(NAME, &netuid.encode(), at).await?;
+        super::decode::decode_subnet_state(&bytes).map_err(|source| ChainError::Decode {
+            endpoint: self.endpoint().to_owned(),
+            call: NAME.to_owned(),
+            source,
+        })
     }
 
     pub async fn neuron(&self, netuid: u16, uid: u16, at: Option<&str>) -> Result<Option<NeuronInfo>, ChainError> {

@@ -18,10 +18,39 @@ pub enum DecodeError {
     TrailingBytes { what: &'static str, extra: usize, len: usize },
 }
 
-/// Decodes `0x`-prefixed (or bare) hex.
+/// Hex digit values; 0xff marks a byte that is not a hex digit.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Decodes `0x`-prefixed (or bare) hex. Results run to hundreds of kilobytes per call, so this
+/// is a table lookup per digit rather than the general-purpose decoder.
 pub fn from_hex(s: &str) -> Result<Vec<u8>, DecodeError> {
-    let digits = s.strip_prefix("0x").unwrap_or(s);
-    hex::decode(digits).map_err(|e| DecodeError::NotHex(format!("{e} (in {} characters)", digits.len())))
+    let digits = s.strip_prefix("0x").unwrap_or(s).as_bytes();
+    if digits.len() % 2 != 0 {
+        return Err(DecodeError::NotHex(format!("odd number of digits ({})", digits.len())));
+    }
+    let mut out = Vec::with_capacity(digits.len() / 2);
+    for (i, pair) in digits.chunks_exact(2).enumerate() {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        if (hi | lo) & 0xf0 != 0 {
+            return Err(DecodeError::NotHex(format!("invalid character at position {} of {}", 2 * i, digits.len())));
+        }
+        out.push(hi << 4 | lo);
+    }
+    Ok(out)
 }
 
 /// Decodes `T` consuming every byte.
@@ -50,6 +79,30 @@ pub fn decode_result<T: Decode>(bytes: &[u8], what: &'static str) -> Result<T, D
     }
 }
 
+/// `Option<SubnetState>` with the fast decoder, the same exactness and legacy fallback.
+pub fn decode_subnet_state(bytes: &[u8]) -> Result<Option<super::types::SubnetState>, DecodeError> {
+    const WHAT: &str = "get_subnet_state";
+    let exact = |b: &[u8]| -> Result<_, DecodeError> {
+        let mut input = b;
+        let v = super::types::SubnetState::decode_option(&mut input).map_err(|e| DecodeError::Invalid {
+            what: WHAT,
+            reason: e.to_string(),
+            len: b.len(),
+        })?;
+        if !input.is_empty() {
+            return Err(DecodeError::TrailingBytes { what: WHAT, extra: input.len(), len: b.len() });
+        }
+        Ok(v)
+    };
+    exact(bytes).or_else(|typed_err| {
+        let mut input = bytes;
+        match Compact::<u32>::decode(&mut input) {
+            Ok(Compact(len)) if input.len() == len as usize => exact(input).map_err(|_| typed_err),
+            _ => Err(typed_err),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +120,11 @@ mod tests {
         long.push(9);
         assert!(matches!(decode_result::<Vec<u16>>(&long, "v"), Err(DecodeError::TrailingBytes { .. })));
         assert!(from_hex("0xzz").is_err());
+        assert!(from_hex("0x123").is_err());
+        assert!(from_hex("0x12g4").is_err());
         assert_eq!(from_hex("0x0100").expect("hex"), vec![1, 0]);
+        assert_eq!(from_hex("DEADbeef").expect("hex"), vec![0xde, 0xad, 0xbe, 0xef]);
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(from_hex(&hex::encode(&all)).expect("hex"), all);
     }
 }

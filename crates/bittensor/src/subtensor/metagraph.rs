@@ -305,7 +305,7 @@ impl Metagraph {
         subnet_state: &[u8],
     ) -> Result<Self, MetagraphError> {
         let neurons = decode_result::<Vec<NeuronInfoLite>>(neurons_lite, "get_neurons_lite")?;
-        let state = decode_result::<Option<SubnetState>>(subnet_state, "get_subnet_state")?;
+        let state = crate::subtensor::decode::decode_subnet_state(subnet_state)?;
         Self::from_parts(netuid, block, block_hash, neurons, state)
     }
 

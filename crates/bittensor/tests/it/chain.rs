@@ -52,7 +52,7 @@ async fn replayed_finney_traffic_gives_the_same_metagraph_over_ws_and_http() {
         let got = chain.metagraph(1).await.unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(got.block, 6_852_690, "{url}");
         assert_eq!(got.neurons, want.neurons, "{url}");
-        assert_eq!(got.neurons[24].stake_tao, 58036.80859375f32);
+        assert_eq!(f64::from(got.neurons[24].stake_tao), 58036.80859375, "S[24] exactly as the SDK has it");
     }
 }
 

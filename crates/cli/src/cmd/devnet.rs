@@ -43,7 +43,8 @@ impl DevnetCommand {
 impl ChainArgs {
     async fn run(&self, out: &mut Output) -> anyhow::Result<()> {
         let dir = self.dir.clone().unwrap_or_else(|| data_dir().join("devnet"));
-        let cfg = DevnetConfig { bind: ([127, 0, 0, 1], self.port).into(), dir: dir.clone(), block_time: self.block_time };
+        let cfg =
+            DevnetConfig { bind: ([127, 0, 0, 1], self.port).into(), dir: dir.clone(), block_time: self.block_time };
         let node = devnet::spawn(cfg).await.context("starting the devnet chain")?;
         let doc = json!({"ws": node.ws_url(), "http": node.http_url(), "dir": dir.display().to_string()});
         out.result(&doc, |o| {

@@ -1,7 +1,6 @@
 //! `nicompute metagraph`: a subnet's neurons at the best block — keys, stake, validator
 //! permits and axons — from the endpoint `--subtensor.*` names (finney by default).
 
-
 use anyhow::Context;
 use bittensor::subtensor::metagraph::Metagraph;
 use clap::Args;
@@ -28,7 +27,8 @@ impl MetagraphArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let chain = g.subtensor.client()?;
         let netuid = g.subtensor.netuid;
-        let mut mg = chain.metagraph(netuid).await.with_context(|| format!("reading the metagraph of netuid {netuid}"))?;
+        let mut mg =
+            chain.metagraph(netuid).await.with_context(|| format!("reading the metagraph of netuid {netuid}"))?;
         if self.serving {
             mg.neurons.retain(|n| n.axon.serving);
         }

@@ -260,8 +260,10 @@ mod chain {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn metagraph_reads_the_replayed_real_chain_and_the_devnet_with_one_code_path() {
         let path = root().join("tests/fixtures/metagraph/01_sn1_block6852690_spec343/rpc_transcript.json");
-        let entries: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).expect("transcript")).expect("json");
-        let replay = server::spawn("127.0.0.1:0".parse().expect("addr"), server::replay(&entries)).await.expect("replay");
+        let entries: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("transcript")).expect("json");
+        let replay =
+            server::spawn("127.0.0.1:0".parse().expect("addr"), server::replay(&entries)).await.expect("replay");
         let url = replay.ws_url();
         let out = tokio::task::spawn_blocking(move || {
             nicompute(&["metagraph", "--json", "--netuid", "1", "--subtensor.chain_endpoint", &url])
@@ -273,12 +275,13 @@ mod chain {
         assert_eq!(v["block"], 6_852_690);
         assert_eq!(v["neurons"].as_array().map(Vec::len), Some(1024));
         // S is an f32 (as in the SDK); JSON carries its shortest form.
-        assert_eq!(v["neurons"][24]["stake_tao"].as_f64().map(|x| x as f32), Some(58036.80859375f32));
+        assert_eq!(v["neurons"][24]["stake_tao"].as_f64().map(|x| x as f32), Some(58036.81f32));
 
         let dir = tempfile::tempdir().expect("tmp");
-        let node = devnet::spawn(DevnetConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..DevnetConfig::new(dir.path()) })
-            .await
-            .expect("devnet");
+        let node =
+            devnet::spawn(DevnetConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..DevnetConfig::new(dir.path()) })
+                .await
+                .expect("devnet");
         let chain = Subtensor::new(&node.ws_url()).expect("client");
         let cold = Keypair::generate(12).expect("k").account_id();
         let (v, m) = (Keypair::generate(12).expect("k"), Keypair::generate(12).expect("k"));
@@ -288,16 +291,20 @@ mod chain {
         ops::serve_axon(&chain, &m, 27, "127.0.0.1".parse().expect("ip"), 8091, 9_000_000).await.expect("serve");
         for url in [node.ws_url(), node.http_url()] {
             let (u, ms) = (url.clone(), m.ss58());
-            let out = tokio::task::spawn_blocking(move || nicompute(&["metagraph", "--subtensor.chain_endpoint", &u])).await.expect("run");
+            let out = tokio::task::spawn_blocking(move || nicompute(&["metagraph", "--subtensor.chain_endpoint", &u]))
+                .await
+                .expect("run");
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(text.contains(&ms) && text.contains("127.0.0.1:8091") && text.contains("5000.0000"), "{text}");
             assert!(text.contains("2 neurons, 1 with a validator permit, 1 serving"), "{text}");
         }
         let u = node.ws_url();
-        let out = tokio::task::spawn_blocking(move || nicompute(&["metagraph", "--netuid", "99", "--subtensor.chain_endpoint", &u]))
-            .await
-            .expect("run");
+        let out = tokio::task::spawn_blocking(move || {
+            nicompute(&["metagraph", "--netuid", "99", "--subtensor.chain_endpoint", &u])
+        })
+        .await
+        .expect("run");
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains("netuid 99 does not exist"));
         node.shutdown().await;
@@ -329,7 +336,8 @@ mod chain {
         let url = line.split_whitespace().nth(3).expect("url in the ready line").to_owned();
         assert!(url.starts_with("ws://127.0.0.1:"), "{line}");
         let rt = tokio::runtime::Runtime::new().expect("rt");
-        let block = rt.block_on(async { Subtensor::new(&url).expect("client").best_block().await }).expect("best block");
+        let block =
+            rt.block_on(async { Subtensor::new(&url).expect("client").best_block().await }).expect("best block");
         assert!(block.number >= 1);
         assert!(dir.path().join("chain.sqlite").exists());
         let pid = child.id().to_string();
