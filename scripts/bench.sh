@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [nicompute-bench axon options, e.g. --duration 20]
+#   scripts/bench.sh [all|axon|decode|chain] [options of that benchmark]
 #
-# Axon throughput: 64 requests in flight, each freshly signed, server pinned to CPU 0 and the
-# load generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
-# 9.0.0 and 10.5.0 axons; then the single-request round trip and `wallet show` cold start.
+# axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
+#         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
+#         9.0.0 and 10.5.0 axons; then the single-request round trip and `wallet show` cold start.
+# decode: SCALE decoding of a real 1024-neuron finney metagraph (fixture 01).
+# chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/python-peers.sh
+what="${1:-all}"
+[[ $# -gt 0 ]] && shift
 cargo build --release --locked -p nicompute -p nicompute-bench
-exec target/release/nicompute-bench axon "$@"
+bench=target/release/nicompute-bench
+case "$what" in
+  axon) scripts/python-peers.sh && exec "$bench" axon "$@" ;;
+  decode) exec "$bench" decode "$@" ;;
+  chain) exec "$bench" chain "$@" ;;
+  all)
+    scripts/python-peers.sh
+    "$bench" decode
+    "$bench" chain
+    "$bench" axon
+    ;;
+  *) echo "usage: scripts/bench.sh [all|axon|decode|chain] [options]" >&2; exit 2 ;;
+esac
