@@ -1,6 +1,5 @@
-//! The NI Compute subnet (SN27) domain on top of the Bittensor layer.
-//!
-//! For now: the subnet's synapses, with the exact field names and defaults of SN27's
-//! `compute/protocol.py`, so Python validators and miners read what we send.
+//! The NI Compute subnet (SN27) domain on top of the Bittensor layer: the subnet's synapses,
+//! the credentials envelope, hardware specs, container runtimes and the miner.
 
 pub mod protocol;
+pub mod runtime;

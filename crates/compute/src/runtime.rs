@@ -1,0 +1,105 @@
+//! Container runtimes: where an allocation actually runs. The miner asks a [`ContainerRuntime`]
+//! to start, stop and manage one SSH-reachable machine per allocation; which runtime is a
+//! deployment choice (`docker`, the production default, or `local`, devnet only).
+//!
+//! Every container a runtime starts carries the allocation id, so that after a crash the miner
+//! can list what is running ([`ContainerRuntime::list`]) and reconcile it with its state.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use secrecy::SecretString;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The label (docker) or marker that says a container belongs to a nicompute miner.
+pub const OWNER_LABEL: &str = "io.nicompute.miner";
+/// The label holding the allocation id.
+pub const ALLOCATION_LABEL: &str = "io.nicompute.allocation";
+
+/// What to start for one allocation.
+#[derive(Clone)]
+pub struct ContainerSpec {
+    /// Unique per allocation; recorded on the container.
+    pub allocation_id: String,
+    /// Root's password (the miner always sets one; the renter gets it encrypted).
+    pub password: SecretString,
+    /// OpenSSH public key lines for `authorized_keys` (may be empty).
+    pub authorized_keys: Vec<String>,
+    /// Host port that reaches the container's SSH server.
+    pub ssh_port: u16,
+    /// Host address the SSH port is published on (0.0.0.0 in production, 127.0.0.1 in tests).
+    pub bind_ip: std::net::IpAddr,
+    /// CPU cores to give it (None: no limit).
+    pub cpu_count: Option<u32>,
+    /// Memory limit in bytes (None: no limit).
+    pub memory_bytes: Option<u64>,
+    /// Give it every GPU of the host.
+    pub gpus: bool,
+}
+
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("allocation_id", &self.allocation_id)
+            .field("password", &"<redacted>")
+            .field("authorized_keys", &self.authorized_keys.len())
+            .field("ssh_port", &self.ssh_port)
+            .field("bind_ip", &self.bind_ip)
+            .field("cpu_count", &self.cpu_count)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("gpus", &self.gpus)
+            .finish()
+    }
+}
+
+/// A container as the runtime knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The runtime's id for it.
+    pub id: String,
+    pub allocation_id: String,
+    pub state: ContainerState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// Runtime failures; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("the container runtime is unavailable: {0}")]
+    Unavailable(String),
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    #[error("the SSH port {port} is already in use on this host")]
+    PortInUse { port: u16 },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Starts and manages SSH-reachable machines, one per allocation.
+pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
+    /// `docker` or `local`.
+    fn name(&self) -> &'static str;
+
+    /// Starts the machine and returns once its SSH server accepts TCP connections.
+    fn start<'a>(&'a self, spec: &'a ContainerSpec) -> BoxFuture<'a, Result<Container, RuntimeError>>;
+
+    /// Stops and removes it. Removing a container that is already gone succeeds.
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    fn pause<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn unpause<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn restart<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// Replaces root's `authorized_keys`.
+    fn set_authorized_keys<'a>(&'a self, id: &'a str, keys: &'a [String]) -> BoxFuture<'a, Result<(), RuntimeError>>;
+
+    /// Every container of ours this runtime has, running or not.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Container>, RuntimeError>>;
+}
