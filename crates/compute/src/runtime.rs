@@ -10,6 +10,8 @@ use std::pin::Pin;
 
 use secrecy::SecretString;
 
+pub mod docker;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The label (docker) or marker that says a container belongs to a nicompute miner.
