@@ -11,6 +11,7 @@ use std::pin::Pin;
 use secrecy::SecretString;
 
 pub mod docker;
+pub mod local;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
