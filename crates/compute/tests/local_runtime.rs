@@ -531,3 +531,28 @@ async fn scp_copies_files_both_ways() {
     }
     rt.remove(&c.id).await.expect("remove");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_runtime_stops_its_servers_and_processes() {
+    if !tools(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(dir.path(), "renter");
+    let rt = runtime(&dir);
+    let port = free_port();
+    rt.start(&spec("dropped", port, vec![public])).await.expect("start");
+    let out = ssh_key(port, &key, "nohup sleep 300 >/dev/null 2>&1 & echo $!").await;
+    let pid: u32 = stdout(&out).trim().parse().expect("a pid");
+    drop(rt);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let freed = loop {
+        let dead = state_of(pid).is_none_or(|s| s == 'Z');
+        let free = std::net::TcpListener::bind((LOCALHOST, port)).is_ok();
+        if (dead && free) || Instant::now() > deadline {
+            break (dead, free);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(freed, (true, true), "(processes killed, port free)");
+}

@@ -28,8 +28,9 @@
 //! SIGHUP when the SSH connection ends, SIGSTOP/SIGCONT on pause/unpause, SIGKILL on restart and
 //! remove. A process that leaves its group (`setsid`) escapes all of that.
 //!
-//! State is in memory only: after a miner restart [`LocalRuntime::list`] is empty (the miner's
-//! reconcile then clears its allocation) and leftover directories are deleted by [`LocalRuntime::new`].
+//! State is in memory only: dropping the runtime stops its servers and kills their sessions'
+//! processes; after a miner restart [`LocalRuntime::list`] is empty (the miner's reconcile then
+//! clears its allocation) and leftover directories are deleted by [`LocalRuntime::new`].
 
 mod line;
 mod ssh;
@@ -214,6 +215,20 @@ impl LocalRuntime {
 
     fn found(&self, id: &str) -> Result<Arc<Shared>, RuntimeError> {
         self.find(id).ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
+    }
+}
+
+/// Nothing can manage an allocation once its runtime is gone (state is in memory only), so
+/// dropping the runtime stops its servers and kills what their sessions started; the directories
+/// stay until the next [`LocalRuntime::new`] on the same root.
+impl Drop for LocalRuntime {
+    fn drop(&mut self) {
+        let servers = std::mem::take(&mut *lock(&self.servers));
+        for (_, served) in servers {
+            served.shared.closing.store(true, Ordering::SeqCst);
+            served.listener.abort();
+            served.shared.signal_all(rustix::process::Signal::KILL);
+        }
     }
 }
 
