@@ -5,8 +5,10 @@
 #
 # Builds (once, cached under target/) the Python venvs holding the real bittensor SDK
 # (9.0.0 and 10.5.0) used as interop peers, then: format check, clippy with warnings denied,
-# and every test (unit, golden, property/fuzz, live interop with the real SDK). Interop tests
-# must run here, never skip: NICOMPUTE_REQUIRE_PEERS=1 turns a missing peer into a failure.
+# and every test (unit, golden, property/fuzz, live interop with the real SDK, Docker end to
+# end). Starts a Docker daemon if none answers (installing docker.io where missing) and builds
+# the miner's SSH image without a registry. Interop and Docker tests must run here, never skip:
+# NICOMPUTE_REQUIRE_PEERS=1 and NICOMPUTE_REQUIRE_DOCKER=1 turn a missing peer into a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,10 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "Python peers (real bittensor SDK 9.0.0 and 10.5.0)"
 scripts/python-peers.sh
 
+step "Docker daemon, SSH client tools and the miner's base image"
+scripts/docker-up.sh
+scripts/build-ssh-image.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -22,7 +28,7 @@ step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-export NICOMPUTE_REQUIRE_PEERS=1
+export NICOMPUTE_REQUIRE_PEERS=1 NICOMPUTE_REQUIRE_DOCKER=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -30,6 +30,9 @@ pub enum Command {
     Query(cmd::query::QueryArgs),
     /// The subnet's neurons and axons at the best block.
     Metagraph(cmd::metagraph::MetagraphArgs),
+    /// The miner daemon: answers Allocate and Specs, runs SSH-reachable containers.
+    #[command(subcommand)]
+    Miner(cmd::miner::MinerCommand),
     /// The whole network on one machine.
     #[command(subcommand)]
     Devnet(cmd::devnet::DevnetCommand),

@@ -2,6 +2,7 @@
 //! the credentials envelope, hardware specs, container runtimes and the miner.
 
 pub mod crypto;
+pub mod miner;
 pub mod protocol;
 pub mod runtime;
 pub mod specs;

@@ -2,6 +2,7 @@
 
 pub mod devnet;
 pub mod metagraph;
+pub mod miner;
 pub mod query;
 pub mod wallet;
 
@@ -14,5 +15,6 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Query(a) => a.run(&cli.global, out).await,
         Command::Metagraph(a) => a.run(&cli.global, out).await,
         Command::Devnet(c) => c.run(&cli.global, out).await,
+        Command::Miner(c) => c.run(&cli.global, out).await,
     }
 }

@@ -1,0 +1,195 @@
+//! `nicompute miner run`: the miner daemon in the foreground, SN27 miner flags and defaults.
+//!
+//! It loads the hotkey, connects to the chain (the metagraph decides who may call), detects the
+//! hardware, reconciles leftovers of a previous run, serves `Allocate`/`Specs` on the axon and
+//! stops cleanly on SIGTERM or Ctrl-C. The `local` runtime and simulated GPUs are refused unless
+//! the chain is a devnet: neither belongs on the real network.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bittensor::axon::AxonConfig;
+use bittensor::devnet::ops;
+use clap::{Args, Subcommand, ValueEnum};
+use compute::miner::policy::PolicyConfig;
+use compute::miner::{self, MetagraphSource, MinerConfig};
+use compute::runtime::ContainerRuntime;
+use compute::specs::{DetectOptions, SimulatedGpu};
+use serde_json::json;
+
+use crate::opts::{data_dir, parse_duration, GlobalOpts};
+use crate::output::{Output, UsageError};
+use crate::password::PromptOrEnv;
+
+#[derive(Debug, Subcommand)]
+pub enum MinerCommand {
+    /// Run the miner daemon in the foreground until Ctrl-C or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// Docker Engine containers with sshd (production).
+    Docker,
+    /// An embedded SSH server per allocation; isolates nothing (devnet only).
+    Local,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Port of the axon (the miner's synapse server).
+    #[arg(long = "axon.port", visible_alias = "axon-port", default_value_t = 8091)]
+    pub axon_port: u16,
+    /// Address the axon listens on.
+    #[arg(long = "axon.ip", visible_alias = "axon-ip", default_value = "0.0.0.0")]
+    pub axon_ip: IpAddr,
+    /// The address validators reach this machine at (published on a devnet chain).
+    #[arg(long = "axon.external_ip", visible_alias = "axon-external-ip")]
+    pub external_ip: Option<IpAddr>,
+    /// Host port renters' SSH reaches (published to the allocation's port 22).
+    #[arg(long = "ssh.port", visible_alias = "ssh-port", default_value_t = 4444)]
+    pub ssh_port: u16,
+    /// Address the SSH port is published on.
+    #[arg(long = "ssh.bind_ip", visible_alias = "ssh-bind-ip", default_value = "0.0.0.0")]
+    pub ssh_bind_ip: IpAddr,
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Docker)]
+    pub runtime: RuntimeKind,
+    /// The container image (needs sshd and the nicompute entrypoint; see images/sshd/README.md).
+    #[arg(long, default_value = "nicompute/sshd:bookworm")]
+    pub image: String,
+    /// Only these hotkeys may call (comma-separated); empty: anyone registered with stake.
+    #[arg(long = "whitelist-hotkeys", value_delimiter = ',')]
+    pub whitelist: Vec<String>,
+    /// These hotkeys are always refused (comma-separated).
+    #[arg(long = "blacklist-hotkeys", value_delimiter = ',')]
+    pub blacklist: Vec<String>,
+    /// Minimum caller stake in TAO (SN27's validator threshold).
+    #[arg(long = "min-stake", default_value_t = 1024.0)]
+    pub min_stake: f64,
+    /// Where the allocation state lives [default: <data dir>/miner]
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Advertise simulated GPUs "NAME:MEM_MIB[:COUNT]" (devnet and tests only).
+    #[arg(long = "simulate-gpu", value_name = "NAME:MEM_MIB[:COUNT]")]
+    pub simulate_gpu: Option<SimulatedGpu>,
+    /// How often the metagraph (who may call) is refreshed.
+    #[arg(long = "metagraph-refresh", value_parser = parse_duration, default_value = "2m")]
+    pub metagraph_refresh: Duration,
+}
+
+impl MinerCommand {
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        match self {
+            MinerCommand::Run(a) => a.run(g, out).await,
+        }
+    }
+}
+
+impl RunArgs {
+    async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        let netuid = g.subtensor.netuid;
+        let chain = g.subtensor.client()?;
+        let wallet = g.wallet.wallet();
+        let keypair = wallet
+            .hotkey(&PromptOrEnv { confirm: false })
+            .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+        let devnet = ops::is_devnet(&chain).await.unwrap_or(false);
+        if !devnet && self.runtime == RuntimeKind::Local {
+            return Err(UsageError(format!(
+                "--runtime local isolates nothing and runs only against a nicompute devnet chain; {} is not one",
+                chain.endpoint()
+            ))
+            .into());
+        }
+        if !devnet && self.simulate_gpu.is_some() {
+            return Err(UsageError("--simulate-gpu is for devnets and tests only".into()).into());
+        }
+        if !devnet && self.min_stake < 1024.0 {
+            tracing::warn!(
+                min_stake = self.min_stake,
+                "callers below SN27's validator threshold (1024 TAO) will be served"
+            );
+        }
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| data_dir().join("miner"));
+        std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+        let runtime: Arc<dyn ContainerRuntime> = match self.runtime {
+            RuntimeKind::Local => Arc::new(
+                compute::runtime::local::LocalRuntime::new(state_dir.join("local"))
+                    .context("starting the local runtime")?,
+            ),
+            RuntimeKind::Docker => {
+                let cfg = compute::runtime::docker::DockerConfig { image: self.image.clone(), ..Default::default() };
+                let docker =
+                    compute::runtime::docker::DockerRuntime::connect(cfg).await.context("connecting to Docker")?;
+                docker.ensure_image().await.context("checking the container image")?;
+                Arc::new(docker)
+            }
+        };
+        let specs = compute::specs::detect(&DetectOptions {
+            disk_path: state_dir.clone(),
+            simulate_gpu: self.simulate_gpu.clone(),
+            ..Default::default()
+        })
+        .await;
+        let cfg = MinerConfig {
+            keypair: keypair.clone(),
+            netuid,
+            axon: AxonConfig { bind: (self.axon_ip, self.axon_port).into(), ..AxonConfig::default() },
+            ssh_port: self.ssh_port,
+            ssh_bind_ip: self.ssh_bind_ip,
+            runtime,
+            state_dir: state_dir.clone(),
+            specs,
+            policy: PolicyConfig {
+                whitelist: self.whitelist.iter().cloned().collect(),
+                blacklist: self.blacklist.iter().cloned().collect(),
+                min_stake_tao: self.min_stake,
+            },
+            metagraph: MetagraphSource::Chain { client: chain.clone(), interval: self.metagraph_refresh },
+        };
+        let handle = miner::spawn(cfg).await.context("starting the miner")?;
+        let axon_port = handle.axon_addr().port();
+        let external = self.external_ip.unwrap_or_else(|| if devnet { [127, 0, 0, 1].into() } else { self.axon_ip });
+        if devnet {
+            match ops::serve_axon(&chain, &keypair, netuid, external, axon_port, 9_000_000).await {
+                Ok(()) => tracing::info!(%external, axon_port, "axon published on the devnet chain"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not publish the axon on the devnet chain (is the hotkey registered?)")
+                }
+            }
+        } else {
+            out.note(
+                "Publishing the axon on the real chain (serve_axon) is not done by nicompute yet: \
+                 make sure your hotkey's axon points at this machine's address and --axon.port.",
+            );
+        }
+        let doc = json!({
+            "hotkey": keypair.ss58(),
+            "netuid": netuid,
+            "axon": format!("{}:{}", self.axon_ip, axon_port),
+            "ssh_port": self.ssh_port,
+            "runtime": format!("{:?}", self.runtime).to_lowercase(),
+            "state_dir": state_dir.display().to_string(),
+            "chain": chain.endpoint(),
+            "pid": std::process::id(),
+        });
+        out.result(&doc, |o| {
+            writeln!(
+                o,
+                "miner {} serving netuid {netuid} on {}:{axon_port}, SSH port {}, runtime {:?}, chain {}",
+                keypair.ss58(),
+                self.axon_ip,
+                self.ssh_port,
+                self.runtime,
+                chain.endpoint()
+            )
+        });
+        bittensor::axon::wait_for_signal().await;
+        tracing::info!("miner: shutting down (allocations keep running; the next start reconciles them)");
+        handle.shutdown().await;
+        Ok(())
+    }
+}
