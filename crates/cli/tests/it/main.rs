@@ -3,4 +3,5 @@
 
 mod cli;
 mod interop;
+mod miner;
 mod peers;
