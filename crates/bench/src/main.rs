@@ -11,6 +11,7 @@
 
 mod chain;
 mod decode;
+mod miner;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -68,6 +69,13 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         iterations: usize,
     },
+    /// The real `nicompute miner run` on a devnet: idle RSS, allocate → SSH login → deallocate times.
+    Miner {
+        #[arg(long, default_value_t = 10)]
+        allocations: usize,
+        #[arg(long, value_enum, default_value_t = miner::Runtime::Docker)]
+        runtime: miner::Runtime,
+    },
     /// Serve our axon with a trivial Specs handler; prints `READY <port>`; stops on stdin EOF.
     ServeAxon {
         #[arg(long, default_value_t = 0)]
@@ -93,6 +101,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Chain { neurons, iterations } => chain::run(neurons, iterations),
         Cmd::Decode { fixtures, iterations } => decode::run(&fixtures, iterations),
+        Cmd::Miner { allocations, runtime } => miner::run(allocations, runtime),
         Cmd::ServeAxon { port } => serve_axon(port),
         Cmd::Load { addr, hotkey, concurrency, warmup, duration } => {
             let r = load(&addr, &hotkey, concurrency, warmup, duration)?;
