@@ -1,6 +1,7 @@
 //! The NI Compute subnet (SN27) domain on top of the Bittensor layer: the subnet's synapses,
 //! the credentials envelope, hardware specs, container runtimes and the miner.
 
+pub mod allocator;
 pub mod crypto;
 pub mod miner;
 pub mod protocol;
