@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod crypto;
+pub mod db;
 pub mod miner;
 pub mod protocol;
 pub mod runtime;
