@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod opts;
 pub mod output;
 pub mod password;
+pub mod shell;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -27,6 +28,25 @@ pub fn main_entry(args: Vec<OsString>) -> ExitCode {
         Err(e) => return output::usage_error(e, json),
     };
     init_logging(cli.global.verbose, cli.global.quiet);
+    if cli.command.is_none() {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            let _ = Cli::command_help();
+            return ExitCode::from(EXIT_USAGE);
+        }
+        let startup: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        let (json, secrets) = (cli.global.json, cli.global.show_secrets);
+        let mut out = Output::stdio(json, secrets);
+        let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                out.error(&anyhow::Error::new(e));
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        let r = rt.block_on(shell::run(startup, json, secrets));
+        return out.finish(r);
+    }
     let mut out = Output::stdio(cli.global.json, cli.global.show_secrets);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

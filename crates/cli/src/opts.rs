@@ -20,6 +20,9 @@ pub struct GlobalOpts {
     /// Print results as JSON on stdout (errors too).
     #[arg(long, global = true)]
     pub json: bool,
+    /// The allocation database (SN27's database.db format) [env: NICOMPUTE_DB] [default: <data dir>/database.db]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
     /// Show passwords and mnemonics instead of redacting them.
     #[arg(long = "show-secrets", global = true)]
     pub show_secrets: bool,

@@ -5,3 +5,4 @@ mod cli;
 mod interop;
 mod miner;
 mod peers;
+mod renter;

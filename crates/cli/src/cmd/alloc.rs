@@ -1,0 +1,361 @@
+//! `a` and `a_hotkey`: allocate a miner's machine by requirement or by hotkey.
+//!
+//! Candidates are the database's miners that meet the requirement, are not penalized, and serve
+//! an axon in the metagraph; they are checked in parallel under one `--deadline` and the first
+//! that says yes is allocated (compute::allocator). The intent is recorded before the miner is
+//! asked, so Ctrl-C at any point leaves nothing orphaned: an interrupted allocation is released
+//! on the spot (or by `reconcile`). Credentials are printed once, the password redacted unless
+//! `--show-secrets`; the renter's SSH public key is injected by default.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bittensor::dendrite::Dendrite;
+use bittensor::AccountId;
+use clap::Args;
+use compute::allocator::{self, AllocateOptions, Allocated, Candidate, Explain, Stage};
+use compute::db::ComputeDb;
+use compute::specs::{GpuRequirement, Requirement};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::cmd::{open_db, DbStore};
+use crate::opts::{parse_duration, GlobalOpts};
+use crate::output::{table, Output, Reported, UsageError};
+use crate::password::PromptOrEnv;
+
+const GIB: u64 = 1 << 30;
+
+#[derive(Debug, Clone, Args)]
+pub struct RequirementArgs {
+    /// GPU type, matched against the GPU name (e.g. h100, a100, 4090).
+    #[arg(long = "gpu_type", visible_alias = "gpu-type", value_name = "TYPE")]
+    pub gpu_type: Option<String>,
+    /// GPU memory per GPU in GB (a GPU sold as N GB matches N).
+    #[arg(long = "gpu_size", visible_alias = "gpu-size", value_name = "GB")]
+    pub gpu_size: Option<f64>,
+    #[arg(long = "gpu-count", default_value_t = 1)]
+    pub gpu_count: u64,
+    /// Ask for no GPU at all (a CPU machine).
+    #[arg(long = "cpu-only", conflicts_with_all = ["gpu_type", "gpu_size"])]
+    pub cpu_only: bool,
+    #[arg(long = "cpu-count", default_value_t = 1)]
+    pub cpu_count: u64,
+    /// Available RAM in GB.
+    #[arg(long, value_name = "GB", default_value_t = 1.0)]
+    pub ram: f64,
+    /// Free disk in GB.
+    #[arg(long, value_name = "GB", default_value_t = 1.0)]
+    pub disk: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AllocOpts {
+    /// How long the allocation lasts (sent as `timeline` days; our miners honour it exactly).
+    #[arg(long, value_parser = parse_duration, default_value = "90d")]
+    pub ttl: Duration,
+    /// The SSH public key to inject [default: ~/.ssh/id_ed25519.pub or ~/.ssh/id_rsa.pub]
+    #[arg(long = "ssh-key", value_name = "PUBKEY_FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// Do not inject an SSH key (password login only).
+    #[arg(long = "no-ssh-key", conflicts_with = "ssh_key")]
+    pub no_ssh_key: bool,
+    /// Total time for checking candidates.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub deadline: Duration,
+    /// Print every candidate and why it was taken or rejected.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AArgs {
+    #[command(flatten)]
+    pub req: RequirementArgs,
+    #[command(flatten)]
+    pub opts: AllocOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct AHotkeyArgs {
+    /// The miner's hotkey (asked for in the shell when missing).
+    #[arg(id = "miner_hotkey", value_name = "HOTKEY")]
+    pub hotkey: Option<String>,
+    #[command(flatten)]
+    pub req: RequirementArgs,
+    #[command(flatten)]
+    pub opts: AllocOpts,
+}
+
+/// Asks on the terminal, or fails with a usage error when there is none.
+pub fn prompt(label: &str, flag: &str) -> anyhow::Result<String> {
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(format!("{flag} is required (no terminal to ask on)")).into());
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(err, "{label} ");
+    let _ = err.flush();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
+impl RequirementArgs {
+    /// The requirement, prompting as SN27's shell does for a missing GPU type and size.
+    /// `choose`: the GPU must be chosen (by flag, prompt, or `--cpu-only`), as `a` requires.
+    fn resolve(&self, choose: bool) -> anyhow::Result<Requirement> {
+        let (mut kind, mut size) = (self.gpu_type.clone(), self.gpu_size);
+        if choose && !self.cpu_only && kind.is_none() && size.is_none() {
+            kind = Some(prompt("Enter GPU type:", "--gpu_type (or --cpu-only)")?);
+            let s = prompt("Enter GPU memory in GB:", "--gpu_size")?;
+            size = if s.is_empty() {
+                None
+            } else {
+                Some(s.parse().map_err(|_| UsageError(format!("'{s}' is not a number of GB")))?)
+            };
+        }
+        let kind = kind.filter(|k| !k.trim().is_empty());
+        let gpu = if self.cpu_only || (kind.is_none() && size.is_none()) {
+            None
+        } else {
+            Some(GpuRequirement {
+                count: self.gpu_count.max(1),
+                memory_mib: size.map_or(0, |gb| (gb * 1024.0).round() as u64),
+                kind: kind.unwrap_or_default(),
+            })
+        };
+        Ok(Requirement {
+            cpu_count: Some(self.cpu_count),
+            gpu,
+            hard_disk_bytes: Some((self.disk * GIB as f64) as u64),
+            ram_bytes: Some((self.ram * GIB as f64) as u64),
+        })
+    }
+}
+
+impl AllocOpts {
+    fn options(&self, out: &mut Output, timeline_days: i64) -> anyhow::Result<AllocateOptions> {
+        let ssh_key = if self.no_ssh_key {
+            None
+        } else {
+            let path = match &self.ssh_key {
+                Some(p) => Some(p.clone()),
+                None => {
+                    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+                    ["id_ed25519.pub", "id_rsa.pub"].iter().map(|f| home.join(".ssh").join(f)).find(|p| p.is_file())
+                }
+            };
+            match path {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading the SSH public key {}", p.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => {
+                    out.note("No SSH public key found (~/.ssh/id_ed25519.pub, id_rsa.pub): password login only.");
+                    None
+                }
+            }
+        };
+        let days = (self.ttl.as_secs().div_ceil(86_400) as i64).max(1).min(timeline_days.max(1).max(365));
+        Ok(AllocateOptions {
+            timeline_days: days,
+            ttl: Some(self.ttl),
+            ssh_key,
+            deadline: self.deadline,
+            check_timeout: self.deadline,
+            ..AllocateOptions::default()
+        })
+    }
+}
+
+/// Progress on stderr, only on a terminal.
+fn progress(stage: Stage) {
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    let msg = match stage {
+        Stage::Checking { candidates } => format!("checking {candidates} candidate(s)…"),
+        Stage::Allocating { hotkey, attempt } => format!("allocating {hotkey} (attempt {attempt})…"),
+        Stage::WaitingForSsh { ip, port } => format!("waiting for SSH at {ip}:{port}…"),
+        Stage::Done => "done".into(),
+    };
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+#[derive(Debug, Serialize)]
+struct AllocatedView<'a> {
+    hotkey: &'a str,
+    resource: &'a str,
+    username: &'a str,
+    password: String,
+    port: u16,
+    ip: &'a str,
+    ssh: String,
+    ssh_key_injected: bool,
+    ssh_ready: bool,
+    expires_in: String,
+    elapsed_ms: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explain: Option<&'a [Explain]>,
+}
+
+fn explain_table(explain: &[Explain]) -> String {
+    let rows = explain
+        .iter()
+        .map(|e| {
+            vec![
+                e.hotkey.clone(),
+                e.verdict.label().to_owned(),
+                e.verdict.to_string(),
+                e.answer_ms.map_or("-".into(), |m| format!("{m} ms")),
+            ]
+        })
+        .collect();
+    table(&["Hotkey", "Verdict", "Detail", "Answer"], rows)
+}
+
+fn show(out: &mut Output, a: &Allocated, with_explain: bool) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let view = AllocatedView {
+        hotkey: &a.hotkey,
+        resource: &a.resource,
+        username: &a.username,
+        password: out.secret(a.password.expose_secret()).to_owned(),
+        port: a.port,
+        ip: &a.ip,
+        ssh: format!("ssh {}@{} -p {}", a.username, a.ip, a.port),
+        ssh_key_injected: a.ssh_key_injected,
+        ssh_ready: a.ssh_ready,
+        expires_in: crate::cmd::list::human_duration_ms(i128::from(a.expires_ms) - i128::from(now)),
+        elapsed_ms: a.timings.total.as_millis(),
+        explain: with_explain.then_some(a.explain.as_slice()),
+    };
+    out.result(&view, |o| {
+        writeln!(o, "Hotkey:     {}", view.hotkey)?;
+        writeln!(o, "Resource:   {}", view.resource)?;
+        writeln!(o, "Username:   {}", view.username)?;
+        writeln!(o, "Password:   {}", view.password)?;
+        writeln!(o, "Port:       {}", view.port)?;
+        writeln!(o, "IP:         {}", view.ip)?;
+        writeln!(o, "Expires in: {}", view.expires_in)?;
+        writeln!(o, "SSH:        {}", view.ssh)?;
+        if with_explain {
+            writeln!(o, "{}", explain_table(&a.explain))?;
+        }
+        Ok(())
+    });
+    if !a.ssh_ready {
+        out.note(
+            "The miner allocated the machine but its SSH server did not answer yet; try `nicompute ssh` in a minute.",
+        );
+    }
+}
+
+/// Releases allocations this CLI started but never recorded (Ctrl-C, a crash).
+pub async fn release_interrupted(
+    db: &ComputeDb,
+    dendrite: &Dendrite,
+    chain: &bittensor::subtensor::Subtensor,
+    netuid: u16,
+) -> usize {
+    let Ok(rows) = db.interrupted() else { return 0 };
+    if rows.is_empty() {
+        return 0;
+    }
+    let Ok(mg) = chain.metagraph(netuid).await else { return 0 };
+    let store = DbStore(db);
+    let mut released = 0;
+    for (hotkey, regkey) in rows {
+        let Ok(c) = Candidate::from_metagraph(&hotkey, &mg, None) else { continue };
+        match allocator::deallocate(dendrite, &c.target, &hotkey, &regkey, &store, Duration::from_secs(30)).await {
+            allocator::DeallocOutcome::Released | allocator::DeallocOutcome::NotHolder(_) => {
+                let _ = db.abort_allocation(&hotkey);
+                released += 1;
+            }
+            _ => {}
+        }
+    }
+    released
+}
+
+async fn run_alloc(
+    g: &GlobalOpts,
+    out: &mut Output,
+    hotkey: Option<&str>,
+    req: &RequirementArgs,
+    opts: &AllocOpts,
+    timeline_days: i64,
+) -> anyhow::Result<()> {
+    let requirement = req.resolve(hotkey.is_none())?;
+    let options = opts.options(out, timeline_days)?;
+    let db = open_db(g)?;
+    let chain = g.subtensor.client()?;
+    let wallet = g.wallet.wallet();
+    let keypair = wallet
+        .hotkey(&PromptOrEnv { confirm: false })
+        .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+    let dendrite = Dendrite::new(keypair);
+    release_interrupted(&db, &dendrite, &chain, g.subtensor.netuid).await;
+    let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
+    let store = DbStore(&db);
+    let specs: Vec<(String, Option<compute::specs::Specs>)> =
+        db.miner_details()?.into_iter().map(|m| (m.hotkey, m.specs)).collect();
+    let work = async {
+        match hotkey {
+            Some(hk) => {
+                let specs = specs.iter().find(|(h, _)| h == hk).and_then(|(_, s)| s.clone());
+                let candidate = Candidate::from_metagraph(hk, &mg, specs)
+                    .map_err(|v| anyhow::anyhow!("{hk} cannot be allocated: {v}"))?;
+                allocator::allocate_hotkey(&dendrite, candidate, &requirement, &options, &store, &progress)
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
+            None => {
+                if specs.is_empty() {
+                    return Err(anyhow::anyhow!("the database knows no miners yet: run `nicompute sync` first"));
+                }
+                let penalized = db.penalized()?.into_iter().collect();
+                let (cands, excluded) = allocator::candidates(&specs, &mg, &penalized, &requirement);
+                allocator::allocate(&dendrite, cands, excluded, &requirement, &options, &store, &progress)
+                    .await
+                    .map_err(|e| {
+                        if opts.explain {
+                            let _ = writeln!(std::io::stderr(), "{}", explain_table(&e.explain));
+                        }
+                        anyhow::Error::from(e)
+                    })
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => {
+            let n = release_interrupted(&db, &dendrite, &chain, g.subtensor.netuid).await;
+            return Err(Reported(format!("interrupted; {n} half-made allocation(s) released")).into());
+        }
+    };
+    let allocated = result?;
+    show(out, &allocated, opts.explain);
+    Ok(())
+}
+
+impl AArgs {
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        run_alloc(g, out, None, &self.req, &self.opts, 90).await
+    }
+}
+
+impl AHotkeyArgs {
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        let hotkey = match &self.hotkey {
+            Some(h) => h.trim().to_owned(),
+            None => prompt("Enter hotkey:", "HOTKEY")?,
+        };
+        AccountId::from_ss58(&hotkey).map_err(|e| UsageError(e.to_string()))?;
+        run_alloc(g, out, Some(&hotkey), &self.req, &self.opts, 30).await
+    }
+}

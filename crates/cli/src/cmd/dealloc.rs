@@ -1,0 +1,118 @@
+//! `d HOTKEY[,HOTKEY...]`: release allocations. The row is deleted only when the miner confirms;
+//! an unreachable miner leaves it `pending_deallocation` for `reconcile` (SN27 forgets it first
+//! and leaves the machine running for up to 90 days).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+use bittensor::dendrite::Dendrite;
+use bittensor::AccountId;
+use clap::Args;
+use compute::allocator::{self, Candidate, DeallocOutcome};
+use serde::Serialize;
+
+use crate::cmd::alloc::prompt;
+use crate::cmd::{open_db, DbStore};
+use crate::opts::GlobalOpts;
+use crate::output::{Output, Reported, UsageError};
+use crate::password::PromptOrEnv;
+
+#[derive(Debug, Args)]
+pub struct DArgs {
+    /// Hotkeys to release, comma-separated (asked for in the shell when missing).
+    #[arg(value_name = "HOTKEY[,HOTKEY...]", value_delimiter = ',')]
+    pub hotkeys: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long = "yes")]
+    pub yes: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DOutcome {
+    pub hotkey: String,
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl DArgs {
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        let mut hotkeys: Vec<String> =
+            self.hotkeys.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
+        if hotkeys.is_empty() {
+            hotkeys = prompt("Enter hotkeys to deallocate (comma-separated):", "HOTKEY")?
+                .split(',')
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect();
+        }
+        for h in &hotkeys {
+            AccountId::from_ss58(h).map_err(|e| UsageError(e.to_string()))?;
+        }
+        if hotkeys.is_empty() {
+            return Err(UsageError("give at least one hotkey".into()).into());
+        }
+        if !self.yes && std::io::stdin().is_terminal() {
+            let answer = prompt(&format!("Deallocate {}? [y/N]", hotkeys.join(", ")), "-y")?;
+            if !matches!(answer.as_str(), "y" | "Y" | "yes") {
+                return Err(Reported("cancelled".into()).into());
+            }
+        }
+        let db = open_db(g)?;
+        let chain = g.subtensor.client()?;
+        let wallet = g.wallet.wallet();
+        let keypair = wallet
+            .hotkey(&PromptOrEnv { confirm: false })
+            .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+        let dendrite = Dendrite::new(keypair);
+        let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
+        let store = DbStore(&db);
+        let mut outcomes = Vec::new();
+        for hk in hotkeys {
+            let Some(rec) = db.allocation(&hk)? else {
+                outcomes.push(DOutcome { hotkey: hk, result: "not allocated", detail: None });
+                continue;
+            };
+            let Some(regkey) = rec.details.as_ref().map(|d| d.regkey.clone()).filter(|r| !r.is_empty()) else {
+                outcomes.push(DOutcome { hotkey: hk, result: "failed", detail: Some("the row has no regkey".into()) });
+                continue;
+            };
+            let target = match Candidate::from_metagraph(&hk, &mg, None) {
+                Ok(c) => c.target,
+                Err(v) => {
+                    let why = format!("the miner cannot be reached: {v}");
+                    db.mark_pending_deallocation(&hk, &why)?;
+                    outcomes.push(DOutcome { hotkey: hk, result: "pending", detail: Some(why) });
+                    continue;
+                }
+            };
+            let o = allocator::deallocate(&dendrite, &target, &hk, &regkey, &store, Duration::from_secs(30)).await;
+            outcomes.push(match o {
+                DeallocOutcome::Released => DOutcome { hotkey: hk, result: "released", detail: None },
+                DeallocOutcome::Unreachable(e) => DOutcome {
+                    hotkey: hk,
+                    result: "pending",
+                    detail: Some(format!("{e}; kept as pending_deallocation — `nicompute reconcile` retries")),
+                },
+                DeallocOutcome::NotHolder(r) | DeallocOutcome::Refused(r) => {
+                    DOutcome { hotkey: hk, result: "refused", detail: Some(r) }
+                }
+            });
+        }
+        let failed = outcomes.iter().filter(|o| o.result != "released").count();
+        out.result(&outcomes, |o| {
+            for x in &outcomes {
+                match &x.detail {
+                    Some(d) => writeln!(o, "{}: {} ({d})", x.hotkey, x.result)?,
+                    None => writeln!(o, "{}: {}", x.hotkey, x.result)?,
+                }
+            }
+            Ok(())
+        });
+        if failed > 0 {
+            return Err(Reported(format!("{failed} hotkey(s) not released")).into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! `list_a`, `list_ah`, `list_r`: what I have allocated, which of those miners are still in the
+//! metagraph, and what the network offers (SN27's tables, plus the age of each miner's specs).
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, ValueEnum};
+use compute::db::AllocationRecord;
+use serde::Serialize;
+
+use crate::cmd::open_db;
+use crate::opts::GlobalOpts;
+use crate::output::{table, Output};
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// "3d 4h", "12m", "expired".
+pub fn human_duration_ms(ms: i128) -> String {
+    if ms <= 0 {
+        return "expired".into();
+    }
+    let s = ms / 1000;
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn age(ms: Option<u64>) -> String {
+    match ms {
+        Some(t) => human_duration_ms(i128::from(now_ms()) - i128::from(t)) + " ago",
+        None => "-".into(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct AllocationView {
+    id: i64,
+    hotkey: String,
+    resource: String,
+    username: String,
+    password: String,
+    port: Option<u16>,
+    ip: String,
+    ssh: String,
+    expires_in: String,
+    state: String,
+}
+
+fn view(r: &AllocationRecord, out: &Output) -> AllocationView {
+    use secrecy::ExposeSecret;
+    let d = r.details.as_ref();
+    let ip = d.map(|d| d.ip.clone()).unwrap_or_default();
+    let port = d.map(|d| d.port);
+    let user = d.map(|d| d.username.clone()).unwrap_or_default();
+    AllocationView {
+        id: r.id,
+        hotkey: r.hotkey.clone(),
+        resource: d.map(|d| d.resource.clone()).unwrap_or_default(),
+        username: user.clone(),
+        password: d.map(|d| out.secret(d.password.expose_secret()).to_owned()).unwrap_or_default(),
+        port,
+        ssh: port.map(|p| format!("ssh {user}@{ip} -p {p}")).unwrap_or_default(),
+        ip,
+        expires_in: r.expires_ms.map_or("-".into(), |e| human_duration_ms(i128::from(e) - i128::from(now_ms()))),
+        state: r.state.as_str().to_owned(),
+    }
+}
+
+pub fn list_a(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+    let db = open_db(g)?;
+    let rows: Vec<AllocationView> = db.allocations()?.iter().map(|r| view(r, out)).collect();
+    out.result(&rows, |o| {
+        let t = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.to_string(),
+                    r.hotkey.clone(),
+                    r.resource.clone(),
+                    r.username.clone(),
+                    r.password.clone(),
+                    r.port.map_or("-".into(), |p| p.to_string()),
+                    r.ip.clone(),
+                    r.ssh.clone(),
+                    r.expires_in.clone(),
+                    r.state.clone(),
+                ]
+            })
+            .collect();
+        let header = ["ID", "Hotkey", "Resource", "Username", "Password", "Port", "IP", "SSH", "Expires in", "State"];
+        writeln!(o, "{}", table(&header, t))?;
+        writeln!(o, "{} allocation(s)", rows.len())
+    });
+    Ok(())
+}
+
+pub async fn list_ah(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+    let db = open_db(g)?;
+    let chain = g.subtensor.client()?;
+    let mg = chain.metagraph(g.subtensor.netuid).await?;
+    let hotkeys: Vec<String> =
+        db.allocations()?.into_iter().map(|r| r.hotkey).filter(|h| mg.by_hotkey(h).is_some()).collect();
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        hotkeys: &'a [String],
+        count: usize,
+    }
+    let doc = Doc { hotkeys: &hotkeys, count: hotkeys.len() };
+    out.result(&doc, |o| {
+        for h in &hotkeys {
+            writeln!(o, "{h}")?;
+        }
+        writeln!(o, "{} allocated hotkey(s) in the metagraph of netuid {}", hotkeys.len(), g.subtensor.netuid)
+    });
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SortBy {
+    Hotkey,
+    Gpu,
+    GpuSize,
+    GpuCount,
+    Cpu,
+    Ram,
+    Disk,
+    Age,
+}
+
+#[derive(Debug, Args)]
+pub struct ListRArgs {
+    /// Only miners whose GPU name contains this (case-insensitive).
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// Only miners with at least this much memory per GPU, in GB.
+    #[arg(long = "min-gpu-size", value_name = "GB")]
+    pub min_gpu_size: Option<f64>,
+    /// Only miners not allocated.
+    #[arg(long)]
+    pub available: bool,
+    #[arg(long, value_enum, default_value_t = SortBy::Hotkey)]
+    pub sort: SortBy,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct ResourceRow {
+    pub hotkey: String,
+    pub gpu_name: String,
+    pub gpu_size_gb: f64,
+    pub gpu_count: u64,
+    pub vcpus: u64,
+    pub ram_gb: f64,
+    pub disk_gb: f64,
+    pub status: &'static str,
+    pub simulated: bool,
+    pub specs_age: String,
+    #[serde(skip)]
+    pub age_ms: u64,
+}
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+impl ListRArgs {
+    pub fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        let db = open_db(g)?;
+        let allocated: std::collections::HashSet<String> = db.allocations()?.into_iter().map(|r| r.hotkey).collect();
+        let now = now_ms();
+        let mut rows: Vec<ResourceRow> = db
+            .miner_details()?
+            .into_iter()
+            .filter_map(|m| {
+                let specs = m.specs?;
+                let first = specs.gpu.details.first();
+                Some(ResourceRow {
+                    gpu_name: first.map(|d| d.name.clone()).unwrap_or_else(|| "No GPU".into()),
+                    gpu_size_gb: first.map_or(0.0, |d| d.capacity as f64 / 1024.0),
+                    gpu_count: specs.gpu.count,
+                    vcpus: specs.cpu.count,
+                    ram_gb: specs.ram.available as f64 / GIB,
+                    disk_gb: specs.hard_disk.free as f64 / GIB,
+                    status: if allocated.contains(&m.hotkey) { "Res." } else { "Avail." },
+                    simulated: specs.simulated,
+                    specs_age: age(m.specs_updated_ms.or(m.last_seen_ms)),
+                    age_ms: m.specs_updated_ms.map_or(u64::MAX, |t| now.saturating_sub(t)),
+                    hotkey: m.hotkey,
+                })
+            })
+            .filter(|r| self.gpu.as_ref().is_none_or(|g| r.gpu_name.to_lowercase().contains(&g.to_lowercase())))
+            .filter(|r| self.min_gpu_size.is_none_or(|s| r.gpu_size_gb >= s))
+            .filter(|r| !self.available || r.status == "Avail.")
+            .collect();
+        match self.sort {
+            SortBy::Hotkey => rows.sort_by(|a, b| a.hotkey.cmp(&b.hotkey)),
+            SortBy::Gpu => rows.sort_by(|a, b| a.gpu_name.cmp(&b.gpu_name)),
+            SortBy::GpuSize => rows.sort_by(|a, b| b.gpu_size_gb.total_cmp(&a.gpu_size_gb)),
+            SortBy::GpuCount => rows.sort_by_key(|r| std::cmp::Reverse(r.gpu_count)),
+            SortBy::Cpu => rows.sort_by_key(|r| std::cmp::Reverse(r.vcpus)),
+            SortBy::Ram => rows.sort_by(|a, b| b.ram_gb.total_cmp(&a.ram_gb)),
+            SortBy::Disk => rows.sort_by(|a, b| b.disk_gb.total_cmp(&a.disk_gb)),
+            SortBy::Age => rows.sort_by_key(|r| r.age_ms),
+        }
+        let mut instances: BTreeMap<(String, u64), u64> = BTreeMap::new();
+        let mut gpus: BTreeMap<String, u64> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.gpu_count > 0) {
+            *instances.entry((r.gpu_name.clone(), r.gpu_count)).or_default() += 1;
+            *gpus.entry(r.gpu_name.clone()).or_default() += r.gpu_count;
+        }
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            resources: &'a [ResourceRow],
+            summary_instances: Vec<(String, u64, u64)>,
+            summary_gpus: Vec<(String, u64)>,
+        }
+        let doc = Doc {
+            resources: &rows,
+            summary_instances: instances.iter().map(|((n, c), k)| (n.clone(), *c, *k)).collect(),
+            summary_gpus: gpus.iter().map(|(n, c)| (n.clone(), *c)).collect(),
+        };
+        out.result(&doc, |o| {
+            let t = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.hotkey.clone(),
+                        if r.simulated { format!("{} (simulated)", r.gpu_name) } else { r.gpu_name.clone() },
+                        format!("{:.2}", r.gpu_size_gb),
+                        r.gpu_count.to_string(),
+                        r.vcpus.to_string(),
+                        format!("{:.2}", r.ram_gb),
+                        format!("{:.2}", r.disk_gb),
+                        r.status.to_owned(),
+                        r.specs_age.clone(),
+                    ]
+                })
+                .collect();
+            let header = [
+                "Hotkey",
+                "GPU Name",
+                "GPU Size (GB)",
+                "GPU Count",
+                "vCPUs",
+                "RAM (GB)",
+                "Hard Disk (GB)",
+                "Status",
+                "Specs age",
+            ];
+            writeln!(o, "{}", table(&header, t))?;
+            writeln!(o, "SUMMARY (Instances Count)")?;
+            let s1 =
+                doc.summary_instances.iter().map(|(n, c, k)| vec![n.clone(), c.to_string(), k.to_string()]).collect();
+            writeln!(o, "{}", table(&["GPU Name", "GPU Count", "Instances Count"], s1))?;
+            writeln!(o, "SUMMARY (Total GPU Counts)")?;
+            let s2 = doc.summary_gpus.iter().map(|(n, c)| vec![n.clone(), c.to_string()]).collect();
+            writeln!(o, "{}", table(&["GPU Name", "Total GPU Count"], s2))
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration_ms(0), "expired");
+        assert_eq!(human_duration_ms(59_000), "59s");
+        assert_eq!(human_duration_ms(3_600_000 * 5 + 60_000 * 3), "5h 3m");
+        assert_eq!(human_duration_ms(86_400_000 * 90), "90d 0h");
+    }
+}
