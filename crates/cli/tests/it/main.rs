@@ -6,3 +6,4 @@ mod interop;
 mod miner;
 mod peers;
 mod renter;
+mod snapshots;
