@@ -1,0 +1,142 @@
+//! The Docker runtime end to end through the renter's commands: a devnet, `nicompute miner run
+//! --runtime docker` with a simulated H100, `sync`, `a` with an injected key, `ssh` into the
+//! container, `d`, and no container of this allocation left. Skipped (with a message) where no
+//! Docker daemon answers, unless NICOMPUTE_REQUIRE_DOCKER=1.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use compute::runtime::docker::{DockerConfig, DockerRuntime};
+use compute::runtime::ContainerRuntime;
+
+use crate::renter_world::{json, keygen, python, stop, text, World, H100};
+
+/// The Docker runtime, or `None` (after saying so) where no daemon answers outside CI.
+async fn docker() -> Option<DockerRuntime> {
+    let required = std::env::var("NICOMPUTE_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    match DockerRuntime::connect(DockerConfig::default()).await {
+        Ok(d) if d.ensure_image().await.is_ok() => Some(d),
+        other => {
+            let why = match other {
+                Ok(_) => "the nicompute/sshd image is missing (scripts/build-ssh-image.sh)".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            assert!(!required, "Docker is required here: {why}");
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("skipped: no Docker daemon ({why})");
+            }
+            None
+        }
+    }
+}
+
+/// The allocation id in the miner's state (`miner.sqlite` under its state dir), if it holds one.
+fn miner_allocation_id(state_dir: &Path) -> Option<String> {
+    let db = state_dir.join("miner.sqlite");
+    if !db.exists() {
+        return None;
+    }
+    let code = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n\
+                r = c.execute('SELECT allocation_id FROM allocation').fetchone()\nprint(r[0] if r else '')";
+    let id = python(code, &[db.to_str().expect("utf8")]).trim().to_owned();
+    (!id.is_empty()).then_some(id)
+}
+
+/// Containers of ours that carry one of `ids` as their allocation id.
+async fn containers_of(docker: &DockerRuntime, ids: &HashSet<String>) -> Vec<String> {
+    docker
+        .list()
+        .await
+        .expect("docker list")
+        .into_iter()
+        .filter(|c| ids.contains(&c.allocation_id))
+        .map(|c| c.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_allocation_through_the_renter_cli() {
+    let Some(docker) = docker().await else { return };
+    let mut w = World::new().await;
+    let m = Arc::new(w.add_miner().await);
+    let w = Arc::new(w);
+    // Allocation ids this test's miner used: whatever happens, their containers are removed.
+    let ids = Arc::new(Mutex::new(HashSet::new()));
+
+    let miner = w.spawn_miner(&m, "docker", H100);
+    let body = {
+        let (w, m, ids) = (w.clone(), m.clone(), ids.clone());
+        let docker = DockerRuntime::connect(DockerConfig::default()).await.expect("docker");
+        async move {
+            let state_dir = m.state.path();
+            w.wait_ready(&m).await;
+            let hotkey = m.key.ss58();
+            let out = w.cli(&["sync", "--json"]).await;
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            assert_eq!(json(&out)["answered"], 1);
+
+            let keys = tempfile::tempdir().expect("tmp");
+            let key = keygen(keys.path());
+            let pubkey = key.with_extension("pub");
+            let out = w
+                .cli(&[
+                    "a",
+                    "--gpu_type",
+                    "h100",
+                    "--gpu_size",
+                    "80",
+                    "--ssh-key",
+                    pubkey.to_str().expect("utf8"),
+                    "--ttl",
+                    "1h",
+                    "--json",
+                ])
+                .await;
+            let id = miner_allocation_id(state_dir);
+            if let Some(id) = &id {
+                ids.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
+            }
+            assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+            let v = json(&out);
+            assert_eq!(v["hotkey"], hotkey.as_str());
+            assert_eq!(v["ssh_key_injected"], true);
+            assert_eq!(v["ssh_ready"], true);
+            let id = id.expect("the miner records the allocation");
+            let mine = HashSet::from([id.clone()]);
+            assert_eq!(containers_of(&docker, &mine).await.len(), 1, "one container runs the allocation");
+
+            let out = w.cli(&["ssh", &hotkey, "-i", key.to_str().expect("utf8"), "--", "uname", "-a"]).await;
+            assert!(
+                out.status.success() && text(&out.stdout).contains("Linux"),
+                "stdout: {}\nstderr: {}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+
+            let out = w.cli(&["d", &hotkey, "-y", "--json"]).await;
+            assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+            assert_eq!(json(&out)[0]["result"], "released");
+            assert_eq!(json(&w.cli(&["list_a", "--json"]).await), serde_json::json!([]));
+            assert_eq!(containers_of(&docker, &mine).await, Vec::<String>::new(), "the container is gone");
+            assert_eq!(miner_allocation_id(state_dir), None, "the miner holds nothing");
+        }
+    };
+    // The body runs as its own task so that a failure still reaches the cleanup below.
+    let result = tokio::spawn(body).await;
+    stop(miner);
+    if let Some(id) = miner_allocation_id(m.state.path()) {
+        ids.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+    }
+    let ids = ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for c in containers_of(&docker, &ids).await {
+        let _ = docker.remove(&c).await;
+    }
+    if let Ok(w) = Arc::try_unwrap(w) {
+        w.chain.shutdown().await;
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
