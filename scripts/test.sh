@@ -32,6 +32,7 @@ export NICOMPUTE_REQUIRE_PEERS=1 NICOMPUTE_REQUIRE_DOCKER=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
-  cargo test --workspace --locked --no-fail-fast
+  # Without nextest's test groups, one thread keeps the Docker tests from overlapping.
+  cargo test --workspace --locked --no-fail-fast -- --test-threads=1
 fi
 cargo test --workspace --locked --doc
