@@ -21,12 +21,14 @@ case "$what" in
   decode) exec "$bench" decode "$@" ;;
   chain) exec "$bench" chain "$@" ;;
   miner) exec "$bench" miner "$@" ;;
+  renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   all)
     scripts/python-peers.sh
     "$bench" decode
     "$bench" chain
     "$bench" miner
+    "$bench" renter
     "$bench" axon
     ;;
-  *) echo "usage: scripts/bench.sh [all|axon|decode|chain|miner] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|axon|decode|chain|miner|renter] [options]" >&2; exit 2 ;;
 esac

@@ -12,6 +12,7 @@
 mod chain;
 mod decode;
 mod miner;
+mod renter;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,25 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = miner::Runtime::Docker)]
         runtime: miner::Runtime,
     },
+    /// The renter CLI: cold `a` on a devnet of 32 miners (16 live, 8 black holes, 8 refusing) with
+    /// SN27's check phase (Python 9.0.0 dendrite.query) beside it, then cold `list_a` and `list_r`.
+    Renter {
+        /// `a` runs (each followed by `d`).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Runs of the Python check phase.
+        #[arg(long, default_value_t = 3)]
+        check_runs: usize,
+        /// Directory with the Python peer venvs (bt9.0.0/).
+        #[arg(long, default_value = "target/python-peers")]
+        peers: PathBuf,
+        /// Skip the Python check phase.
+        #[arg(long)]
+        no_python: bool,
+        /// Only the cold `list_a`/`list_r` timings (no devnet).
+        #[arg(long)]
+        lists_only: bool,
+    },
     /// Serve our axon with a trivial Specs handler; prints `READY <port>`; stops on stdin EOF.
     ServeAxon {
         #[arg(long, default_value_t = 0)]
@@ -102,6 +122,9 @@ fn main() -> Result<()> {
         Cmd::Chain { neurons, iterations } => chain::run(neurons, iterations),
         Cmd::Decode { fixtures, iterations } => decode::run(&fixtures, iterations),
         Cmd::Miner { allocations, runtime } => miner::run(allocations, runtime),
+        Cmd::Renter { runs, check_runs, peers, no_python, lists_only } => {
+            renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only })
+        }
         Cmd::ServeAxon { port } => serve_axon(port),
         Cmd::Load { addr, hotkey, concurrency, warmup, duration } => {
             let r = load(&addr, &hotkey, concurrency, warmup, duration)?;
