@@ -46,12 +46,15 @@ impl Output {
 
     /// Prints a command's result: `data` as JSON, or `human` for people.
     pub fn result<T: Serialize>(&mut self, data: &T, human: impl FnOnce(&mut dyn Write) -> io::Result<()>) {
+        // Rendered into memory, then written at once: stdout is line-buffered, and a table of a
+        // thousand rows would otherwise cost a system call per line.
+        let mut buf: Vec<u8> = Vec::with_capacity(8192);
         let r = if self.json {
-            serde_json::to_writer_pretty(&mut self.out, data).map_err(io::Error::from).and_then(|()| writeln!(self.out))
+            serde_json::to_writer_pretty(&mut buf, data).map_err(io::Error::from).and_then(|()| writeln!(buf))
         } else {
-            human(&mut self.out)
+            human(&mut buf)
         };
-        let r = r.and_then(|()| self.out.flush());
+        let r = r.and_then(|()| self.out.write_all(&buf)).and_then(|()| self.out.flush());
         if let Err(e) = r {
             if e.kind() == io::ErrorKind::BrokenPipe {
                 self.broken_pipe = true;

@@ -581,6 +581,10 @@ pub async fn allocate(
         let ctx = Attempt { dendrite, cand, key: &key, requirement: &requirement, opts, store };
         match ctx.run().await {
             Ok((mut record, allocate_time)) => {
+                // Answers that came in while allocating belong in the explain list.
+                while let Ok(a) = answers.try_recv() {
+                    run.record(a);
+                }
                 checks.abort_all();
                 run.verdicts[i] = Some(Verdict::Allocated);
                 record.timings = Timings {
