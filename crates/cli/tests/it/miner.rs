@@ -14,33 +14,15 @@ use bittensor::wallet::Wallet;
 use bittensor::Keypair;
 use compute::crypto::AllocationKey;
 use compute::protocol::{Allocate, Specs};
-use compute::runtime::docker::{DockerConfig, DockerRuntime};
+use compute::runtime::docker::DockerRuntime;
 use compute::runtime::ContainerRuntime;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+use crate::renter_world::docker;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// The Docker runtime, or `None` (after saying so) where no daemon answers outside CI.
-async fn docker() -> Option<DockerRuntime> {
-    let required = std::env::var("NICOMPUTE_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
-    match DockerRuntime::connect(DockerConfig::default()).await {
-        Ok(d) if d.ensure_image().await.is_ok() => Some(d),
-        other => {
-            let why = match other {
-                Ok(_) => "the nicompute/sshd image is missing (scripts/build-ssh-image.sh)".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            assert!(!required, "Docker is required here: {why}");
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("skipped: no Docker daemon ({why})");
-            }
-            None
-        }
-    }
 }
 
 /// A devnet with a registered miner hotkey (in a wallet on disk) and a staked validator.

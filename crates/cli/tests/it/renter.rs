@@ -2,157 +2,21 @@
 //! `list_r`, `a`, `list_a`, `list_ah`, `ssh`, `d`, `p_hotkey`/`dp_hotkey`/`list_p`, and
 //! `reconcile` completing a deallocation that was pending while its miner was down.
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
-use bittensor::dendrite::{AxonTarget, Dendrite};
-use bittensor::devnet::{self, ops, DevnetConfig};
-use bittensor::subtensor::Subtensor;
-use bittensor::wallet::Wallet;
-use bittensor::Keypair;
-use compute::protocol::Specs;
-use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-struct Net {
-    chain: devnet::DevnetHandle,
-    wallets: tempfile::TempDir,
-    db: tempfile::TempDir,
-    home: tempfile::TempDir,
-    miners: Vec<(Keypair, u16, u16, tempfile::TempDir)>,
-    renter: Keypair,
-}
-
-impl Net {
-    async fn new(gpus: &[&str]) -> Net {
-        let chain_dir = tempfile::tempdir().expect("tmp");
-        let chain = devnet::spawn(DevnetConfig {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            block_time: Duration::from_secs(1),
-            ..DevnetConfig::new(chain_dir.keep())
-        })
-        .await
-        .expect("devnet");
-        let client = Subtensor::new(&chain.ws_url()).expect("client");
-        let cold = Keypair::generate(12).expect("k").account_id();
-        let renter = Keypair::generate(12).expect("k");
-        ops::register(&client, &renter, &cold, 27).await.expect("register renter");
-        ops::set_stake(&client, &renter, 27, 5_000_000_000_000, 0).await.expect("stake");
-        let wallets = tempfile::tempdir().expect("tmp");
-        Wallet::new(wallets.path(), "renter", "default").write_hotkey(&renter).expect("wallet");
-        let mut miners = Vec::new();
-        for (i, _) in gpus.iter().enumerate() {
-            let k = Keypair::generate(12).expect("k");
-            ops::register(&client, &k, &cold, 27).await.expect("register miner");
-            Wallet::new(wallets.path(), format!("miner{i}"), "default").write_hotkey(&k).expect("wallet");
-            miners.push((k, free_port(), free_port(), tempfile::tempdir().expect("tmp")));
-        }
-        Net {
-            chain,
-            wallets,
-            db: tempfile::tempdir().expect("tmp"),
-            home: tempfile::tempdir().expect("tmp"),
-            miners,
-            renter,
-        }
-    }
-
-    fn spawn_miner(&self, i: usize, gpu: &str) -> Child {
-        let (_, axon, ssh, state) = &self.miners[i];
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nicompute"));
-        c.args(["miner", "run", "--runtime", "local", "--min-stake", "0", "--metagraph-refresh", "1s"])
-            .args(["--subtensor.chain_endpoint", &self.chain.ws_url()])
-            .arg("--wallet.path")
-            .arg(self.wallets.path())
-            .args(["--wallet.name", &format!("miner{i}")])
-            .args(["--axon.ip", "127.0.0.1", "--axon.port", &axon.to_string()])
-            .args(["--ssh.port", &ssh.to_string(), "--ssh.bind_ip", "127.0.0.1"])
-            .arg("--state-dir")
-            .arg(state.path());
-        if !gpu.is_empty() {
-            c.args(["--simulate-gpu", gpu]);
-        }
-        c.stdout(Stdio::null()).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("miner")
-    }
-
-    async fn wait_ready(&self, i: usize) {
-        let (k, axon, _, _) = &self.miners[i];
-        let target = AxonTarget::new("127.0.0.1", *axon, &k.account_id());
-        let d = Dendrite::new(self.renter.clone());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !d.call(&target, Specs::default(), Duration::from_secs(2)).await.is_success() {
-            assert!(Instant::now() < deadline, "miner {i} did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Runs the CLI one-shot (off the async runtime) with this network's flags.
-    async fn cli(&self, args: &[&str]) -> Output {
-        let mut full: Vec<String> =
-            vec!["--subtensor.chain_endpoint".into(), self.chain.ws_url(), "--netuid".into(), "27".into()];
-        full.extend([
-            "--wallet.path".into(),
-            self.wallets.path().display().to_string(),
-            "--wallet.name".into(),
-            "renter".into(),
-        ]);
-        full.extend(["--db".into(), self.db.path().join("database.db").display().to_string()]);
-        full.extend(args.iter().map(|s| (*s).to_owned()));
-        let home = self.home.path().to_owned();
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_nicompute"))
-                .args(&full)
-                .env("HOME", &home)
-                .env_remove("NICOMPUTE_DB")
-                .stdin(Stdio::null())
-                .output()
-                .expect("run")
-        })
-        .await
-        .expect("join")
-    }
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn stop(mut c: Child) {
-    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-    let _ = c.wait();
-}
-
-fn keygen(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("id_ed25519");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-    path
-}
+use crate::renter_world::{json, keygen, stop, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renter_commands_end_to_end_on_a_devnet() {
     let gpus = ["NVIDIA H100 80GB HBM3:81559:1", "NVIDIA GeForce RTX 4090:24564:2"];
-    let net = Net::new(&gpus).await;
-    let mut miners: Vec<Child> = gpus.iter().enumerate().map(|(i, g)| net.spawn_miner(i, g)).collect();
-    for i in 0..gpus.len() {
-        net.wait_ready(i).await;
+    let mut net = World::new().await;
+    let slots = vec![net.add_miner().await, net.add_miner().await];
+    let mut miners: Vec<Child> = slots.iter().zip(gpus).map(|(m, g)| net.spawn_miner(m, "local", g)).collect();
+    for m in &slots {
+        net.wait_ready(m).await;
     }
-    let h100 = net.miners[0].0.ss58();
-    let rtx = net.miners[1].0.ss58();
+    let h100 = slots[0].key.ss58();
+    let rtx = slots[1].key.ss58();
 
     // Before sync, `a` says what to do.
     let out = net.cli(&["a", "--gpu_type", "h100", "--gpu_size", "80", "--no-ssh-key"]).await;
@@ -245,8 +109,8 @@ async fn renter_commands_end_to_end_on_a_devnet() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out)[0]["result"], "pending");
     assert_eq!(json(&net.cli(&["list_a", "--json"]).await)[0]["state"], "pending_deallocation");
-    miners.insert(0, net.spawn_miner(0, gpus[0]));
-    net.wait_ready(0).await;
+    miners.insert(0, net.spawn_miner(&slots[0], "local", gpus[0]));
+    net.wait_ready(&slots[0]).await;
     let out = net.cli(&["reconcile", "--json"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The local runtime's machines die with their miner process, so the restarted miner may no

@@ -10,27 +10,7 @@ use std::sync::{Arc, Mutex};
 use compute::runtime::docker::{DockerConfig, DockerRuntime};
 use compute::runtime::ContainerRuntime;
 
-use crate::renter_world::{json, keygen, python, stop, text, World, H100};
-
-/// The Docker runtime, or `None` (after saying so) where no daemon answers outside CI.
-async fn docker() -> Option<DockerRuntime> {
-    let required = std::env::var("NICOMPUTE_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
-    match DockerRuntime::connect(DockerConfig::default()).await {
-        Ok(d) if d.ensure_image().await.is_ok() => Some(d),
-        other => {
-            let why = match other {
-                Ok(_) => "the nicompute/sshd image is missing (scripts/build-ssh-image.sh)".to_owned(),
-                Err(e) => e.to_string(),
-            };
-            assert!(!required, "Docker is required here: {why}");
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("skipped: no Docker daemon ({why})");
-            }
-            None
-        }
-    }
-}
+use crate::renter_world::{docker, json, keygen, python, stop, text, World, H100};
 
 /// The allocation id in the miner's state (`miner.sqlite` under its state dir), if it holds one.
 fn miner_allocation_id(state_dir: &Path) -> Option<String> {

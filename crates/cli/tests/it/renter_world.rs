@@ -199,3 +199,25 @@ pub fn count_rows(db: &Path, table: &str) -> u64 {
                 print(c.execute('SELECT count(*) FROM ' + sys.argv[2]).fetchone()[0])";
     python(code, &[db.to_str().expect("utf8"), table]).trim().parse().expect("count")
 }
+
+/// The Docker runtime, or `None` (after saying so) where no daemon answers — unless
+/// `NICOMPUTE_REQUIRE_DOCKER=1` (CI), where that is a failure.
+pub async fn docker() -> Option<compute::runtime::docker::DockerRuntime> {
+    use compute::runtime::docker::{DockerConfig, DockerRuntime};
+    let required = std::env::var("NICOMPUTE_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    match DockerRuntime::connect(DockerConfig::default()).await {
+        Ok(d) if d.ensure_image().await.is_ok() => Some(d),
+        other => {
+            let why = match other {
+                Ok(_) => "the nicompute/sshd image is missing (scripts/build-ssh-image.sh)".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            assert!(!required, "Docker is required here: {why}");
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("skipped: no Docker daemon ({why})");
+            }
+            None
+        }
+    }
+}
