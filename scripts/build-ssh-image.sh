@@ -7,7 +7,7 @@
 #
 # Idempotent: does nothing when IMAGE already exists, unless --force. Needs root (debootstrap)
 # and a Docker daemon (scripts/docker-up.sh starts one). The first build takes minutes; progress
-# goes to stderr. Environment: NICOMPUTE_DEBIAN_MIRROR (default http://deb.debian.org/debian),
+# goes to stderr. Environment: NICOMPUTE_DEBIAN_MIRROR (default: debootstrap's own),
 # NICOMPUTE_BUILD_DIR (default target/sshd-image; deleted after the import).
 set -euo pipefail
 
@@ -26,7 +26,7 @@ done
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SRC="$ROOT/images/sshd"
-MIRROR="${NICOMPUTE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+MIRROR="${NICOMPUTE_DEBIAN_MIRROR:-}"
 WORK="${NICOMPUTE_BUILD_DIR:-$ROOT/target/sshd-image}"
 
 case "$WORK" in
@@ -65,9 +65,9 @@ trap cleanup EXIT
 cleanup
 mkdir -p "$WORK"
 
-log "debootstrap bookworm (minbase + openssh-server) from $MIRROR into $ROOTFS; this takes a few minutes"
+log "debootstrap bookworm (minbase + openssh-server) from ${MIRROR:-the default mirror} into $ROOTFS; this takes a few minutes"
 if ! $SUDO debootstrap --variant=minbase --include=openssh-server,ca-certificates \
-        bookworm "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.out" 2>&1; then
+        bookworm "$ROOTFS" ${MIRROR:+"$MIRROR"} >"$WORK/debootstrap.out" 2>&1; then
     log "debootstrap failed; its last lines:"
     tail -n 30 "$WORK/debootstrap.out" >&2 || true
     tail -n 30 "$ROOTFS/debootstrap/debootstrap.log" >&2 2>/dev/null || true

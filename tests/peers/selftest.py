@@ -19,7 +19,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-FIXTURES = os.environ.get("NICOMPUTE_SHARED_FIXTURES", "/work/shared/fixtures")
+FIXTURES = os.environ.get("NICOMPUTE_SHARED_FIXTURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
 VERSIONS = ("bt9.0.0", "bt10.5.0")
 
 failures = []
