@@ -66,6 +66,14 @@ impl WalletOpts {
     pub fn wallet_dir(&self) -> PathBuf {
         self.wallet().path
     }
+
+    /// The wallet's hotkey with its secret (asking for a password only if it is encrypted).
+    pub fn hotkey(&self) -> anyhow::Result<bittensor::Keypair> {
+        use anyhow::Context;
+        let w = self.wallet();
+        w.hotkey(&crate::password::PromptOrEnv { confirm: false })
+            .with_context(|| format!("loading hotkey '{}' of wallet '{}'", w.hotkey, w.name))
+    }
 }
 
 /// `--subtensor.network` / `--subtensor.chain_endpoint` and `--netuid`, with the SDK's names.
@@ -96,6 +104,11 @@ impl SubtensorOpts {
         let endpoint = self.endpoint()?;
         Subtensor::new(&endpoint).map_err(|e| UsageError(e.to_string()).into())
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (allocation expiry and specs ages are stored so).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Where nicompute keeps its data: `$XDG_DATA_HOME/nicompute` or `~/.local/share/nicompute`.

@@ -9,10 +9,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use bittensor::dendrite::Dendrite;
+use bittensor::subtensor::metagraph::Metagraph;
 use bittensor::AccountId;
 use clap::Args;
 use compute::allocator::{self, AllocateOptions, Allocated, Candidate, Explain, Stage};
@@ -24,7 +25,6 @@ use serde::Serialize;
 use crate::cmd::{open_db, DbStore};
 use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::{table, Output, Reported, UsageError};
-use crate::password::PromptOrEnv;
 
 const GIB: u64 = 1 << 30;
 
@@ -219,7 +219,7 @@ fn explain_table(explain: &[Explain]) -> String {
 }
 
 fn show(out: &mut Output, a: &Allocated, with_explain: bool) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now = crate::opts::now_ms();
     let view = AllocatedView {
         hotkey: &a.hotkey,
         resource: &a.resource,
@@ -256,21 +256,12 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool) {
 }
 
 /// Releases allocations this CLI started but never recorded (Ctrl-C, a crash).
-pub async fn release_interrupted(
-    db: &ComputeDb,
-    dendrite: &Dendrite,
-    chain: &bittensor::subtensor::Subtensor,
-    netuid: u16,
-) -> usize {
+pub async fn release_interrupted(db: &ComputeDb, dendrite: &Dendrite, mg: &Metagraph) -> usize {
     let Ok(rows) = db.interrupted() else { return 0 };
-    if rows.is_empty() {
-        return 0;
-    }
-    let Ok(mg) = chain.metagraph(netuid).await else { return 0 };
     let store = DbStore(db);
     let mut released = 0;
     for (hotkey, regkey) in rows {
-        let Ok(c) = Candidate::from_metagraph(&hotkey, &mg, None) else { continue };
+        let Ok(c) = Candidate::from_metagraph(&hotkey, mg, None) else { continue };
         match allocator::deallocate(dendrite, &c.target, &hotkey, &regkey, &store, Duration::from_secs(30)).await {
             allocator::DeallocOutcome::Released | allocator::DeallocOutcome::NotHolder(_) => {
                 let _ = db.abort_allocation(&hotkey);
@@ -294,13 +285,10 @@ async fn run_alloc(
     let options = opts.options(out, timeline_days)?;
     let db = open_db(g)?;
     let chain = g.subtensor.client()?;
-    let wallet = g.wallet.wallet();
-    let keypair = wallet
-        .hotkey(&PromptOrEnv { confirm: false })
-        .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+    let keypair = g.wallet.hotkey()?;
     let dendrite = Dendrite::new(keypair);
-    release_interrupted(&db, &dendrite, &chain, g.subtensor.netuid).await;
     let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
+    release_interrupted(&db, &dendrite, &mg).await;
     let store = DbStore(&db);
     let specs: Vec<(String, Option<compute::specs::Specs>)> =
         db.miner_details()?.into_iter().map(|m| (m.hotkey, m.specs)).collect();
@@ -334,7 +322,7 @@ async fn run_alloc(
     let result = tokio::select! {
         r = work => r,
         _ = tokio::signal::ctrl_c() => {
-            let n = release_interrupted(&db, &dendrite, &chain, g.subtensor.netuid).await;
+            let n = release_interrupted(&db, &dendrite, &mg).await;
             return Err(Reported(format!("interrupted; {n} half-made allocation(s) released")).into());
         }
     };

@@ -16,7 +16,6 @@ use crate::cmd::alloc::prompt;
 use crate::cmd::{open_db, DbStore};
 use crate::opts::GlobalOpts;
 use crate::output::{Output, Reported, UsageError};
-use crate::password::PromptOrEnv;
 
 #[derive(Debug, Args)]
 pub struct DArgs {
@@ -61,10 +60,7 @@ impl DArgs {
         }
         let db = open_db(g)?;
         let chain = g.subtensor.client()?;
-        let wallet = g.wallet.wallet();
-        let keypair = wallet
-            .hotkey(&PromptOrEnv { confirm: false })
-            .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+        let keypair = g.wallet.hotkey()?;
         let dendrite = Dendrite::new(keypair);
         let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
         let store = DbStore(&db);

@@ -2,19 +2,14 @@
 //! metagraph, and what the network offers (SN27's tables, plus the age of each miner's specs).
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 use compute::db::AllocationRecord;
 use serde::Serialize;
 
 use crate::cmd::open_db;
-use crate::opts::GlobalOpts;
+use crate::opts::{now_ms, GlobalOpts};
 use crate::output::{table, Output};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// "3d 4h", "12m", "expired".
 pub fn human_duration_ms(ms: i128) -> String {

@@ -22,7 +22,6 @@ use serde_json::json;
 
 use crate::opts::{data_dir, parse_duration, GlobalOpts};
 use crate::output::{Output, UsageError};
-use crate::password::PromptOrEnv;
 
 #[derive(Debug, Subcommand)]
 pub enum MinerCommand {
@@ -92,10 +91,7 @@ impl RunArgs {
     async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let netuid = g.subtensor.netuid;
         let chain = g.subtensor.client()?;
-        let wallet = g.wallet.wallet();
-        let keypair = wallet
-            .hotkey(&PromptOrEnv { confirm: false })
-            .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+        let keypair = g.wallet.hotkey()?;
         let devnet = ops::is_devnet(&chain).await.unwrap_or(false);
         if !devnet && self.runtime == RuntimeKind::Local {
             return Err(UsageError(format!(

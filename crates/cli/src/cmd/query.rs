@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::{AccountId, RawSynapse, Synapse};
 use clap::Args;
@@ -15,7 +14,6 @@ use serde_json::{Map, Value};
 
 use crate::opts::GlobalOpts;
 use crate::output::{Output, Reported, UsageError};
-use crate::password::PromptOrEnv;
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
@@ -72,10 +70,7 @@ impl QueryArgs {
         if let Err(e) = check_types(&raw) {
             return Err(UsageError(format!("--fields do not fit {}: {e}", raw.name)).into());
         }
-        let wallet = g.wallet.wallet();
-        let keypair = wallet
-            .hotkey(&PromptOrEnv { confirm: false })
-            .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+        let keypair = g.wallet.hotkey()?;
         let dendrite = Dendrite::new(keypair);
         let target = AxonTarget::new(ip, port, &hotkey);
         let resp = dendrite.call_raw(&target, raw, Duration::from_secs_f64(self.timeout)).await;

@@ -14,7 +14,6 @@ use serde::Serialize;
 use crate::cmd::{open_db, DbStore};
 use crate::opts::GlobalOpts;
 use crate::output::{table, Output};
-use crate::password::PromptOrEnv;
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
@@ -34,13 +33,10 @@ impl ReconcileArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let db = open_db(g)?;
         let chain = g.subtensor.client()?;
-        let wallet = g.wallet.wallet();
-        let keypair = wallet
-            .hotkey(&PromptOrEnv { confirm: false })
-            .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+        let keypair = g.wallet.hotkey()?;
         let dendrite = Dendrite::new(keypair);
-        let released = crate::cmd::alloc::release_interrupted(&db, &dendrite, &chain, g.subtensor.netuid).await;
         let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
+        let released = crate::cmd::alloc::release_interrupted(&db, &dendrite, &mg).await;
         let store = DbStore(&db);
         let mut rows = Vec::new();
         for rec in db.allocations()? {

@@ -2,7 +2,7 @@
 //! and store them in `miner_details` with SN27's `no_specs_count` rule and our last-seen time.
 
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use bittensor::dendrite::Dendrite;
@@ -12,7 +12,6 @@ use serde::Serialize;
 use crate::cmd::open_db;
 use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::{table, Output};
-use crate::password::PromptOrEnv;
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
@@ -28,10 +27,7 @@ impl SyncArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let db = open_db(g)?;
         let chain = g.subtensor.client()?;
-        let wallet = g.wallet.wallet();
-        let keypair = wallet
-            .hotkey(&PromptOrEnv { confirm: false })
-            .with_context(|| format!("loading hotkey '{}' of wallet '{}'", wallet.hotkey, wallet.name))?;
+        let keypair = g.wallet.hotkey()?;
         let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
         let dendrite = Dendrite::new(keypair);
         let tty = std::io::stderr().is_terminal();
@@ -44,7 +40,7 @@ impl SyncArgs {
         if tty {
             let _ = writeln!(std::io::stderr());
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = crate::opts::now_ms();
         let mut failed = Vec::new();
         for (hotkey, r) in &results {
             match r {
