@@ -172,6 +172,33 @@ fn lite_of(r: &NeuronRow, permit: bool) -> NeuronInfoLite {
     }
 }
 
+/// The full neuron (`get_neuron`): the lite one with (empty) weights and bonds.
+fn full_of(r: &NeuronRow, permit: bool) -> NeuronInfo {
+    let l = lite_of(r, permit);
+    NeuronInfo {
+        hotkey: l.hotkey,
+        coldkey: l.coldkey,
+        uid: l.uid,
+        netuid: l.netuid,
+        active: l.active,
+        axon_info: l.axon_info,
+        prometheus_info: l.prometheus_info,
+        stake: l.stake,
+        rank: l.rank,
+        emission: l.emission,
+        incentive: l.incentive,
+        consensus: l.consensus,
+        trust: l.trust,
+        validator_trust: l.validator_trust,
+        dividends: l.dividends,
+        last_update: l.last_update,
+        validator_permit: l.validator_permit,
+        weights: Vec::new(),
+        bonds: Vec::new(),
+        pruning_score: l.pruning_score,
+    }
+}
+
 fn subnet_state(netuid: u16, rows: &[NeuronRow]) -> Option<SubnetState> {
     if rows.is_empty() {
         return None;
@@ -320,35 +347,7 @@ fn state_call(chain: &Chain, params: &Value) -> Result<Value, RpcFault> {
                 <(u16, u16)>::decode(&mut &args[..]).ok().filter(|_| args.len() == 4).ok_or_else(bad_args)?;
             let rows = rows(netuid)?;
             let p = permits(&rows);
-            rows.iter()
-                .zip(p)
-                .find(|(r, _)| r.uid == uid)
-                .map(|(r, permit)| {
-                    let l = lite_of(r, permit);
-                    NeuronInfo {
-                        hotkey: l.hotkey,
-                        coldkey: l.coldkey,
-                        uid: l.uid,
-                        netuid: l.netuid,
-                        active: l.active,
-                        axon_info: l.axon_info,
-                        prometheus_info: l.prometheus_info,
-                        stake: l.stake,
-                        rank: 0,
-                        emission: 0,
-                        incentive: 0,
-                        consensus: 0,
-                        trust: 0,
-                        validator_trust: 0,
-                        dividends: 0,
-                        last_update: l.last_update,
-                        validator_permit: l.validator_permit,
-                        weights: Vec::new(),
-                        bonds: Vec::new(),
-                        pruning_score: l.pruning_score,
-                    }
-                })
-                .encode()
+            rows.iter().zip(p).find(|(r, _)| r.uid == uid).map(|(r, permit)| full_of(r, permit)).encode()
         }
         other => {
             return Err(RpcFault::new(SERVER_ERROR, format!("Execution failed: the devnet runtime has no API {other}")))

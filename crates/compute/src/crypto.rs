@@ -505,6 +505,11 @@ mod tests {
     fn python_peer_decrypts_ours_and_we_decrypt_its() {
         let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/python-peers/bt9.0.0/bin/python");
         if !python.exists() {
+            assert!(
+                std::env::var("NICOMPUTE_REQUIRE_PEERS").is_err(),
+                "Python peer missing at {} (scripts/python-peers.sh)",
+                python.display()
+            );
             eprintln!("skipped: no Python peer at {}", python.display());
             return;
         }

@@ -27,6 +27,11 @@ fn on_path(program: &str) -> bool {
 
 /// `ssh` and `ssh-keygen` are there (and `sshpass` when `password` is set); otherwise says so.
 fn tools(password: bool) -> bool {
+    let present = on_path("ssh") && on_path("ssh-keygen") && (!password || on_path("sshpass"));
+    assert!(
+        present || std::env::var("CI").is_err(),
+        "ssh, ssh-keygen and sshpass are required in CI (scripts/docker-up.sh)"
+    );
     if !on_path("ssh") || !on_path("ssh-keygen") {
         eprintln!("skipped: no ssh client");
         return false;
