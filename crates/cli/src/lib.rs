@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod opts;
 pub mod output;
 pub mod password;

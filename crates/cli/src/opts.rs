@@ -17,6 +17,9 @@ pub struct GlobalOpts {
     pub wallet: WalletOpts,
     #[command(flatten)]
     pub subtensor: SubtensorOpts,
+    /// A config.toml with these settings (flags and environment variables win over it) [env: NICOMPUTE_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print results as JSON on stdout (errors too).
     #[arg(long, global = true)]
     pub json: bool,
@@ -90,12 +93,19 @@ pub struct SubtensorOpts {
         value_name = "URL"
     )]
     pub chain_endpoint: Option<String>,
-    /// The subnet (27 is NI Compute).
-    #[arg(long, global = true, default_value_t = 27)]
-    pub netuid: u16,
+    /// The subnet [default: 27, NI Compute]
+    #[arg(long, global = true)]
+    pub netuid: Option<u16>,
 }
 
+/// NI Compute's subnet on finney.
+pub const DEFAULT_NETUID: u16 = 27;
+
 impl SubtensorOpts {
+    pub fn netuid(&self) -> u16 {
+        self.netuid.unwrap_or(DEFAULT_NETUID)
+    }
+
     pub fn endpoint(&self) -> Result<String, UsageError> {
         network::resolve(self.network.as_deref(), self.chain_endpoint.as_deref()).map_err(|e| UsageError(e.to_string()))
     }

@@ -11,6 +11,26 @@ use serde_json::json;
 
 use crate::{EXIT_FAILED, EXIT_USAGE};
 
+/// The stdout of an [`Output::capture`].
+#[derive(Debug, Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A command's failure: an operation that failed (exit 1) or bad usage (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -44,6 +64,13 @@ impl Output {
         Self { json, show_secrets, out, err, broken_pipe: false }
     }
 
+    /// An output whose stdout is kept in memory (stderr is discarded): to run a command inside
+    /// another and read its result.
+    pub fn capture(json: bool) -> (Self, Captured) {
+        let buf = Captured::default();
+        (Self::new(json, false, Box::new(buf.clone()), Box::new(io::sink())), buf)
+    }
+
     /// Prints a command's result: `data` as JSON, or `human` for people.
     pub fn result<T: Serialize>(&mut self, data: &T, human: impl FnOnce(&mut dyn Write) -> io::Result<()>) {
         // Rendered into memory, then written at once: stdout is line-buffered, and a table of a
@@ -60,6 +87,16 @@ impl Output {
                 self.broken_pipe = true;
             }
         }
+    }
+
+    /// Another program's output passed through as it is (a remote command's stdout and stderr).
+    pub fn passthrough(&mut self, stdout: &[u8], stderr: &[u8]) {
+        if let Err(e) = self.out.write_all(stdout).and_then(|()| self.out.flush()) {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                self.broken_pipe = true;
+            }
+        }
+        let _ = self.err.write_all(stderr);
     }
 
     /// A note for people on stderr (not shown under `--json`).

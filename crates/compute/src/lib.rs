@@ -8,3 +8,4 @@ pub mod miner;
 pub mod protocol;
 pub mod runtime;
 pub mod specs;
+pub mod sshexec;

@@ -17,6 +17,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The label (docker) or marker that says a container belongs to a nicompute miner.
 pub const OWNER_LABEL: &str = "io.nicompute.miner";
+/// The label naming which miner made the container (its hotkey), so miners sharing one Docker
+/// daemon never take each other's containers for orphans.
+pub const SCOPE_LABEL: &str = "io.nicompute.scope";
 /// The label holding the allocation id.
 pub const ALLOCATION_LABEL: &str = "io.nicompute.allocation";
 

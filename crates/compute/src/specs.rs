@@ -176,7 +176,8 @@ impl GpuSpecs {
 
 /// GPUs to report instead of detecting them (test rigs, CPU-only development machines):
 /// `NAME:MEMORY_MIB[:COUNT]`, e.g. `NVIDIA H100 80GB HBM3:81559:1`. The name may contain spaces
-/// and colons; the memory and count are the last one or two fields.
+/// and colons; the memory and count are the last one or two fields. `none` simulates a machine
+/// without GPUs (a CPU-only devnet miner on a host that has some).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimulatedGpu {
     pub name: String,
@@ -197,6 +198,9 @@ impl FromStr for SimulatedGpu {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |reason: &str| SimulatedGpuError { input: s.to_owned(), reason: reason.to_owned() };
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Ok(Self::none());
+        }
         let number = |t: &str| -> Option<u64> {
             let t = t.trim();
             (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse().ok()).flatten()
@@ -230,11 +234,19 @@ impl FromStr for SimulatedGpu {
 
 impl fmt::Display for SimulatedGpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.count == 0 {
+            return f.write_str("none");
+        }
         write!(f, "{}:{}:{}", self.name, self.memory_mib, self.count)
     }
 }
 
 impl SimulatedGpu {
+    /// No GPUs at all (still marked simulated).
+    pub fn none() -> Self {
+        Self { name: String::new(), memory_mib: 0, count: 0 }
+    }
+
     /// The GPUs this simulates, as nvidia-smi would list them (clocks unknown).
     pub fn gpus(&self) -> Vec<NvidiaGpu> {
         let gpu = NvidiaGpu { name: self.name.clone(), memory_mib: Some(self.memory_mib), ..Default::default() };

@@ -287,7 +287,7 @@ async fn run_alloc(
     let chain = g.subtensor.client()?;
     let keypair = g.wallet.hotkey()?;
     let dendrite = Dendrite::new(keypair);
-    let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
+    let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
     release_interrupted(&db, &dendrite, &mg).await;
     let store = DbStore(&db);
     let specs: Vec<(String, Option<compute::specs::Specs>)> =

@@ -62,7 +62,7 @@ impl DArgs {
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
         let dendrite = Dendrite::new(keypair);
-        let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
+        let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
         let store = DbStore(&db);
         let mut outcomes = Vec::new();
         for hk in hotkeys {

@@ -101,7 +101,7 @@ pub fn list_a(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
 pub async fn list_ah(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     let db = open_db(g)?;
     let chain = g.subtensor.client()?;
-    let mg = chain.metagraph(g.subtensor.netuid).await?;
+    let mg = chain.metagraph(g.subtensor.netuid()).await?;
     let hotkeys: Vec<String> =
         db.allocations()?.into_iter().map(|r| r.hotkey).filter(|h| mg.by_hotkey(h).is_some()).collect();
     #[derive(Serialize)]
@@ -114,7 +114,7 @@ pub async fn list_ah(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         for h in &hotkeys {
             writeln!(o, "{h}")?;
         }
-        writeln!(o, "{} allocated hotkey(s) in the metagraph of netuid {}", hotkeys.len(), g.subtensor.netuid)
+        writeln!(o, "{} allocated hotkey(s) in the metagraph of netuid {}", hotkeys.len(), g.subtensor.netuid())
     });
     Ok(())
 }

@@ -26,7 +26,7 @@ struct Doc<'a> {
 impl MetagraphArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let chain = g.subtensor.client()?;
-        let netuid = g.subtensor.netuid;
+        let netuid = g.subtensor.netuid();
         let mut mg =
             chain.metagraph(netuid).await.with_context(|| format!("reading the metagraph of netuid {netuid}"))?;
         if self.serving {

@@ -71,8 +71,8 @@ pub struct RunArgs {
     /// Where the allocation state lives [default: <data dir>/miner]
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Advertise simulated GPUs "NAME:MEM_MIB[:COUNT]" (devnet and tests only).
-    #[arg(long = "simulate-gpu", value_name = "NAME:MEM_MIB[:COUNT]")]
+    /// Advertise simulated GPUs "NAME:MEM_MIB[:COUNT]", or "none" (devnet and tests only).
+    #[arg(long = "simulate-gpu", value_name = "NAME:MEM_MIB[:COUNT]|none")]
     pub simulate_gpu: Option<SimulatedGpu>,
     /// How often the metagraph (who may call) is refreshed.
     #[arg(long = "metagraph-refresh", value_parser = parse_duration, default_value = "2m")]
@@ -89,7 +89,7 @@ impl MinerCommand {
 
 impl RunArgs {
     async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
-        let netuid = g.subtensor.netuid;
+        let netuid = g.subtensor.netuid();
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
         let devnet = ops::is_devnet(&chain).await.unwrap_or(false);
@@ -117,7 +117,11 @@ impl RunArgs {
                     .context("starting the local runtime")?,
             ),
             RuntimeKind::Docker => {
-                let cfg = compute::runtime::docker::DockerConfig { image: self.image.clone(), ..Default::default() };
+                let cfg = compute::runtime::docker::DockerConfig {
+                    image: self.image.clone(),
+                    scope: Some(keypair.ss58()),
+                    ..Default::default()
+                };
                 let docker =
                     compute::runtime::docker::DockerRuntime::connect(cfg).await.context("connecting to Docker")?;
                 docker.ensure_image().await.context("checking the container image")?;

@@ -73,7 +73,9 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
     let Some(command) = cli.command else {
         return Err(UsageError("no command given (see `nicompute --help`)".into()).into());
     };
-    let g = &cli.global;
+    let mut global = cli.global;
+    crate::config::apply_to(&mut global).map_err(|e| UsageError(e.to_string()))?;
+    let g = &global;
     match command {
         Command::A(a) => a.run(g, out).await,
         Command::AHotkey(a) => a.run(g, out).await,
@@ -86,7 +88,7 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::ListP => penalty::list(g, out),
         Command::Sync(a) => a.run(g, out).await,
         Command::Reconcile(a) => a.run(g, out).await,
-        Command::Ssh(a) => a.run(g, out),
+        Command::Ssh(a) => a.run(g, out).await,
         Command::Wallet(c) => c.run(g, out),
         Command::Query(a) => a.run(g, out).await,
         Command::Metagraph(a) => a.run(g, out).await,

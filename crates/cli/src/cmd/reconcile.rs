@@ -35,7 +35,7 @@ impl ReconcileArgs {
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
         let dendrite = Dendrite::new(keypair);
-        let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
+        let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
         let released = crate::cmd::alloc::release_interrupted(&db, &dendrite, &mg).await;
         let store = DbStore(&db);
         let mut rows = Vec::new();

@@ -1,13 +1,21 @@
-//! `nicompute ssh HOTKEY [-- COMMAND...]`: log in to an allocation (or run one command there)
-//! with the system OpenSSH client. Keys are tried first (the injected key is the default); the
-//! stored password is handed to `sshpass` through its environment — never argv — when it is
-//! installed, otherwise OpenSSH asks for it.
+//! `nicompute ssh HOTKEY [-- COMMAND...]`: log in to an allocation (or run one command there).
+//!
+//! A login uses the system OpenSSH client: keys first (the injected key is the default), then
+//! the stored password, handed to `sshpass` through its environment — never argv — when it is
+//! installed, otherwise OpenSSH asks for it. A command runs with OpenSSH too, or with the
+//! built-in client (`--builtin`, or when OpenSSH is not installed), which leaves nothing in
+//! `~/.ssh/known_hosts` — right for throw-away devnet machines.
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use secrecy::ExposeSecret;
+use compute::db::AllocationDetails;
+use compute::sshexec::{self, Login};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
 
 use crate::cmd::open_db;
 use crate::opts::GlobalOpts;
@@ -21,9 +29,13 @@ pub struct SshArgs {
     /// A command to run instead of a login shell (after `--`).
     #[arg(last = true)]
     pub command: Vec<String>,
-    /// An identity file for the key login (default: OpenSSH's own choice).
+    /// An identity file for the key login (default: OpenSSH's own choice; for the built-in
+    /// client ~/.ssh/id_ed25519 or ~/.ssh/id_rsa).
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
-    pub identity: Option<std::path::PathBuf>,
+    pub identity: Option<PathBuf>,
+    /// Run the command with the built-in SSH client instead of OpenSSH.
+    #[arg(long, requires = "command")]
+    pub builtin: bool,
 }
 
 fn have(bin: &str) -> bool {
@@ -31,15 +43,26 @@ fn have(bin: &str) -> bool {
 }
 
 impl SshArgs {
-    pub fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let db = open_db(g)?;
         let rec = db
             .allocation(&self.hotkey)?
             .ok_or_else(|| UsageError(format!("no allocation for {} (see `nicompute list_a`)", self.hotkey)))?;
-        let d = rec.details.as_ref().context("the allocation row has no readable connection details")?;
-        if !have("ssh") {
-            return Err(UsageError("the OpenSSH client `ssh` is not installed".into()).into());
+        let d = rec.details.context("the allocation row has no readable connection details")?;
+        let builtin = self.builtin || (!self.command.is_empty() && !have("ssh"));
+        if builtin {
+            return self.builtin_exec(&d, out).await;
         }
+        if !have("ssh") {
+            return Err(UsageError(
+                "the OpenSSH client `ssh` is not installed (a command after `--` can run with --builtin)".into(),
+            )
+            .into());
+        }
+        self.openssh(&d, out)
+    }
+
+    fn openssh(&self, d: &AllocationDetails, out: &mut Output) -> anyhow::Result<()> {
         let password = d.password.expose_secret();
         let mut cmd = if !password.is_empty() && have("sshpass") {
             let mut c = Command::new("sshpass");
@@ -62,6 +85,41 @@ impl SshArgs {
             Ok(())
         } else {
             Err(Reported(format!("ssh exited with {status}")).into())
+        }
+    }
+
+    async fn builtin_exec(&self, d: &AllocationDetails, out: &mut Output) -> anyhow::Result<()> {
+        let identity = self.identity.clone().or_else(|| {
+            let home = PathBuf::from(std::env::var_os("HOME")?);
+            ["id_ed25519", "id_rsa"].iter().map(|f| home.join(".ssh").join(f)).find(|p| p.is_file())
+        });
+        let password = d.password.expose_secret();
+        let login = Login {
+            host: d.ip.clone(),
+            port: d.port,
+            user: d.username.clone(),
+            identity,
+            password: (!password.is_empty()).then(|| SecretString::from(password.to_owned())),
+            connect_timeout: Duration::from_secs(20),
+        };
+        let line = shell_words::join(&self.command);
+        let r = sshexec::exec(&login, &line).await?;
+        if out.json {
+            let doc = json!({
+                "hotkey": self.hotkey,
+                "command": line,
+                "stdout": String::from_utf8_lossy(&r.stdout),
+                "stderr": String::from_utf8_lossy(&r.stderr),
+                "exit_status": r.exit_status,
+            });
+            out.result(&doc, |_| Ok(()));
+        } else {
+            out.passthrough(&r.stdout, &r.stderr);
+        }
+        match r.exit_status {
+            Some(0) => Ok(()),
+            Some(n) => Err(Reported(format!("the command exited with status {n}")).into()),
+            None => Err(Reported("the command ended without an exit status (killed?)".into()).into()),
         }
     }
 }

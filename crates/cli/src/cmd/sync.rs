@@ -28,7 +28,7 @@ impl SyncArgs {
         let db = open_db(g)?;
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
-        let mg = chain.metagraph(g.subtensor.netuid).await.context("reading the metagraph")?;
+        let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
         let dendrite = Dendrite::new(keypair);
         let tty = std::io::stderr().is_terminal();
         let progress = move |done: usize, total: usize| {

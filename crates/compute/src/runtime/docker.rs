@@ -30,6 +30,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{
     BoxFuture, Container, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, ALLOCATION_LABEL, OWNER_LABEL,
+    SCOPE_LABEL,
 };
 
 /// The image `scripts/build-ssh-image.sh` builds.
@@ -60,6 +61,9 @@ pub struct DockerConfig {
     /// How long [`ContainerRuntime::start`] and [`ContainerRuntime::restart`] wait for the SSH
     /// banner before they give up.
     pub ssh_ready_timeout: Duration,
+    /// Who owns the containers (the miner's hotkey): set as a label on every container, and only
+    /// containers with it are listed. None: every nicompute container on the daemon.
+    pub scope: Option<String>,
 }
 
 impl Default for DockerConfig {
@@ -69,6 +73,7 @@ impl Default for DockerConfig {
             image: DEFAULT_IMAGE.to_owned(),
             restart_policy: "unless-stopped".to_owned(),
             ssh_ready_timeout: Duration::from_secs(30),
+            scope: None,
         }
     }
 }
@@ -81,6 +86,7 @@ pub struct DockerRuntime {
     image: String,
     restart_policy: RestartPolicyNameEnum,
     ssh_ready_timeout: Duration,
+    scope: Option<String>,
 }
 
 impl DockerRuntime {
@@ -104,7 +110,14 @@ impl DockerRuntime {
             .await
             .map_err(|e| unavailable(&socket, &e))?;
         tracing::debug!(socket = %socket.display(), api = %docker.client_version(), "connected to Docker");
-        Ok(Self { docker, socket, image: config.image, restart_policy, ssh_ready_timeout: config.ssh_ready_timeout })
+        Ok(Self {
+            docker,
+            socket,
+            image: config.image,
+            restart_policy,
+            ssh_ready_timeout: config.ssh_ready_timeout,
+            scope: config.scope,
+        })
     }
 
     /// The image this runtime starts.
@@ -141,10 +154,13 @@ impl DockerRuntime {
     }
 
     fn create_body(&self, spec: &ContainerSpec) -> Result<ContainerCreateBody, RuntimeError> {
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (OWNER_LABEL.to_owned(), "1".to_owned()),
             (ALLOCATION_LABEL.to_owned(), spec.allocation_id.clone()),
         ]);
+        if let Some(scope) = &self.scope {
+            labels.insert(SCOPE_LABEL.to_owned(), scope.clone());
+        }
         let binding =
             PortBinding { host_ip: Some(spec.bind_ip.to_string()), host_port: Some(spec.ssh_port.to_string()) };
         let nano_cpus = spec.cpu_count.map(|n| i64::from(n) * 1_000_000_000);
@@ -381,7 +397,11 @@ impl DockerRuntime {
     }
 
     async fn list_inner(&self) -> Result<Vec<Container>, RuntimeError> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{OWNER_LABEL}=1")])]);
+        let mut wanted = vec![format!("{OWNER_LABEL}=1")];
+        if let Some(scope) = &self.scope {
+            wanted.push(format!("{SCOPE_LABEL}={scope}"));
+        }
+        let filters = HashMap::from([("label".to_owned(), wanted)]);
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let summaries = self.docker.list_containers(Some(options)).await.map_err(|e| unavailable(&self.socket, &e))?;
         Ok(summaries

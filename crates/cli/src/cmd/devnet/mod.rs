@@ -1,0 +1,70 @@
+//! `nicompute devnet`: the whole network on one machine, for newcomers, demos and end-to-end
+//! tests. `up` starts a chain and miners as background processes in a directory and writes a
+//! `config.toml` every other command can use; `status` shows them; `down` stops them and removes
+//! their containers; `demo` runs the main job from `up` to `down`; `chain` is the chain alone.
+//!
+//! Where things are: the directory layout, state file and process control in [`net`]; one
+//! module per subcommand.
+
+pub mod chain;
+pub mod demo;
+pub mod down;
+pub mod net;
+pub mod status;
+pub mod up;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::opts::{data_dir, GlobalOpts};
+use crate::output::Output;
+
+#[derive(Debug, Subcommand)]
+pub enum DevnetCommand {
+    /// Start (or complete) a devnet: chain, wallets, N miners with simulated GPUs, config.toml, sync.
+    Up(up::UpArgs),
+    /// Show the devnet's chain, validator and miners, with each process's health.
+    Status(DirArg),
+    /// Stop every devnet process and remove every container its miners made.
+    Down(down::DownArgs),
+    /// The main job end to end: up → list_r → a → ssh → list_a → d → down.
+    Demo(demo::DemoArgs),
+    /// Run the devnet chain alone in the foreground until Ctrl-C or SIGTERM.
+    Chain(chain::ChainArgs),
+}
+
+/// `--dir DIR`: which devnet.
+#[derive(Debug, Clone, Args)]
+pub struct DirArg {
+    /// The devnet's directory [default: the config file's devnet, else <data dir>/devnet]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    /// `--dir`, else the `[devnet] dir` of the config file in use, else the data directory's.
+    pub fn resolve(&self, g: &GlobalOpts) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.dir {
+            return Ok(d.clone());
+        }
+        if let Some(path) = crate::config::config_path(g.config.as_deref()) {
+            if let Some(d) = crate::config::ConfigFile::load(&path)?.devnet {
+                return Ok(d.dir);
+            }
+        }
+        Ok(data_dir().join("devnet"))
+    }
+}
+
+impl DevnetCommand {
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        match self {
+            DevnetCommand::Up(a) => a.run(g, out).await,
+            DevnetCommand::Status(a) => status::run(a, g, out).await,
+            DevnetCommand::Down(a) => a.run(g, out).await,
+            DevnetCommand::Demo(a) => a.run(g, out).await,
+            DevnetCommand::Chain(a) => a.run(out).await,
+        }
+    }
+}
