@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::cmd::alloc::prompt;
 use crate::cmd::{open_db, DbStore};
-use crate::opts::GlobalOpts;
+use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::{Output, Reported, UsageError};
 
 #[derive(Debug, Args)]
@@ -25,6 +25,9 @@ pub struct DArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long = "yes")]
     pub yes: bool,
+    /// Time allowed for each miner's answer (no answer: the allocation stays pending).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,7 +86,7 @@ impl DArgs {
                     continue;
                 }
             };
-            let o = allocator::deallocate(&dendrite, &target, &hk, &regkey, &store, Duration::from_secs(30)).await;
+            let o = allocator::deallocate(&dendrite, &target, &hk, &regkey, &store, self.timeout).await;
             outcomes.push(match o {
                 DeallocOutcome::Released => DOutcome { hotkey: hk, result: "released", detail: None },
                 DeallocOutcome::Unreachable(e) => DOutcome {

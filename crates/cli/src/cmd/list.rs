@@ -158,6 +158,10 @@ pub struct ResourceRow {
     pub status: &'static str,
     pub simulated: bool,
     pub specs_age: String,
+    /// The last `sync` got no answer from it: these specs are old and it may be offline.
+    pub stale: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     #[serde(skip)]
     pub age_ms: u64,
 }
@@ -185,6 +189,8 @@ impl ListRArgs {
                     status: if allocated.contains(&m.hotkey) { "Res." } else { "Avail." },
                     simulated: specs.simulated,
                     specs_age: age(m.specs_updated_ms.or(m.last_seen_ms)),
+                    stale: m.failures > 0 || m.no_specs_count > 0,
+                    last_error: m.last_error.clone(),
                     age_ms: m.specs_updated_ms.map_or(u64::MAX, |t| now.saturating_sub(t)),
                     hotkey: m.hotkey,
                 })
@@ -233,7 +239,7 @@ impl ListRArgs {
                         format!("{:.2}", r.ram_gb),
                         format!("{:.2}", r.disk_gb),
                         r.status.to_owned(),
-                        r.specs_age.clone(),
+                        if r.stale { format!("{} (stale: no answer)", r.specs_age) } else { r.specs_age.clone() },
                     ]
                 })
                 .collect();

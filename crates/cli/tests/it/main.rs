@@ -3,6 +3,7 @@
 
 mod alloc_interrupt;
 mod cli;
+mod devnet;
 mod interop;
 mod miner;
 mod peers;
