@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|axon|decode|chain|miner] [options of that benchmark]
+#   scripts/bench.sh [all|axon|decode|chain|miner|renter|demo] [options of that benchmark]
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
@@ -10,6 +10,8 @@
 # chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
 # miner:  the real `nicompute miner run` (Docker runtime; --runtime local) on a devnet: idle RSS,
 #         then 10 allocate → SSH login → deallocate cycles (--allocations N), p50/p90/max.
+# demo:   `nicompute devnet demo` end to end, 5 runs per runtime (local; Docker when it answers
+#         and has the image): median and max of the demo's own total, and wall time per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -22,6 +24,36 @@ case "$what" in
   chain) exec "$bench" chain "$@" ;;
   miner) exec "$bench" miner "$@" ;;
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
+  demo)
+    for runtime in local docker; do
+      if [[ $runtime == docker ]] && ! docker image inspect nicompute/sshd:bookworm >/dev/null 2>&1; then
+        echo "demo/docker: skipped (no Docker daemon with the nicompute/sshd:bookworm image)" >&2
+        continue
+      fi
+      for _ in 1 2 3 4 5; do
+        target/release/nicompute devnet demo --runtime "$runtime" --json 2>/dev/null
+      done | python3 -c '
+import json, statistics, sys
+dec, text, runs = json.JSONDecoder(), sys.stdin.read(), []
+i = 0
+while i < len(text):
+    if text[i].isspace():
+        i += 1
+        continue
+    doc, i = dec.raw_decode(text, i)
+    runs.append(doc)
+ok = all(r["ok"] for r in runs)
+secs = sorted(r["seconds"] for r in runs)
+steps = {}
+for r in runs:
+    for s in r["steps"]:
+        steps.setdefault(s["command"].split(" --")[0].split(" 5")[0], []).append(s["seconds"])
+print(f"demo/{sys.argv[1]}: {len(runs)} runs, all ok: {ok}; total median {statistics.median(secs):.2f} s, max {secs[-1]:.2f} s")
+for name, v in steps.items():
+    print(f"  {name[:60]:<60} median {statistics.median(v)*1000:7.0f} ms")
+' "$runtime"
+    done
+    ;;
   all)
     scripts/python-peers.sh
     "$bench" decode
@@ -30,5 +62,5 @@ case "$what" in
     "$bench" renter
     "$bench" axon
     ;;
-  *) echo "usage: scripts/bench.sh [all|axon|decode|chain|miner|renter] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|axon|decode|chain|miner|renter|demo] [options]" >&2; exit 2 ;;
 esac
