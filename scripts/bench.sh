@@ -47,7 +47,18 @@ secs = sorted(r["seconds"] for r in runs)
 steps = {}
 for r in runs:
     for s in r["steps"]:
-        steps.setdefault(s["command"].split(" --")[0].split(" 5")[0], []).append(s["seconds"])
+        words, name, skip = s["command"].split(), [], False
+        for w in words:
+            if skip:
+                skip = False
+            elif w in ("--config", "--dir"):
+                skip = True
+            elif w == "--":
+                name.append("-- …")
+                break
+            else:
+                name.append("HOTKEY" if len(w) == 48 and w.startswith("5") else w)
+        steps.setdefault(" ".join(name), []).append(s["seconds"])
 print(f"demo/{sys.argv[1]}: {len(runs)} runs, all ok: {ok}; total median {statistics.median(secs):.2f} s, max {secs[-1]:.2f} s")
 for name, v in steps.items():
     print(f"  {name[:60]:<60} median {statistics.median(v)*1000:7.0f} ms")

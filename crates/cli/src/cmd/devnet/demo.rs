@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -47,6 +49,8 @@ struct Step {
 
 struct Demo<'a> {
     out: &'a mut Output,
+    /// Set by Ctrl-C: the remaining steps are skipped, the devnet still goes down.
+    interrupted: Arc<AtomicBool>,
     exe: PathBuf,
     config: PathBuf,
     steps: Vec<Step>,
@@ -102,6 +106,10 @@ impl Demo<'_> {
         }
         full.extend_from_slice(args);
         let shown = format!("nicompute {}", shell_words::join(&full));
+        if self.interrupted.load(Ordering::SeqCst) && args.get(1) != Some(&"down") {
+            self.steps.push(Step { command: shown, ok: false, seconds: 0.0, check: "skipped: interrupted".into() });
+            return Ok(false);
+        }
         self.say(&format!("\n$ {shown}\n"));
         let t = Instant::now();
         let r = self.run(&full, true)?;
@@ -125,7 +133,16 @@ impl DemoArgs {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let exe = std::env::current_exe().context("finding the nicompute binary")?;
-        let mut demo = Demo { out, exe, config: dir.join("config.toml"), steps: Vec::new() };
+        // Ctrl-C reaches the step's process (same process group), which fails; the demo itself
+        // keeps going to take the devnet down.
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        let mut demo = Demo { out, interrupted, exe, config: dir.join("config.toml"), steps: Vec::new() };
         let t0 = Instant::now();
         demo.say(&format!(
             "nicompute devnet demo: a chain, four miners with simulated GPUs and a renter, all on this machine ({}).\n",
