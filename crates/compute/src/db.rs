@@ -29,9 +29,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavio
 mod allocation;
 mod miners;
 mod schema;
+mod wandb;
 
 pub use allocation::{key_fingerprint, AllocationDetails, AllocationDetailsError, AllocationRecord, AllocationState};
 pub use miners::{MinerRecord, NO_SPECS_LIMIT};
+pub use wandb::PublicationRecord;
 
 /// How long a write waits for another process's lock before giving up with [`DbError::Locked`].
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -79,6 +79,16 @@ const NC_DDL: &[(&str, &str)] = &[
             failures INTEGER NOT NULL DEFAULT 0
         )",
     ),
+    (
+        "nc_wandb_publication",
+        "CREATE TABLE IF NOT EXISTS nc_wandb_publication (
+            list TEXT PRIMARY KEY CHECK (list IN ('allocated', 'penalized')),
+            pending INTEGER NOT NULL DEFAULT 0,
+            last_attempt_ms INTEGER,
+            last_success_ms INTEGER,
+            last_error TEXT
+        )",
+    ),
 ];
 
 /// The columns our SQL reads or writes in each table, and whether `hotkey` must be unique (our
