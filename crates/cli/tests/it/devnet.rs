@@ -200,6 +200,15 @@ fn up_twice_starts_one_network_and_the_config_serves_every_command() {
     let o = net.cli(&["--json", "--db", &net.dir.path().join("other.db").display().to_string(), "list_r"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(json(&o)["resources"].as_array().expect("rows").len(), 0, "--db wins over the config file");
+    let o = net
+        .command()
+        .env("NICOMPUTE_CONFIG", net.config())
+        .env("BT_WALLET_NAME", "nobody")
+        .arg("sync")
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("'nobody'"), "the environment wins over the config file: {}", text(&o.stderr));
     let hk = allocated_hotkey(&net, &["--gpu_type", "h100", "--gpu_size", "80"]);
     assert_eq!(hk, m0["hotkey"].as_str().expect("hotkey"));
     assert!(ssh_hello(&net, &hk).contains("hello from the allocation"));
