@@ -13,6 +13,7 @@ mod chain;
 mod decode;
 mod miner;
 mod renter;
+mod wandb;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -96,6 +97,16 @@ enum Cmd {
         #[arg(long)]
         lists_only: bool,
     },
+    /// SN27's shared state from wandb: 100 signed validator runs from a local endpoint (2 pages).
+    Wandb {
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// UIDs in each run's `stats` (what makes real pages heavy).
+        #[arg(long, default_value_t = 256)]
+        stats_uids: usize,
+    },
     /// Serve our axon with a trivial Specs handler; prints `READY <port>`; stops on stdin EOF.
     ServeAxon {
         #[arg(long, default_value_t = 0)]
@@ -125,6 +136,7 @@ fn main() -> Result<()> {
         Cmd::Renter { runs, check_runs, peers, no_python, lists_only } => {
             renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only })
         }
+        Cmd::Wandb { runs, iterations, stats_uids } => wandb::run(&wandb::Options { runs, iterations, stats_uids }),
         Cmd::ServeAxon { port } => serve_axon(port),
         Cmd::Load { addr, hotkey, concurrency, warmup, duration } => {
             let r = load(&addr, &hotkey, concurrency, warmup, duration)?;
