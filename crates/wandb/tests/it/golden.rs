@@ -294,4 +294,6 @@ fn base_url_comes_from_override_then_env_then_default() {
         ("https://api.wandb.ai", "neuralinternet", "opencompute")
     );
     assert_eq!(dflt.api_host().unwrap(), "api.wandb.ai");
+    let debug = format!("{:?}", client("http://127.0.0.1:9"));
+    assert!(debug.contains("127.0.0.1:9/graphql") && !debug.contains(TEST_KEY), "{debug}");
 }
