@@ -60,6 +60,9 @@ pub enum Command {
     /// Create, list and show btcli-compatible wallets.
     #[command(subcommand)]
     Wallet(cmd::wallet::WalletCommand),
+    /// The subnet's shared state on wandb: our validator run and its publications.
+    #[command(subcommand)]
+    Wandb(cmd::wandb::WandbCommand),
     /// Send one synapse to an axon and print the response (an operator's curl).
     Query(cmd::query::QueryArgs),
     /// The subnet's neurons and axons at the best block.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod opts;
 pub mod output;
 pub mod password;
+pub mod shared;
 pub mod shell;
 
 use std::ffi::OsString;

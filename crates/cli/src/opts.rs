@@ -20,6 +20,12 @@ pub struct GlobalOpts {
     /// A config.toml with these settings (flags and environment variables win over it) [env: NICOMPUTE_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Share allocations and penalties on the subnet's wandb project [env: NICOMPUTE_WANDB] [default: auto: on for finney and test when an API key is found]
+    #[arg(long, global = true, value_enum, value_name = "MODE")]
+    pub wandb: Option<crate::shared::WandbMode>,
+    /// The wandb API server [env: WANDB_BASE_URL] [default: https://api.wandb.ai]
+    #[arg(long = "wandb-base-url", global = true, value_name = "URL")]
+    pub wandb_base_url: Option<String>,
     /// Print results as JSON on stdout (errors too).
     #[arg(long, global = true)]
     pub json: bool,

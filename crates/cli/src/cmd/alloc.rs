@@ -328,6 +328,7 @@ async fn run_alloc(
     };
     let allocated = result?;
     show(out, &allocated, opts.explain);
+    crate::shared::publish(g, &db, &[crate::shared::List::Allocated], out).await;
     Ok(())
 }
 

@@ -100,6 +100,7 @@ impl DArgs {
             });
         }
         let failed = outcomes.iter().filter(|o| o.result != "released").count();
+        let released = outcomes.len() - failed;
         out.result(&outcomes, |o| {
             for x in &outcomes {
                 match &x.detail {
@@ -109,6 +110,9 @@ impl DArgs {
             }
             Ok(())
         });
+        if released > 0 {
+            crate::shared::publish(g, &db, &[crate::shared::List::Allocated], out).await;
+        }
         if failed > 0 {
             return Err(Reported(format!("{failed} hotkey(s) not released")).into());
         }

@@ -169,9 +169,15 @@ pub struct ResourceRow {
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
 impl ListRArgs {
-    pub fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let db = open_db(g)?;
-        let allocated: std::collections::HashSet<String> = db.allocations()?.into_iter().map(|r| r.hotkey).collect();
+        let mut allocated: std::collections::HashSet<String> =
+            db.allocations()?.into_iter().map(|r| r.hotkey).collect();
+        // With wandb on, "Res." also covers machines any validator lists as allocated.
+        let network = crate::shared::network_state(g, ::wandb::Lists::Allocated, out).await;
+        if let Some(n) = &network {
+            allocated.extend(n.allocated.iter().cloned());
+        }
         let now = now_ms();
         let mut rows: Vec<ResourceRow> = db
             .miner_details()?
@@ -220,11 +226,17 @@ impl ListRArgs {
             resources: &'a [ResourceRow],
             summary_instances: Vec<(String, u64, u64)>,
             summary_gpus: Vec<(String, u64)>,
+            /// Where Status comes from: `local`, or `local+wandb` with the validator runs counted.
+            status_from: String,
         }
         let doc = Doc {
             resources: &rows,
             summary_instances: instances.iter().map(|((n, c), k)| (n.clone(), *c, *k)).collect(),
             summary_gpus: gpus.iter().map(|(n, c)| (n.clone(), *c)).collect(),
+            status_from: match &network {
+                Some(n) => format!("local+wandb ({} validator runs)", n.runs_counted),
+                None => "local".into(),
+            },
         };
         out.result(&doc, |o| {
             let t = rows
@@ -261,7 +273,11 @@ impl ListRArgs {
             writeln!(o, "{}", table(&["GPU Name", "GPU Count", "Instances Count"], s1))?;
             writeln!(o, "SUMMARY (Total GPU Counts)")?;
             let s2 = doc.summary_gpus.iter().map(|(n, c)| vec![n.clone(), c.to_string()]).collect();
-            writeln!(o, "{}", table(&["GPU Name", "Total GPU Count"], s2))
+            writeln!(o, "{}", table(&["GPU Name", "Total GPU Count"], s2))?;
+            if network.is_some() {
+                writeln!(o, "Status: this database and the validators' lists on wandb ({})", doc.status_from)?;
+            }
+            Ok(())
         });
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod reconcile;
 pub mod ssh;
 pub mod sync;
 pub mod wallet;
+pub mod wandb;
 
 use anyhow::Context;
 use compute::allocator::{Allocated, AllocationStore};
@@ -82,14 +83,15 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::D(a) => a.run(g, out).await,
         Command::ListA => list::list_a(g, out),
         Command::ListAh => list::list_ah(g, out).await,
-        Command::ListR(a) => a.run(g, out),
-        Command::PHotkey(a) => a.penalize(g, out),
-        Command::DpHotkey(a) => a.depenalize(g, out),
-        Command::ListP => penalty::list(g, out),
+        Command::ListR(a) => a.run(g, out).await,
+        Command::PHotkey(a) => a.penalize(g, out).await,
+        Command::DpHotkey(a) => a.depenalize(g, out).await,
+        Command::ListP => penalty::list(g, out).await,
         Command::Sync(a) => a.run(g, out).await,
         Command::Reconcile(a) => a.run(g, out).await,
         Command::Ssh(a) => a.run(g, out).await,
         Command::Wallet(c) => c.run(g, out),
+        Command::Wandb(c) => c.run(g, out).await,
         Command::Query(a) => a.run(g, out).await,
         Command::Metagraph(a) => a.run(g, out).await,
         Command::Devnet(c) => c.run(g, out).await,

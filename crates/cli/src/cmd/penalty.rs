@@ -63,15 +63,15 @@ fn report(out: &mut Output, mut outcomes: Vec<Outcome>, verb: &str) -> anyhow::R
 }
 
 impl HotkeysArg {
-    pub fn penalize(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
-        self.apply(g, out, true)
+    pub async fn penalize(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        self.apply(g, out, true).await
     }
 
-    pub fn depenalize(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
-        self.apply(g, out, false)
+    pub async fn depenalize(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        self.apply(g, out, false).await
     }
 
-    fn apply(&self, g: &GlobalOpts, out: &mut Output, penalize: bool) -> anyhow::Result<()> {
+    async fn apply(&self, g: &GlobalOpts, out: &mut Output, penalize: bool) -> anyhow::Result<()> {
         if self.hotkeys.iter().all(|h| h.trim().is_empty()) {
             return Err(UsageError("give at least one hotkey".into()).into());
         }
@@ -87,6 +87,7 @@ impl HotkeysArg {
             }
         }
         let changed = if penalize { db.penalize(&valid)? } else { db.depenalize(&valid)? };
+        let any_change = !changed.is_empty();
         for hk in valid {
             let did = changed.contains(&hk);
             let result = match (penalize, did) {
@@ -97,23 +98,63 @@ impl HotkeysArg {
             };
             outcomes.push(Outcome { hotkey: hk, result, reason: None });
         }
-        report(out, outcomes, if penalize { "penalized" } else { "depenalized" })
+        let r = report(out, outcomes, if penalize { "penalized" } else { "depenalized" });
+        if any_change {
+            crate::shared::publish(g, &db, &[crate::shared::List::Penalized], out).await;
+        }
+        r
     }
 }
 
-pub fn list(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+/// `list_p`: the local blacklist, and with wandb on, the validators' union beside it.
+pub async fn list(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     let db = open_db(g)?;
     let list = db.penalized()?;
+    let network = crate::shared::network_state(g, ::wandb::Lists::Penalized, out).await;
+    #[derive(Serialize)]
+    struct Row {
+        hotkey: String,
+        /// `local`, `wandb` or `local+wandb`.
+        source: &'static str,
+    }
+    let mut rows: Vec<Row> = list
+        .iter()
+        .map(|h| Row {
+            hotkey: h.clone(),
+            source: if network.as_ref().is_some_and(|n| n.penalized.contains(h)) { "local+wandb" } else { "local" },
+        })
+        .collect();
+    if let Some(n) = &network {
+        rows.extend(
+            n.penalized.iter().filter(|h| !list.contains(h)).map(|h| Row { hotkey: h.clone(), source: "wandb" }),
+        );
+    }
     #[derive(Serialize)]
     struct Doc<'a> {
-        penalized: &'a [String],
+        penalized: Vec<&'a str>,
         count: usize,
+        rows: &'a [Row],
+        /// Validator runs on wandb that counted (absent: wandb off or unreachable).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wandb_runs: Option<usize>,
     }
-    let doc = Doc { penalized: &list, count: list.len() };
+    let doc = Doc {
+        penalized: rows.iter().map(|r| r.hotkey.as_str()).collect(),
+        count: rows.len(),
+        rows: &rows,
+        wandb_runs: network.as_ref().map(|n| n.runs_counted),
+    };
     out.result(&doc, |o| {
-        let rows = list.iter().enumerate().map(|(i, h)| vec![(i + 1).to_string(), h.clone()]).collect();
-        writeln!(o, "{}", table(&["#", "Penalized hotkey"], rows))?;
-        writeln!(o, "{} penalized", list.len())
+        let t = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| vec![(i + 1).to_string(), r.hotkey.clone(), r.source.to_owned()])
+            .collect();
+        writeln!(o, "{}", table(&["#", "Penalized hotkey", "Source"], t))?;
+        match doc.wandb_runs {
+            Some(n) => writeln!(o, "{} penalized (this database and {n} validator runs on wandb)", rows.len()),
+            None => writeln!(o, "{} penalized", rows.len()),
+        }
     });
     Ok(())
 }

@@ -36,6 +36,7 @@ impl ReconcileArgs {
         let keypair = g.wallet.hotkey()?;
         let dendrite = Dendrite::new(keypair);
         let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
+        let before = db.allocations()?.len();
         let released = crate::cmd::alloc::release_interrupted(&db, &dendrite, &mg).await;
         let store = DbStore(&db);
         let mut rows = Vec::new();
@@ -91,6 +92,10 @@ impl ReconcileArgs {
             let t = rows.iter().map(|r| vec![r.hotkey.clone(), r.state.clone(), r.result.clone()]).collect();
             writeln!(o, "{}", table(&["Hotkey", "State", "Result"], t))
         });
+        // Publish what changed here, and retry anything an earlier command could not publish.
+        let changed = db.allocations()?.len() != before;
+        let lists: &[crate::shared::List] = if changed { &[crate::shared::List::Allocated] } else { &[] };
+        crate::shared::publish(g, &db, lists, out).await;
         Ok(())
     }
 }

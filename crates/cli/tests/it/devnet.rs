@@ -12,25 +12,25 @@ use crate::renter_world::{docker, json, text};
 
 /// A devnet directory and a HOME for one test; `down` runs on drop so a failing test leaves no
 /// process behind.
-struct Net {
-    dir: tempfile::TempDir,
-    home: tempfile::TempDir,
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub home: tempfile::TempDir,
 }
 
 impl Net {
-    fn new() -> Net {
+    pub fn new() -> Net {
         Net { dir: tempfile::tempdir().expect("tmp"), home: tempfile::tempdir().expect("tmp") }
     }
 
-    fn dir(&self) -> String {
+    pub fn dir(&self) -> String {
         self.dir.path().display().to_string()
     }
 
-    fn config(&self) -> String {
+    pub fn config(&self) -> String {
         self.dir.path().join("config.toml").display().to_string()
     }
 
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nicompute"));
         c.env("HOME", self.home.path())
             .env_remove("NICOMPUTE_DB")
@@ -41,16 +41,16 @@ impl Net {
     }
 
     /// `nicompute <args>` (no config).
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("run")
     }
 
     /// `nicompute <args>` with the devnet's config taken from NICOMPUTE_CONFIG, as `up` suggests.
-    fn cli(&self, args: &[&str]) -> Output {
+    pub fn cli(&self, args: &[&str]) -> Output {
         self.command().env("NICOMPUTE_CONFIG", self.config()).args(args).output().expect("run")
     }
 
-    fn up(&self, extra: &[&str]) -> Value {
+    pub fn up(&self, extra: &[&str]) -> Value {
         let mut args = vec!["--json", "devnet", "up", "--dir", self.dir.path().to_str().expect("utf8")];
         args.extend_from_slice(extra);
         let o = self.run(&args);
@@ -58,12 +58,12 @@ impl Net {
         json(&o)
     }
 
-    fn status(&self) -> (bool, Value) {
+    pub fn status(&self) -> (bool, Value) {
         let o = self.run(&["--json", "devnet", "status", "--dir", &self.dir()]);
         (o.status.success(), json(&o))
     }
 
-    fn miner(&self, status: &Value, name: &str) -> Value {
+    pub fn miner(&self, status: &Value, name: &str) -> Value {
         status["miners"].as_array().expect("miners").iter().find(|m| m["name"] == name).expect("miner").clone()
     }
 }
@@ -102,13 +102,13 @@ fn wait_dead(pid: u64) {
     }
 }
 
-fn allocated_hotkey(net: &Net, args: &[&str]) -> String {
+pub fn allocated_hotkey(net: &Net, args: &[&str]) -> String {
     let o = net.cli(&[&["--json", "a"][..], args].concat());
     assert!(o.status.success(), "a failed: {}\n{}", text(&o.stdout), text(&o.stderr));
     json(&o)["hotkey"].as_str().expect("hotkey").to_owned()
 }
 
-fn list_a(net: &Net) -> Vec<Value> {
+pub fn list_a(net: &Net) -> Vec<Value> {
     let o = net.cli(&["--json", "list_a"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     json(&o).as_array().expect("array").clone()

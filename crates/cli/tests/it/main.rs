@@ -13,3 +13,5 @@ mod renter_world;
 mod shell;
 mod sn27_db;
 mod snapshots;
+mod wandb_cli;
+mod wandb_fake;
