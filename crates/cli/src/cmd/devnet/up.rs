@@ -61,23 +61,34 @@ pub struct UpArgs {
 /// The default spread: one of each kind a renter asks for, and a CPU-only machine.
 pub const DEFAULT_GPUS: &str = "h100,a100,4090,cpu";
 
-/// One `--gpus` entry as a `--simulate-gpu` value.
+/// A preset's nvidia-smi name and memory; `None` for a CPU-only machine.
+fn preset(name: &str) -> Option<Option<(&'static str, u64)>> {
+    match name.to_ascii_lowercase().as_str() {
+        "h100" => Some(Some(("NVIDIA H100 80GB HBM3", 81559))),
+        "a100" => Some(Some(("NVIDIA A100-SXM4-40GB", 40960))),
+        "4090" | "rtx4090" => Some(Some(("NVIDIA GeForce RTX 4090", 24564))),
+        "cpu" | "none" => Some(None),
+        _ => None,
+    }
+}
+
+/// One `--gpus` entry as a `--simulate-gpu` value: a preset, a preset with `xN`, or a full
+/// `NAME:MEM_MIB[:COUNT]`.
 pub fn gpu_preset(entry: &str) -> Result<SimulatedGpu, String> {
     let entry = entry.trim();
-    let (name, count) = match entry.rsplit_once(['x', 'X']) {
-        Some((n, c)) if !n.is_empty() && !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) => {
-            (n, c.parse::<u32>().map_err(|_| format!("bad count in {entry:?}"))?)
-        }
-        _ => (entry, 1),
+    let with_count = entry.rsplit_once(['x', 'X']).and_then(|(n, c)| {
+        let count = c.parse::<u32>().ok().filter(|_| c.bytes().all(|b| b.is_ascii_digit()))?;
+        Some((preset(n)?, count))
+    });
+    let (kind, count) = match (preset(entry), with_count) {
+        (Some(kind), _) => (kind, 1),
+        (None, Some((kind, count))) => (kind, count),
+        (None, None) => return entry.parse::<SimulatedGpu>().map_err(|e| e.to_string()),
     };
-    let (model, mib) = match name.to_ascii_lowercase().as_str() {
-        "h100" => ("NVIDIA H100 80GB HBM3", 81559),
-        "a100" => ("NVIDIA A100-SXM4-40GB", 40960),
-        "4090" | "rtx4090" => ("NVIDIA GeForce RTX 4090", 24564),
-        "cpu" | "none" => return Ok(SimulatedGpu::none()),
-        _ => return entry.parse::<SimulatedGpu>().map_err(|e| e.to_string()),
-    };
-    format!("{model}:{mib}:{count}").parse::<SimulatedGpu>().map_err(|e| e.to_string())
+    match kind {
+        None => Ok(SimulatedGpu::none()),
+        Some((model, mib)) => format!("{model}:{mib}:{count}").parse::<SimulatedGpu>().map_err(|e| e.to_string()),
+    }
 }
 
 /// `--gpus` and `--miners` to one simulated machine per miner.
@@ -453,6 +464,9 @@ mod tests {
         assert_eq!(custom.len(), 2);
         assert_eq!(custom[0].count, 8);
         assert_eq!(custom[1].name, "Tesla T4");
+        assert_eq!(gpu_preset("rtx4090").expect("preset").name, "NVIDIA GeForce RTX 4090");
+        assert_eq!(gpu_preset("RTX4090x2").expect("preset").count, 2);
+        assert!(gpu_preset("h100x0").is_err(), "zero cards");
         assert!(plan_gpus(Some("h200"), None).is_err(), "not a preset and not NAME:MEM");
         assert!(plan_gpus(Some(","), None).is_err());
     }
