@@ -56,8 +56,13 @@ pub enum Wandb {
         client: Box<WandbClient>,
         key_source: KeySource,
     },
-    /// Off, and why (said by `wandb status`, and when `--wandb on` cannot be honoured).
+    /// Not used here (turned off, or not the real network), and why.
     Off {
+        reason: String,
+    },
+    /// Wanted (asked for, or the real network) but not usable, e.g. no API key: changes stay
+    /// pending and the user is warned, since Python miners end allocations no validator lists.
+    Unavailable {
         reason: String,
     },
 }
@@ -100,25 +105,20 @@ pub fn resolve(g: &GlobalOpts) -> Wandb {
             let key_source = key.source().clone();
             match WandbClient::with_key(config, key) {
                 Ok(client) => Wandb::On { client: Box::new(client), key_source },
-                Err(e) => Wandb::Off { reason: e.to_string() },
+                Err(e) => Wandb::Unavailable { reason: e.to_string() },
             }
         }
-        Err(e) => Wandb::Off { reason: e.to_string() },
+        Err(e) => Wandb::Unavailable { reason: e.to_string() },
     }
 }
 
 /// After a local change of `changed` (none: only retry what is pending), publishes every list
 /// that is pending. Failures are noted and left pending; they never fail the command.
 pub async fn publish(g: &GlobalOpts, db: &ComputeDb, changed: &[List], out: &mut Output) {
-    let client = match resolve(g) {
-        Wandb::On { client, .. } => client,
-        Wandb::Off { reason } => {
-            if mode(g) == Ok(WandbMode::On) {
-                out.note(&format!("wandb: not published: {reason}"));
-            }
-            return;
-        }
-    };
+    let wandb = resolve(g);
+    if let Wandb::Off { .. } = wandb {
+        return;
+    }
     for list in changed {
         if let Err(e) = db.mark_publication_pending(list.name()) {
             out.note(&format!("wandb: could not mark the {} list for publication: {e}", list.name()));
@@ -131,6 +131,23 @@ pub async fn publish(g: &GlobalOpts, db: &ComputeDb, changed: &[List], out: &mut
             .collect(),
         Err(e) => {
             out.note(&format!("wandb: cannot read the publication state: {e}"));
+            return;
+        }
+    };
+    let client = match wandb {
+        Wandb::On { client, .. } => client,
+        Wandb::Off { .. } => return,
+        Wandb::Unavailable { reason } => {
+            if !pending.is_empty() {
+                tell(
+                    out,
+                    &format!(
+                        "wandb: not published ({reason}); on the real network Python SN27 miners end allocations that \
+                         no validator lists on wandb — `nicompute reconcile` publishes once this is fixed"
+                    ),
+                    true,
+                );
+            }
             return;
         }
     };

@@ -94,6 +94,7 @@ impl WandbCommand {
         };
         match shared::resolve(g) {
             Wandb::Off { reason } => doc.reason = Some(reason),
+            Wandb::Unavailable { reason } => doc.reason = Some(format!("wanted but unusable: {reason}")),
             Wandb::On { client, key_source } => {
                 doc.enabled = true;
                 doc.endpoint = Some(client.endpoint().to_owned());

@@ -115,6 +115,24 @@ async fn a_wandb_failure_keeps_the_allocation_and_is_retried_by_reconcile() {
     assert_eq!(list(&our_run(&fake, &validator), "allocated_hotkeys"), vec![hk]);
     let status = json(&cli(&net, &fake, &["--json", "wandb", "status"]));
     assert_eq!(status["publications"][0]["pending"], false);
+
+    // Without an API key the change is kept pending, with a warning of what it means.
+    let miner = net.miner(&st, "miner-0")["hotkey"].as_str().expect("hk").to_owned();
+    let o = net
+        .command()
+        .env("NICOMPUTE_CONFIG", net.config())
+        .args(["--wandb", "on", "--wandb-base-url", &fake.url, "p_hotkey", &miner])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("no wandb API key") && err.contains("Python SN27 miners end allocations"), "{err}");
+    let status = json(&cli(&net, &fake, &["--json", "wandb", "status"]));
+    assert_eq!(status["publications"][1]["list"], "penalized");
+    assert_eq!(status["publications"][1]["pending"], true);
+    let o = cli(&net, &fake, &["reconcile"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(list(&our_run(&fake, &validator), "penalized_hotkeys"), vec![miner]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
