@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh
 #
-# Builds (once, cached under target/) the Python venvs holding the real bittensor SDK
+# Builds (once, cached under target/) the Python venvs holding the real bittensor SDK and wandb
 # (9.0.0 and 10.5.0) used as interop peers, then: format check, clippy with warnings denied,
 # and every test (unit, golden, property/fuzz, live interop with the real SDK, Docker end to
 # end). Starts a Docker daemon if none answers (installing docker.io where missing) and builds
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "Python peers (real bittensor SDK 9.0.0 and 10.5.0)"
+step "Python peers (real bittensor SDK 9.0.0 and 10.5.0, wandb 0.19.0)"
 scripts/python-peers.sh
 
 step "Docker daemon, SSH client tools and the miner's base image"
