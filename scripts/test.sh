@@ -3,8 +3,8 @@
 #
 #   scripts/test.sh
 #
-# Builds (once, cached under target/) the Python venvs holding the real bittensor SDK and wandb
-# (9.0.0 and 10.5.0) used as interop peers, then: format check, clippy with warnings denied,
+# Builds (once, cached under target/) the Python venvs holding the real bittensor SDK (9.0.0 and
+# 10.5.0) and wandb (0.19.0) used as interop peers, then: format check, clippy with warnings denied,
 # and every test (unit, golden, property/fuzz, live interop with the real SDK, Docker end to
 # end). Starts a Docker daemon if none answers (installing docker.io where missing) and builds
 # the miner's SSH image without a registry. Interop and Docker tests must run here, never skip:
