@@ -127,6 +127,13 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// The renter's default OpenSSH key: the first of `~/.ssh/id_ed25519{suffix}` and
+/// `~/.ssh/id_rsa{suffix}` that exists (`.pub` for the key to inject, `""` for the private key).
+pub fn default_ssh_key(suffix: &str) -> Option<PathBuf> {
+    let ssh = PathBuf::from(std::env::var_os("HOME")?).join(".ssh");
+    ["id_ed25519", "id_rsa"].iter().map(|f| ssh.join(format!("{f}{suffix}"))).find(|p| p.is_file())
+}
+
 /// Where nicompute keeps its data: `$XDG_DATA_HOME/nicompute` or `~/.local/share/nicompute`.
 pub fn data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {

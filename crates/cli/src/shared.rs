@@ -162,9 +162,8 @@ pub async fn publish(g: &GlobalOpts, db: &ComputeDb, changed: &[List], out: &mut
             return;
         }
     };
-    let keypair = &keypair;
     for list in pending {
-        let result = tokio::time::timeout(PUBLISH_LIMIT, publish_one(&client, g, db, keypair, list)).await;
+        let result = tokio::time::timeout(PUBLISH_LIMIT, publish_one(&client, g, db, &keypair, list)).await;
         let result = result.unwrap_or_else(|_| Err(format!("wandb did not confirm within {PUBLISH_LIMIT:?}")));
         let now = crate::opts::now_ms();
         match &result {

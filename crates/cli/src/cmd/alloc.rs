@@ -142,10 +142,7 @@ impl AllocOpts {
         } else {
             let path = match &self.ssh_key {
                 Some(p) => Some(p.clone()),
-                None => {
-                    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-                    ["id_ed25519.pub", "id_rsa.pub"].iter().map(|f| home.join(".ssh").join(f)).find(|p| p.is_file())
-                }
+                None => crate::opts::default_ssh_key(".pub"),
             };
             match path {
                 Some(p) => Some(

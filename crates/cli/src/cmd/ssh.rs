@@ -89,10 +89,7 @@ impl SshArgs {
     }
 
     async fn builtin_exec(&self, d: &AllocationDetails, out: &mut Output) -> anyhow::Result<()> {
-        let identity = self.identity.clone().or_else(|| {
-            let home = PathBuf::from(std::env::var_os("HOME")?);
-            ["id_ed25519", "id_rsa"].iter().map(|f| home.join(".ssh").join(f)).find(|p| p.is_file())
-        });
+        let identity = self.identity.clone().or_else(|| crate::opts::default_ssh_key(""));
         let password = d.password.expose_secret();
         let login = Login {
             host: d.ip.clone(),

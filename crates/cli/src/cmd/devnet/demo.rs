@@ -149,7 +149,7 @@ impl DemoArgs {
             dir.display()
         ));
         // Blocking work (child processes) off the async runtime's workers.
-        let (ok, mut demo_steps, keep_dir) = tokio::task::block_in_place(|| {
+        let (ok, steps, keep_dir) = tokio::task::block_in_place(|| {
             let ok = self.main_job(&mut demo, &dir);
             let ok = match ok {
                 Ok(ok) => ok,
@@ -200,13 +200,7 @@ impl DemoArgs {
             kept: bool,
             steps: Vec<Step>,
         }
-        let doc = Doc {
-            ok,
-            seconds: total,
-            dir: dir.display().to_string(),
-            kept: keep_dir,
-            steps: std::mem::take(&mut demo_steps),
-        };
+        let doc = Doc { ok, seconds: total, dir: dir.display().to_string(), kept: keep_dir, steps };
         out.result(&doc, |o| {
             writeln!(o)?;
             if doc.ok {
