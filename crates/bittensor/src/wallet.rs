@@ -91,18 +91,14 @@ impl Wallet {
         Self { path: path.into(), name: name.into(), hotkey: hotkey.into() }
     }
 
-    /// The default wallet directory: `$HOME/.bittensor/wallets`.
-    pub fn default_path() -> PathBuf {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(DEFAULT_WALLET_DIR)
-    }
-
-    /// Expands a leading `~/` the way the SDK does for `--wallet.path`.
-    pub fn expand_path(p: &str) -> PathBuf {
-        match p.strip_prefix("~/") {
-            Some(rest) => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(rest),
-            None if p == "~" => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default(),
-            None => PathBuf::from(p),
+    /// Expands a leading `~` the way the SDK does for `--wallet.path` (`~/.bittensor/wallets`,
+    /// the default, included), with `home` as the caller read it; without a home `~` stays as
+    /// it is, so the error names the path the user gave.
+    pub fn expand_path(p: &str, home: Option<&Path>) -> PathBuf {
+        match (p.strip_prefix("~/"), home) {
+            (Some(rest), Some(home)) => home.join(rest),
+            (None, Some(home)) if p == "~" => home.to_path_buf(),
+            _ => PathBuf::from(p),
         }
     }
 

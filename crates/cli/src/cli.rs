@@ -1,7 +1,10 @@
 //! The clap definition of every command. The interactive shell parses its lines with this same
-//! definition, so shell and one-shot cannot drift apart.
+//! definition, so shell and one-shot cannot drift apart; both parse through [`Cli::parse_args`],
+//! which records where each setting came from for the config file (`config::resolve`).
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::cmd;
 use crate::opts::GlobalOpts;
@@ -75,7 +78,55 @@ pub enum Command {
     Devnet(cmd::devnet::DevnetCommand),
 }
 
+/// Settings read from the environment only: a secret in argv is visible to every user of the
+/// machine (`ps`), so a flag spelling of these is refused.
+const ENV_ONLY: [&str; 2] = ["wallet.password", "wandb.api_key"];
+
+/// Whether settings are read from the process environment: always, except in unit tests, which
+/// must not depend on the developer's environment (the binary's tests set it explicitly).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EnvPolicy {
+    #[default]
+    Process,
+    Ignore,
+}
+
 impl Cli {
+    /// Parses `args` (the program name first) and records each setting's source; the one entry
+    /// of one-shot commands and shell lines. An environment variable that is set but empty
+    /// counts as unset, as in the SDK.
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        Self::parse_args_with(args, EnvPolicy::Process)
+    }
+
+    /// [`Cli::parse_args`], reading the environment or not.
+    pub fn parse_args_with<I, T>(args: I, env: EnvPolicy) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let argv: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let mut cmd = without_env(Cli::command(), env);
+        let matches = cmd.try_get_matches_from_mut(argv.clone())?;
+        for id in ENV_ONLY {
+            if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                let arg = cmd.get_arguments().find(|a| a.get_id() == id);
+                let env = arg.and_then(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+                return Err(cmd.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("this secret is read from {env} only, never from the command line (argv is visible to every user of this machine)"),
+                ));
+            }
+        }
+        let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+        cli.global.given = crate::opts::Given::new(argv, &matches, env);
+        Ok(cli)
+    }
+
     /// Prints the usage to stderr (no command and no terminal for the shell).
     pub fn command_help() -> std::io::Result<()> {
         use clap::CommandFactory;
@@ -84,6 +135,16 @@ impl Cli {
         writeln!(err, "{}", Cli::command().render_help())?;
         writeln!(err, "error: no command given; the interactive shell needs a terminal")
     }
+}
+
+/// `cmd` without the variables that are set but empty (or without any, for [`EnvPolicy::Ignore`]).
+fn without_env(cmd: clap::Command, env: EnvPolicy) -> clap::Command {
+    let cmd = cmd.mut_args(|a| match a.get_env() {
+        Some(_) if env == EnvPolicy::Ignore => a.env(None),
+        Some(name) if std::env::var_os(name).is_some_and(|v| v.is_empty()) => a.env(None),
+        _ => a,
+    });
+    cmd.mut_subcommands(|c| without_env(c, env))
 }
 
 #[cfg(test)]
@@ -100,8 +161,8 @@ mod tests {
     fn positional_hotkeys_do_not_touch_the_wallet_hotkey() {
         let hk = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
         for argv in [vec!["nicompute", "a_hotkey", hk], vec!["nicompute", "ssh", hk]] {
-            let c = Cli::try_parse_from(&argv).expect("parse");
-            assert_eq!(c.global.wallet.hotkey, None, "{argv:?}");
+            let c = Cli::parse_args_with(&argv, EnvPolicy::Ignore).expect("parse");
+            assert_eq!(c.global.given.source("wallet.hotkey"), crate::opts::Source::Default, "{argv:?}");
         }
     }
 
@@ -129,9 +190,31 @@ mod tests {
 
     #[test]
     fn dotted_and_kebab_wallet_flags() {
-        let a = Cli::try_parse_from(["nicompute", "wallet", "show", "--wallet.name", "w", "--wallet-hotkey", "h"])
+        let a = Cli::parse_args_with(
+            ["nicompute", "wallet", "show", "--wallet.name", "w", "--wallet-hotkey", "h"],
+            EnvPolicy::Ignore,
+        )
+        .expect("parse");
+        assert_eq!(a.global.wallet.name, "w");
+        assert_eq!(a.global.wallet.hotkey, "h");
+    }
+
+    #[test]
+    fn a_global_flag_after_the_command_is_recorded_as_a_flag() {
+        let c = Cli::parse_args_with(["nicompute", "list_a", "--db", "x.db", "--netuid", "5"], EnvPolicy::Ignore)
             .expect("parse");
-        assert_eq!(a.global.wallet.name.as_deref(), Some("w"));
-        assert_eq!(a.global.wallet.hotkey.as_deref(), Some("h"));
+        assert_eq!(c.global.given.source("db"), crate::opts::Source::Flag);
+        assert_eq!(c.global.given.source("subtensor.netuid"), crate::opts::Source::Flag);
+        assert_eq!(c.global.given.source("wallet.name"), crate::opts::Source::Default);
+        assert_eq!(c.global.subtensor.netuid(), 5);
+    }
+
+    #[test]
+    fn secrets_are_refused_in_argv() {
+        for flag in ["--wallet.password", "--wandb-api-key"] {
+            let e = Cli::parse_args_with(["nicompute", flag, "s3cret", "list_a"], EnvPolicy::Ignore).expect_err(flag);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{flag}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 }

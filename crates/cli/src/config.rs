@@ -1,65 +1,41 @@
-//! `config.toml`: the settings a command would otherwise take as flags (chain, netuid, wallet,
-//! database), so a devnet or a long-lived setup is one `--config FILE` (or `NICOMPUTE_CONFIG`)
-//! away. Precedence, for every setting: flag > environment variable > config file > default.
-//! The chain is one setting: a flag or variable naming the network or the endpoint wins over
-//! both of the file's, so `--subtensor.network finney` is never overridden by a file's endpoint.
+//! `config.toml` and precedence: the settings a command would otherwise take as flags (chain,
+//! netuid, wallet, database, …), so a devnet or a long-lived setup is one `--config FILE` (or
+//! `NICOMPUTE_CONFIG`) away. Precedence, for every setting: flag > environment variable > config
+//! file > default.
+//!
+//! There is no second list of settings here: a key of the file is the clap id of a global setting
+//! that takes a value (`wallet.name`, `subtensor.chain_endpoint`, `db`, …; see `opts.rs`), and
+//! [`resolve`] fills exactly the settings whose value clap says came from a default or is absent,
+//! by parsing the command line again with the file's values in front. The chain is one setting:
+//! a flag or variable naming the network or the endpoint wins over both of the file's, so
+//! `--subtensor.network finney` is never overridden by a file's endpoint.
 //!
 //! Relative paths in the file are relative to the file's directory, so a devnet directory can be
 //! moved or shared whole.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use clap::{CommandFactory, ValueHint};
 
-use crate::opts::GlobalOpts;
+use crate::cli::Cli;
+use crate::opts::{GlobalOpts, Source};
 
-/// The environment variable naming a config file (`--config` wins over it).
-pub const CONFIG_ENV: &str = "NICOMPUTE_CONFIG";
+/// The network and endpoint settings: one chain, whichever the strongest source names.
+const NETWORK: &str = "subtensor.network";
+const ENDPOINT: &str = "subtensor.chain_endpoint";
+/// The one file key that is not a flag: where `devnet up` made the devnet the file belongs to.
+pub const DEVNET_DIR: &str = "devnet.dir";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A config file's values by dotted key (`wallet.name`), relative paths resolved.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConfigFile {
-    /// The allocation database (SN27's database.db format).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub db: Option<PathBuf>,
-    #[serde(default)]
-    pub subtensor: SubtensorSection,
-    #[serde(default)]
-    pub wallet: WalletSection,
-    /// Present in files written by `devnet up`: where that devnet lives.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub devnet: Option<DevnetSection>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubtensorSection {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chain_endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netuid: Option<u16>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WalletSection {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hotkey: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DevnetSection {
-    pub dir: PathBuf,
+    values: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
@@ -69,34 +45,107 @@ pub enum ConfigError {
     Write { path: PathBuf, source: std::io::Error },
 }
 
+/// A setting the file may hold: a global setting that takes a value (not the config file
+/// itself, and not the hidden ones: secrets and the process's directories).
+#[derive(Debug, Clone)]
+pub struct FileSetting {
+    /// The clap id, which is the file's key.
+    pub key: String,
+    /// The long flag the value is given to clap as.
+    pub long: String,
+    /// Relative values are relative to the file.
+    pub is_path: bool,
+}
+
+/// Every key a config file may hold, from the clap declaration.
+pub fn file_settings() -> Vec<FileSetting> {
+    let cmd = Cli::command();
+    cmd.get_arguments()
+        .filter(|a| a.is_global_set() && !a.is_hide_set() && a.get_id() != "config")
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| {
+            Some(FileSetting {
+                key: a.get_id().to_string(),
+                long: a.get_long()?.to_owned(),
+                is_path: matches!(a.get_value_hint(), ValueHint::FilePath | ValueHint::DirPath | ValueHint::AnyPath),
+            })
+        })
+        .collect()
+}
+
 impl ConfigFile {
-    /// Reads `path`; relative paths inside become relative to its directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` (a key [`file_settings`] lists, or [`DEVNET_DIR`]).
+    pub fn set(&mut self, key: &str, value: impl Into<toml::Value>) -> &mut Self {
+        self.values.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn get(&self, key: &str) -> Option<&toml::Value> {
+        self.values.get(key)
+    }
+
+    /// The `[devnet] dir` of a file written by `devnet up`.
+    pub fn devnet_dir(&self) -> Option<PathBuf> {
+        self.get(DEVNET_DIR).and_then(toml::Value::as_str).map(PathBuf::from)
+    }
+
+    /// Reads `path`: every key must be a setting (an unknown one is named); relative paths
+    /// become relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut cfg: ConfigFile = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_owned() })?;
+        let bad = |message: String| ConfigError::Parse { path: path.into(), message };
+        let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string().trim_end().to_owned()))?;
+        let mut flat = BTreeMap::new();
+        flatten("", table, &mut flat);
+        let settings = file_settings();
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        if let Some(p) = cfg.db.as_mut() {
-            resolve(p);
+        let mut values = BTreeMap::new();
+        for (key, value) in flat {
+            let is_path = match settings.iter().find(|s| s.key == key) {
+                Some(s) => s.is_path,
+                None if key == DEVNET_DIR => true,
+                None => {
+                    let known: Vec<&str> = settings.iter().map(|s| s.key.as_str()).chain([DEVNET_DIR]).collect();
+                    return Err(bad(format!("unknown field `{key}`; the settings are {}", known.join(", "))));
+                }
+            };
+            let value = match value {
+                toml::Value::String(s) if is_path && Path::new(&s).is_relative() && !s.starts_with('~') => {
+                    toml::Value::String(base.join(s).display().to_string())
+                }
+                v @ (toml::Value::String(_)
+                | toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)) => v,
+                other => return Err(bad(format!("`{key}` must be a single value, not {}", other.type_str()))),
+            };
+            values.insert(key, value);
         }
-        if let Some(p) = cfg.wallet.path.as_mut() {
-            resolve(p);
-        }
-        if let Some(d) = cfg.devnet.as_mut() {
-            resolve(&mut d.dir);
-        }
-        Ok(cfg)
+        Ok(Self { values })
     }
 
     /// Writes the file (0600: it names wallets) with a header saying what wrote it.
     pub fn save(&self, path: &Path, header: &str) -> Result<(), ConfigError> {
+        let mut root = toml::Table::new();
+        for (key, value) in &self.values {
+            let mut table = &mut root;
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let last = parts.pop().unwrap_or_default();
+            for part in parts {
+                let entry = table.entry(part).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(t) = entry else {
+                    return Err(ConfigError::Parse { path: path.into(), message: format!("`{key}` clashes") });
+                };
+                table = t;
+            }
+            table.insert(last.to_owned(), value.clone());
+        }
         let body =
-            toml::to_string(self).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            toml::to_string(&root).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         let mut text = String::new();
         for line in header.lines() {
             text.push_str("# ");
@@ -107,48 +156,77 @@ impl ConfigFile {
         text.push_str(&body);
         write_private(path, text.as_bytes()).map_err(|source| ConfigError::Write { path: path.into(), source })
     }
+}
 
-    /// Fills every setting of `g` that neither a flag nor its environment variable gave.
-    pub fn apply(&self, g: &mut GlobalOpts) {
-        let env_set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
-        let fill = |slot: &mut Option<String>, env: &str, value: Option<String>| {
-            if slot.is_none() && !env_set(env) {
-                *slot = value;
+fn flatten(prefix: &str, table: toml::Table, out: &mut BTreeMap<String, toml::Value>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            v => {
+                out.insert(key, v);
             }
-        };
-        let w = &mut g.wallet;
-        fill(&mut w.path, "BT_WALLET_PATH", self.wallet.path.as_ref().map(|p| p.display().to_string()));
-        fill(&mut w.name, "BT_WALLET_NAME", self.wallet.name.clone());
-        fill(&mut w.hotkey, "BT_WALLET_HOTKEY", self.wallet.hotkey.clone());
-        let s = &mut g.subtensor;
-        let chain_given = s.network.is_some()
-            || s.chain_endpoint.is_some()
-            || env_set("BT_SUBTENSOR_NETWORK")
-            || env_set("BT_SUBTENSOR_CHAIN_ENDPOINT");
-        if !chain_given {
-            s.network.clone_from(&self.subtensor.network);
-            s.chain_endpoint.clone_from(&self.subtensor.chain_endpoint);
-        }
-        if s.netuid.is_none() {
-            s.netuid = self.subtensor.netuid;
-        }
-        if g.db.is_none() && !env_set("NICOMPUTE_DB") {
-            g.db.clone_from(&self.db);
         }
     }
 }
 
-/// The config file named by `--config` or `NICOMPUTE_CONFIG`, if any.
-pub fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
-    flag.map(Path::to_path_buf).or_else(|| std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+fn text_of(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
-/// Loads the named config file (if any) into `g`.
-pub fn apply_to(g: &mut GlobalOpts) -> Result<Option<ConfigFile>, ConfigError> {
-    let Some(path) = config_path(g.config.as_deref()) else { return Ok(None) };
-    let cfg = ConfigFile::load(&path)?;
-    cfg.apply(g);
-    Ok(Some(cfg))
+/// Completes a parsed command line (`Cli::parse_args`): the config file named by `--config` or
+/// `NICOMPUTE_CONFIG` fills every setting that neither a flag nor a variable gave, the chain is
+/// settled as one setting, and `~` gets its home. Runs once per command (one-shot and shell
+/// alike); a second call changes nothing.
+pub fn resolve(mut cli: Cli) -> Result<Cli, ConfigError> {
+    if cli.global.given.resolved {
+        return Ok(cli);
+    }
+    let mut given = std::mem::take(&mut cli.global.given);
+    if let Some(path) = cli.global.config.clone() {
+        let file = ConfigFile::load(&path)?;
+        let chain_given = given.source(NETWORK).is_explicit() || given.source(ENDPOINT).is_explicit();
+        let mut extra: Vec<OsString> = Vec::new();
+        for s in file_settings() {
+            let Some(value) = file.get(&s.key) else { continue };
+            if given.source(&s.key).is_explicit() || (chain_given && (s.key == NETWORK || s.key == ENDPOINT)) {
+                continue;
+            }
+            extra.push(format!("--{}={}", s.long, text_of(value)).into());
+            given.sources.insert(s.key.clone(), Source::File);
+        }
+        if !extra.is_empty() {
+            // The file's values go first: the user's arguments stay where they were.
+            let mut argv: Vec<OsString> = given.argv.iter().take(1).cloned().collect();
+            argv.extend(extra);
+            argv.extend(given.argv.iter().skip(1).cloned());
+            let again = Cli::parse_args_with(argv, given.env).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned(),
+            })?;
+            cli.global = again.global;
+        }
+        given.file = Some(file);
+    }
+    settle_chain(&mut cli.global, &given);
+    cli.global.wallet.home.clone_from(&cli.global.dirs.home);
+    given.resolved = true;
+    cli.global.given = given;
+    Ok(cli)
+}
+
+/// The chain is one setting: the strongest source among the network and the endpoint decides,
+/// and a network it names is not overridden by a weaker endpoint. (The SDK's one exception: the
+/// `local` network is wherever `BT_SUBTENSOR_CHAIN_ENDPOINT` says.)
+fn settle_chain(g: &mut GlobalOpts, given: &crate::opts::Given) {
+    let (network, endpoint) = (given.source(NETWORK), given.source(ENDPOINT));
+    let local_from_env = g.subtensor.network == "local" && endpoint == Source::Env;
+    if network > endpoint && !local_from_env {
+        g.subtensor.chain_endpoint = None;
+    }
 }
 
 /// Writes `bytes` to `path` readable by the owner only, replacing it atomically.
@@ -163,80 +241,4 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cli::Cli;
-    use clap::Parser;
-
-    fn parse(args: &[&str]) -> GlobalOpts {
-        let mut v = vec!["nicompute"];
-        v.extend_from_slice(args);
-        v.push("list_a");
-        Cli::try_parse_from(v).expect("parse").global
-    }
-
-    fn sample(dir: &Path) -> PathBuf {
-        let path = dir.join("config.toml");
-        let cfg = ConfigFile {
-            db: Some("database.db".into()),
-            subtensor: SubtensorSection {
-                chain_endpoint: Some("ws://127.0.0.1:9".into()),
-                netuid: Some(5),
-                ..Default::default()
-            },
-            wallet: WalletSection { path: Some("wallets".into()), name: Some("validator".into()), hotkey: None },
-            devnet: Some(DevnetSection { dir: ".".into() }),
-        };
-        cfg.save(&path, "written by a test").expect("save");
-        path
-    }
-
-    #[test]
-    fn round_trip_resolves_relative_paths_and_is_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = sample(dir.path());
-        let text = std::fs::read_to_string(&path).expect("read");
-        assert!(text.starts_with("# written by a test\n"), "{text}");
-        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
-        let cfg = ConfigFile::load(&path).expect("load");
-        assert_eq!(cfg.db, Some(dir.path().join("database.db")));
-        assert_eq!(cfg.wallet.path, Some(dir.path().join("wallets")));
-        assert_eq!(cfg.subtensor.netuid, Some(5));
-    }
-
-    #[test]
-    fn flags_win_over_the_file_and_the_file_over_defaults() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = sample(dir.path());
-        let cfg = ConfigFile::load(&path).expect("load");
-
-        let mut g = parse(&[]);
-        cfg.apply(&mut g);
-        assert_eq!(g.wallet.name.as_deref(), Some("validator"));
-        assert_eq!(g.wallet.hotkey, None, "unset in the file: the default applies later");
-        assert_eq!(g.subtensor.netuid(), 5);
-        assert_eq!(g.subtensor.chain_endpoint.as_deref(), Some("ws://127.0.0.1:9"));
-        assert_eq!(g.db, Some(dir.path().join("database.db")));
-
-        let mut g = parse(&["--wallet.name", "mine", "--netuid", "27", "--subtensor.network", "finney"]);
-        cfg.apply(&mut g);
-        assert_eq!(g.wallet.name.as_deref(), Some("mine"));
-        assert_eq!(g.subtensor.netuid(), 27);
-        assert_eq!(g.subtensor.network.as_deref(), Some("finney"));
-        assert_eq!(g.subtensor.chain_endpoint, None, "a network flag is not overridden by the file's endpoint");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_syntax_are_named() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[wallet]\nnmae = \"x\"\n").expect("write");
-        let e = ConfigFile::load(&path).expect_err("typo").to_string();
-        assert!(e.contains("nmae") && e.contains("c.toml"), "{e}");
-        std::fs::write(&path, "db = \n").expect("write");
-        assert!(matches!(ConfigFile::load(&path), Err(ConfigError::Parse { .. })));
-        let e = ConfigFile::load(&dir.path().join("missing.toml")).expect_err("missing").to_string();
-        assert!(e.contains("missing.toml"), "{e}");
-    }
-}
+mod tests;

@@ -13,8 +13,6 @@ pub mod shell;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::Cli;
 use crate::output::Output;
 
@@ -25,31 +23,16 @@ pub const EXIT_USAGE: u8 = 2;
 /// Parses `args`, runs the command with real stdout/stderr, returns the exit code.
 pub fn main_entry(args: Vec<OsString>) -> ExitCode {
     let json = args.iter().any(|a| a == "--json");
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match Cli::parse_args(&args) {
         Ok(c) => c,
         Err(e) => return output::usage_error(e, json),
     };
-    init_logging(cli.global.verbose, cli.global.quiet);
-    if cli.command.is_none() {
-        use std::io::IsTerminal;
-        if !std::io::stdin().is_terminal() {
-            let _ = Cli::command_help();
-            return ExitCode::from(EXIT_USAGE);
-        }
-        let startup: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
-        let (json, secrets) = (cli.global.json, cli.global.show_secrets);
-        let mut out = Output::stdio(json, secrets);
-        let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(r) => r,
-            Err(e) => {
-                out.error(&anyhow::Error::new(e));
-                return ExitCode::from(EXIT_FAILED);
-            }
-        };
-        let r = rt.block_on(shell::run(startup, json, secrets));
-        return out.finish(r);
-    }
     let mut out = Output::stdio(cli.global.json, cli.global.show_secrets);
+    let cli = match config::resolve(cli) {
+        Ok(c) => c,
+        Err(e) => return out.finish(Err(output::UsageError(e.to_string()).into())),
+    };
+    init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -57,20 +40,34 @@ pub fn main_entry(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
+    if cli.command.is_none() {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            let _ = Cli::command_help();
+            return ExitCode::from(EXIT_USAGE);
+        }
+        let startup: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+        let r = runtime.block_on(shell::run(startup, &cli.global));
+        return out.finish(r);
+    }
     let result = runtime.block_on(cmd::dispatch(cli, &mut out));
     out.finish(result)
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
-    let default = match (quiet, verbose) {
+/// Log level from `--log`/`NICOMPUTE_LOG` (a filter), else `-v`/`-q`.
+fn init_logging(g: &opts::GlobalOpts) {
+    let default = match (g.quiet, g.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NICOMPUTE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = g
+        .log
+        .as_deref()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

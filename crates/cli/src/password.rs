@@ -8,19 +8,21 @@ use std::path::Path;
 use bittensor::wallet::SecretString;
 use bittensor::wallet::{PasswordSource, WalletError};
 
-/// The environment variable scripts use to pass a wallet password.
-pub const PASSWORD_ENV: &str = "NICOMPUTE_WALLET_PASSWORD";
+use crate::opts::PASSWORD_ENV;
 
-#[derive(Debug, Clone, Copy)]
+/// Made by `WalletOpts::passwords`, which holds the variable's value as clap read it.
+#[derive(Debug, Clone)]
 pub struct PromptOrEnv {
     /// Ask twice (creating a key) rather than once (unlocking one).
     pub confirm: bool,
+    /// `NICOMPUTE_WALLET_PASSWORD`, when set: used instead of asking.
+    pub env: Option<SecretString>,
 }
 
 impl PasswordSource for PromptOrEnv {
     fn password(&self, keyfile: &Path) -> Result<SecretString, WalletError> {
-        if let Ok(p) = std::env::var(PASSWORD_ENV) {
-            return Ok(SecretString::from(p));
+        if let Some(p) = &self.env {
+            return Ok(p.clone());
         }
         if !std::io::stdin().is_terminal() {
             return Err(WalletError::NoPassword {

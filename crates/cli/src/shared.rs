@@ -13,13 +13,12 @@ use bittensor::subtensor::network;
 use bittensor::Keypair;
 use clap::ValueEnum;
 use compute::db::ComputeDb;
+use secrecy::ExposeSecret;
 use wandb::{ApiKey, KeySource, Lists, Publication, SharedState, WandbClient, WandbConfig};
 
 use crate::opts::GlobalOpts;
 use crate::output::Output;
 
-/// The environment variable for `--wandb`.
-pub const WANDB_MODE_ENV: &str = "NICOMPUTE_WANDB";
 /// SN27's validator threshold: runs of hotkeys with less stake do not count.
 pub const VALIDATOR_MIN_STAKE_TAO: f32 = 1024.0;
 /// The longest a command waits for wandb after its result is printed.
@@ -67,22 +66,9 @@ pub enum Wandb {
     },
 }
 
-fn mode(g: &GlobalOpts) -> Result<WandbMode, String> {
-    if let Some(m) = g.wandb {
-        return Ok(m);
-    }
-    match std::env::var(WANDB_MODE_ENV).ok().filter(|v| !v.is_empty()) {
-        Some(v) => WandbMode::from_str(&v, true).map_err(|_| format!("{WANDB_MODE_ENV}={v} is not auto, on or off")),
-        None => Ok(WandbMode::Auto),
-    }
-}
-
 /// Decides from `--wandb`, the network and the API key.
 pub fn resolve(g: &GlobalOpts) -> Wandb {
-    let mode = match mode(g) {
-        Ok(m) => m,
-        Err(reason) => return Wandb::Off { reason },
-    };
+    let mode = g.wandb.mode;
     if mode == WandbMode::Off {
         return Wandb::Off { reason: "turned off (--wandb off)".into() };
     }
@@ -98,8 +84,10 @@ pub fn resolve(g: &GlobalOpts) -> Wandb {
             Err(e) => return Wandb::Off { reason: e },
         }
     }
-    let config = WandbConfig::from_env(g.wandb_base_url.as_deref());
-    let key = config.api_host().and_then(|host| ApiKey::resolve(&host));
+    let config = WandbConfig::with_base_url(&g.wandb.base_url);
+    let netrc = g.wandb.netrc.clone().or_else(|| g.dirs.home.as_ref().map(|h| h.join(".netrc")));
+    let api_key = g.wandb.api_key.as_ref().map(ExposeSecret::expose_secret);
+    let key = config.api_host().and_then(|host| ApiKey::resolve_from(api_key, netrc.as_deref(), &host));
     match key {
         Ok(key) => {
             let key_source = key.source().clone();

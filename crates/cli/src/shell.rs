@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -14,6 +14,7 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 
 use crate::cli::Cli;
+use crate::opts::GlobalOpts;
 use crate::output::Output;
 
 /// The commands the shell lists first, as SN27's register.py named them.
@@ -68,11 +69,14 @@ fn help_text() -> String {
     s
 }
 
-/// Runs the shell until `exit` or end of input. `startup` are the global flags it was started with.
-pub async fn run(startup: Vec<String>, json: bool, show_secrets: bool) -> anyhow::Result<()> {
+/// Runs the shell until `exit` or end of input. `startup` are the global flags it was started
+/// with, `g` what they came to; each line is parsed with them in front, so a line's own flags
+/// win and the precedence is the one-shot command's.
+pub async fn run(startup: Vec<String>, g: &GlobalOpts) -> anyhow::Result<()> {
+    let (json, show_secrets) = (g.json, g.show_secrets);
     let mut editor: Editor<Names, rustyline::history::DefaultHistory> = Editor::new()?;
     editor.set_helper(Some(Names(command_names())));
-    let history = crate::opts::data_dir().join("shell_history");
+    let history = g.dirs.data_dir_or_here().join("shell_history");
     let _ = editor.load_history(&history);
     let mut stderr = std::io::stderr();
     use std::io::Write;
@@ -107,7 +111,7 @@ pub async fn run(startup: Vec<String>, json: bool, show_secrets: bool) -> anyhow
         let mut args = vec!["nicompute".to_owned()];
         args.extend(startup.iter().cloned());
         args.extend(words);
-        let cli = match Cli::try_parse_from(&args) {
+        let cli = match Cli::parse_args(&args) {
             Ok(c) => c,
             Err(e) => {
                 let _ = e.print();

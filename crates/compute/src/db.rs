@@ -241,21 +241,6 @@ fn enable_wal(conn: &Connection, path: &Path) -> Result<String, DbError> {
     }
 }
 
-/// Where the database lives when `--db` is not given: `$XDG_DATA_HOME/nicompute/database.db`,
-/// else `~/.local/share/nicompute/database.db`; `None` when neither variable is set.
-pub fn default_path() -> Option<PathBuf> {
-    default_path_from(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"))
-}
-
-fn default_path_from(xdg_data_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
-    // The XDG spec says a relative $XDG_DATA_HOME is invalid and must be ignored.
-    let base = match xdg_data_home.map(PathBuf::from).filter(|p| p.is_absolute()) {
-        Some(xdg) => xdg,
-        None => PathBuf::from(home.filter(|h| !h.is_empty())?).join(".local").join("share"),
-    };
-    Some(base.join("nicompute").join("database.db"))
-}
-
 /// Creates the file with mode 0600 if it does not exist, so the database is never readable by
 /// others, not even for a moment. `true` if this call created it.
 fn create_private(path: &Path) -> Result<bool, DbError> {
@@ -354,18 +339,6 @@ mod tests {
     fn the_database_can_be_shared_between_threads() {
         fn shareable<T: Send + Sync>() {}
         shareable::<ComputeDb>();
-    }
-
-    #[test]
-    fn default_path_prefers_an_absolute_xdg_data_home() {
-        let p = default_path_from(Some("/data".into()), Some("/home/u".into()));
-        assert_eq!(p, Some(PathBuf::from("/data/nicompute/database.db")));
-        let p = default_path_from(Some("relative".into()), Some("/home/u".into()));
-        assert_eq!(p, Some(PathBuf::from("/home/u/.local/share/nicompute/database.db")));
-        let p = default_path_from(None, Some("/home/u".into()));
-        assert_eq!(p, Some(PathBuf::from("/home/u/.local/share/nicompute/database.db")));
-        assert_eq!(default_path_from(None, None), None);
-        assert_eq!(default_path_from(Some("".into()), Some("".into())), None);
     }
 
     #[test]

@@ -58,20 +58,12 @@ impl ApiKey {
         &self.source
     }
 
-    /// Resolves the key as the SDK does: `WANDB_API_KEY` when set and not empty, else the netrc
-    /// entry for `host` (the API host, `api.wandb.ai` by default) in `$NETRC` or `~/.netrc`.
-    pub fn resolve(host: &str) -> Result<Self, WandbError> {
-        let env = std::env::var("WANDB_API_KEY").ok();
-        let netrc = std::env::var_os("NETRC")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".netrc")));
-        Self::resolve_from(env, netrc.as_deref(), host)
-    }
-
-    /// [`ApiKey::resolve`] with the environment passed in (testable without touching it).
-    pub fn resolve_from(env_key: Option<String>, netrc: Option<&Path>, host: &str) -> Result<Self, WandbError> {
-        if let Some(key) = env_key.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()) {
-            return Ok(Self { key: SecretString::from(key), source: KeySource::Env });
+    /// Resolves the key as the SDK does: `env_key` (the caller's reading of `WANDB_API_KEY`) when
+    /// given and not blank, else the netrc entry for `host` (the API host, `api.wandb.ai` by
+    /// default) in `netrc` (the caller's `$NETRC` or `~/.netrc`). This crate reads no environment.
+    pub fn resolve_from(env_key: Option<&str>, netrc: Option<&Path>, host: &str) -> Result<Self, WandbError> {
+        if let Some(key) = env_key.map(str::trim).filter(|k| !k.is_empty()) {
+            return Ok(Self { key: SecretString::from(key.to_owned()), source: KeySource::Env });
         }
         let no_key = || WandbError::NoApiKey { host: host.to_owned() };
         let Some(path) = netrc else { return Err(no_key()) };
@@ -145,7 +137,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let netrc = dir.path().join(".netrc");
         std::fs::write(&netrc, "machine api.wandb.ai\n  login user\n  password fromnetrc\n").unwrap();
-        let key = ApiKey::resolve_from(Some(KEY.into()), Some(&netrc), "api.wandb.ai").unwrap();
+        let key = ApiKey::resolve_from(Some(KEY), Some(&netrc), "api.wandb.ai").unwrap();
         assert_eq!(key.source(), &KeySource::Env);
         assert_eq!(key.key.expose_secret(), KEY);
         let debug = format!("{key:?}");
@@ -163,7 +155,7 @@ mod tests {
              default login d password dflt\n",
         )
         .unwrap();
-        let key = ApiKey::resolve_from(Some("  ".into()), Some(&netrc), "api.wandb.ai").unwrap();
+        let key = ApiKey::resolve_from(Some("  "), Some(&netrc), "api.wandb.ai").unwrap();
         assert_eq!(key.key.expose_secret(), "fromnetrc");
         assert_eq!(key.source(), &KeySource::Netrc(netrc.clone()));
         let other = ApiKey::resolve_from(None, Some(&netrc), "wandb.internal").unwrap();

@@ -65,7 +65,7 @@ impl Default for RetryPolicy {
 /// Where and how to talk to wandb.
 #[derive(Clone, Debug)]
 pub struct WandbConfig {
-    /// `https://api.wandb.ai` unless overridden (see [`WandbConfig::from_env`]).
+    /// `https://api.wandb.ai` unless overridden (see [`WandbConfig::with_base_url`]).
     pub base_url: String,
     pub entity: String,
     pub project: String,
@@ -88,14 +88,10 @@ impl Default for WandbConfig {
 }
 
 impl WandbConfig {
-    /// The defaults with the base URL taken like the SDK does: an explicit override first
-    /// (`--wandb-base-url`), else `WANDB_BASE_URL` when set, else the public API.
-    pub fn from_env(base_url_override: Option<&str>) -> Self {
-        let base_url = base_url_override
-            .map(str::to_owned)
-            .or_else(|| std::env::var("WANDB_BASE_URL").ok().filter(|u| !u.trim().is_empty()))
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-        Self { base_url, ..Self::default() }
+    /// The defaults with another API server (`--wandb-base-url` / `WANDB_BASE_URL`, as the
+    /// caller read it).
+    pub fn with_base_url(base_url: &str) -> Self {
+        Self { base_url: base_url.to_owned(), ..Self::default() }
     }
 
     /// The host the API key is looked up for in `~/.netrc`.
@@ -209,14 +205,8 @@ pub struct WandbClient {
 }
 
 impl WandbClient {
-    /// A client for `config.entity/config.project`, with the key resolved from `WANDB_API_KEY`
-    /// or `~/.netrc` for the base URL's host. Sends nothing yet.
-    pub fn new(config: WandbConfig) -> Result<Self, WandbError> {
-        let key = ApiKey::resolve(&config.api_host()?)?;
-        Self::with_key(config, key)
-    }
-
-    /// A client with a key the caller found itself.
+    /// A client for `config.entity/config.project` with a key the caller found (see
+    /// [`ApiKey::resolve_from`]). Sends nothing yet.
     pub fn with_key(config: WandbConfig, key: ApiKey) -> Result<Self, WandbError> {
         let endpoint = Endpoint::parse(&config.base_url)?;
         let transport = Transport::new(endpoint, config.timeout);

@@ -10,7 +10,8 @@
 //! - [`WandbClient`]: the generic calls (list runs with a filter, read, create, update a run).
 //! - [`sn27`]: the subnet's meaning on top: [`sign_run`], [`verify_run`], [`WandbClient::publish`],
 //!   [`WandbClient::shared_state`].
-//! - [`ApiKey`]: `WANDB_API_KEY` or `~/.netrc`, never printed.
+//! - [`ApiKey`]: the key the caller read from `WANDB_API_KEY`, else its netrc file; never printed.
+//!   The crate reads no environment: the CLI declares those settings and passes them in.
 
 mod auth;
 mod client;

@@ -1,8 +1,9 @@
 //! Network names and endpoints, with bittensor's names and defaults.
 //!
-//! Precedence (the SDK's): an explicit `--subtensor.chain_endpoint` wins, then
-//! `--subtensor.network` (a name, or a URL given as the network), then the
-//! `BT_SUBTENSOR_CHAIN_ENDPOINT` / `BT_SUBTENSOR_NETWORK` variables, then finney.
+//! Precedence (the SDK's): an explicit chain endpoint wins, then the network (a name, or a URL
+//! given as the network), then finney. Where the values come from (flags, the SDK's
+//! `BT_SUBTENSOR_*` variables, a config file) is the caller's business: this module reads no
+//! environment.
 
 /// The public endpoints bittensor knows by name.
 pub const FINNEY: &str = "wss://entrypoint-finney.opentensor.ai:443";
@@ -18,10 +19,10 @@ pub const LATENT_LITE: &str = "wss://lite.sub.latent.to:443";
 )]
 pub struct UnknownNetwork(pub String);
 
-/// The endpoint for a network name (or URL).
-pub fn endpoint_for(network: &str) -> Result<String, UnknownNetwork> {
-    let local =
-        || std::env::var("BT_SUBTENSOR_CHAIN_ENDPOINT").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| LOCAL.into());
+/// The endpoint for a network name (or URL). `local` is [`LOCAL`] unless `local_endpoint` names
+/// another (the SDK lets `BT_SUBTENSOR_CHAIN_ENDPOINT` say where the local chain is).
+pub fn endpoint_for(network: &str, local_endpoint: Option<&str>) -> Result<String, UnknownNetwork> {
+    let local = || local_endpoint.filter(|s| !s.is_empty()).unwrap_or(LOCAL).to_owned();
     match network {
         "finney" => Ok(FINNEY.into()),
         "test" => Ok(TEST.into()),
@@ -37,25 +38,15 @@ fn is_url(s: &str) -> bool {
     ["ws://", "wss://", "http://", "https://"].iter().any(|p| s.starts_with(p))
 }
 
-/// Resolves flags and environment into one endpoint.
+/// One endpoint from an endpoint (wins) and a network name; finney when neither is given.
 pub fn resolve(network: Option<&str>, chain_endpoint: Option<&str>) -> Result<String, UnknownNetwork> {
     if let Some(url) = chain_endpoint.filter(|s| !s.is_empty()) {
         return if is_url(url) { Ok(url.to_owned()) } else { Err(UnknownNetwork(url.to_owned())) };
     }
-    if let Some(n) = network.filter(|s| !s.is_empty()) {
-        return endpoint_for(n);
+    match network.filter(|s| !s.is_empty()) {
+        Some(n) => endpoint_for(n, None),
+        None => Ok(FINNEY.into()),
     }
-    if let Ok(url) = std::env::var("BT_SUBTENSOR_CHAIN_ENDPOINT") {
-        if is_url(&url) {
-            return Ok(url);
-        }
-    }
-    if let Ok(n) = std::env::var("BT_SUBTENSOR_NETWORK") {
-        if !n.is_empty() {
-            return endpoint_for(&n);
-        }
-    }
-    Ok(FINNEY.into())
 }
 
 #[cfg(test)]
@@ -70,5 +61,8 @@ mod tests {
         assert_eq!(resolve(Some("wss://x.example:443"), None).expect("ok"), "wss://x.example:443");
         assert!(resolve(Some("mainnet"), None).is_err());
         assert!(resolve(None, Some("127.0.0.1:9944")).is_err());
+        assert_eq!(resolve(None, None).expect("ok"), FINNEY);
+        assert_eq!(endpoint_for("local", None).expect("ok"), LOCAL);
+        assert_eq!(endpoint_for("local", Some("ws://10.0.0.2:9944")).expect("ok"), "ws://10.0.0.2:9944");
     }
 }

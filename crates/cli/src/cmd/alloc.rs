@@ -136,13 +136,13 @@ impl RequirementArgs {
 }
 
 impl AllocOpts {
-    fn options(&self, out: &mut Output, timeline_days: i64) -> anyhow::Result<AllocateOptions> {
+    fn options(&self, g: &GlobalOpts, out: &mut Output, timeline_days: i64) -> anyhow::Result<AllocateOptions> {
         let ssh_key = if self.no_ssh_key {
             None
         } else {
             let path = match &self.ssh_key {
                 Some(p) => Some(p.clone()),
-                None => crate::opts::default_ssh_key(".pub"),
+                None => crate::cmd::ssh::default_ssh_key(g.dirs.home.as_deref(), ".pub"),
             };
             match path {
                 Some(p) => Some(
@@ -279,7 +279,7 @@ async fn run_alloc(
     timeline_days: i64,
 ) -> anyhow::Result<()> {
     let requirement = req.resolve(hotkey.is_none())?;
-    let options = opts.options(out, timeline_days)?;
+    let options = opts.options(g, out, timeline_days)?;
     let db = open_db(g)?;
     let chain = g.subtensor.client()?;
     let keypair = g.wallet.hotkey()?;

@@ -20,7 +20,7 @@ use compute::runtime::ContainerRuntime;
 use compute::specs::{DetectOptions, SimulatedGpu};
 use serde_json::json;
 
-use crate::opts::{data_dir, parse_duration, GlobalOpts};
+use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::{Output, UsageError};
 
 #[derive(Debug, Subcommand)]
@@ -109,7 +109,7 @@ impl RunArgs {
                 "callers below SN27's validator threshold (1024 TAO) will be served"
             );
         }
-        let state_dir = self.state_dir.clone().unwrap_or_else(|| data_dir().join("miner"));
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| g.dirs.data_dir_or_here().join("miner"));
         std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
         let runtime: Arc<dyn ContainerRuntime> = match self.runtime {
             RuntimeKind::Local => Arc::new(
@@ -117,11 +117,7 @@ impl RunArgs {
                     .context("starting the local runtime")?,
             ),
             RuntimeKind::Docker => {
-                let cfg = compute::runtime::docker::DockerConfig {
-                    image: self.image.clone(),
-                    scope: Some(keypair.ss58()),
-                    ..Default::default()
-                };
+                let cfg = g.docker_config(&self.image, Some(keypair.ss58()))?;
                 let docker =
                     compute::runtime::docker::DockerRuntime::connect(cfg).await.context("connecting to Docker")?;
                 docker.ensure_image().await.context("checking the container image")?;

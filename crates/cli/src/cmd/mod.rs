@@ -22,12 +22,12 @@ use crate::cli::{Cli, Command};
 use crate::opts::GlobalOpts;
 use crate::output::{Output, UsageError};
 
-/// Opens the allocation database: `--db`, then `NICOMPUTE_DB`, then the data directory.
+/// Opens the allocation database: `--db` (or `NICOMPUTE_DB`, or the config file), else
+/// `database.db` in the data directory.
 pub fn open_db(g: &GlobalOpts) -> anyhow::Result<ComputeDb> {
     let path =
         g.db.clone()
-            .or_else(|| std::env::var_os("NICOMPUTE_DB").filter(|v| !v.is_empty()).map(Into::into))
-            .or_else(compute::db::default_path)
+            .or_else(|| g.dirs.data_dir().map(|d| d.join("database.db")))
             .context("no database path: set --db or HOME")?;
     Ok(ComputeDb::open(&path)?)
 }
@@ -70,12 +70,12 @@ impl AllocationStore for DbStore<'_> {
     }
 }
 
+/// Runs a command parsed by `Cli::parse_args`, its settings completed by the config file.
 pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
-    let Some(command) = cli.command else {
+    let Cli { command, global } = crate::config::resolve(cli).map_err(|e| UsageError(e.to_string()))?;
+    let Some(command) = command else {
         return Err(UsageError("no command given (see `nicompute --help`)".into()).into());
     };
-    let mut global = cli.global;
-    crate::config::apply_to(&mut global).map_err(|e| UsageError(e.to_string()))?;
     let g = &global;
     match command {
         Command::A(a) => a.run(g, out).await,

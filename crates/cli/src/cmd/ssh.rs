@@ -6,7 +6,7 @@
 //! built-in client (`--builtin`, or when OpenSSH is not installed), which leaves nothing in
 //! `~/.ssh/known_hosts` — right for throw-away devnet machines.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -38,6 +38,14 @@ pub struct SshArgs {
     pub builtin: bool,
 }
 
+/// The renter's default OpenSSH key: the first of `~/.ssh/id_ed25519{suffix}` and
+/// `~/.ssh/id_rsa{suffix}` that exists (`.pub` for the key `a` injects, `""` for the private key
+/// `--builtin` logs in with).
+pub fn default_ssh_key(home: Option<&Path>, suffix: &str) -> Option<PathBuf> {
+    let ssh = home?.join(".ssh");
+    ["id_ed25519", "id_rsa"].iter().map(|f| ssh.join(format!("{f}{suffix}"))).find(|p| p.is_file())
+}
+
 fn have(bin: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(bin).is_file()))
 }
@@ -51,7 +59,7 @@ impl SshArgs {
         let d = rec.details.context("the allocation row has no readable connection details")?;
         let builtin = self.builtin || (!self.command.is_empty() && !have("ssh"));
         if builtin {
-            return self.builtin_exec(&d, out).await;
+            return self.builtin_exec(&d, g, out).await;
         }
         if !have("ssh") {
             return Err(UsageError(
@@ -88,8 +96,8 @@ impl SshArgs {
         }
     }
 
-    async fn builtin_exec(&self, d: &AllocationDetails, out: &mut Output) -> anyhow::Result<()> {
-        let identity = self.identity.clone().or_else(|| crate::opts::default_ssh_key(""));
+    async fn builtin_exec(&self, d: &AllocationDetails, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        let identity = self.identity.clone().or_else(|| default_ssh_key(g.dirs.home.as_deref(), ""));
         let password = d.password.expose_secret();
         let login = Login {
             host: d.ip.clone(),

@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::opts::GlobalOpts;
 use crate::output::{table, Output, UsageError};
-use crate::password::PromptOrEnv;
 
 #[derive(Debug, Subcommand)]
 pub enum WalletCommand {
@@ -64,7 +63,7 @@ impl WalletCommand {
 
 fn create(a: &CreateArgs, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     let w = g.wallet.wallet();
-    let pw = PromptOrEnv { confirm: true };
+    let pw = g.wallet.passwords(true);
     let created = match w.create(a.words, if a.no_password { None } else { Some(&pw) }) {
         Ok(c) => c,
         // No terminal and no variable: a usage problem, reported before anything is written.
@@ -189,9 +188,8 @@ fn show(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     view.hotkeys.retain(|h| h.name == w.hotkey);
     if out.show_secrets && w.coldkey_path().exists() {
         // Asked for the secrets: decrypt the coldkey (password prompt or variable).
-        let cold = w
-            .coldkey(&PromptOrEnv { confirm: false })
-            .with_context(|| format!("decrypting the coldkey of '{}'", w.name))?;
+        let cold =
+            w.coldkey(&g.wallet.passwords(false)).with_context(|| format!("decrypting the coldkey of '{}'", w.name))?;
         view.coldkey.mnemonic = cold.mnemonic().map(str::to_owned);
     }
     if view.hotkeys.is_empty() {

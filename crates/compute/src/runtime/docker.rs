@@ -35,7 +35,7 @@ use super::{
 
 /// The image `scripts/build-ssh-image.sh` builds.
 pub const DEFAULT_IMAGE: &str = "nicompute/sshd:bookworm";
-/// The Docker socket used when neither the config nor `DOCKER_HOST` names one.
+/// The Docker socket used when the config names none.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// Containers are named `nicompute-<allocation id>`.
 pub const NAME_PREFIX: &str = "nicompute-";
@@ -51,8 +51,8 @@ const API_TIMEOUT_SECS: u64 = 120;
 /// How to reach Docker and what to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerConfig {
-    /// The Engine API's unix socket. None: `DOCKER_HOST` (`unix://…` only), else
-    /// [`DEFAULT_SOCKET`].
+    /// The Engine API's unix socket. None: [`DEFAULT_SOCKET`]. The caller reads `DOCKER_HOST`
+    /// (see [`socket_for_docker_host`]); the library reads no environment.
     pub socket: Option<PathBuf>,
     /// The image every allocation runs; it must follow the `images/sshd` entrypoint contract.
     pub image: String,
@@ -97,7 +97,7 @@ impl DockerRuntime {
         let restart_policy = parse_restart_policy(&config.restart_policy)?;
         let socket = match config.socket {
             Some(path) => path,
-            None => socket_from_env(std::env::var("DOCKER_HOST").ok().as_deref())?,
+            None => PathBuf::from(DEFAULT_SOCKET),
         };
         let path = socket.to_str().ok_or_else(|| {
             RuntimeError::Unavailable(format!("the Docker socket path {} is not UTF-8", socket.display()))
@@ -466,7 +466,9 @@ fn unavailable(socket: &std::path::Path, e: &DockerError) -> RuntimeError {
     ))
 }
 
-fn socket_from_env(docker_host: Option<&str>) -> Result<PathBuf, RuntimeError> {
+/// The socket a `DOCKER_HOST` value names (`unix:///path`; empty: [`DEFAULT_SOCKET`]). Other
+/// schemes are refused: the docker runtime only talks to a local daemon.
+pub fn socket_for_docker_host(docker_host: Option<&str>) -> Result<PathBuf, RuntimeError> {
     match docker_host.filter(|h| !h.is_empty()) {
         None => Ok(PathBuf::from(DEFAULT_SOCKET)),
         Some(host) => match host.strip_prefix("unix://") {
@@ -678,9 +680,9 @@ mod tests {
 
     #[test]
     fn docker_host_and_policies() {
-        assert_eq!(socket_from_env(None).unwrap(), PathBuf::from(DEFAULT_SOCKET));
-        assert_eq!(socket_from_env(Some("unix:///tmp/d.sock")).unwrap(), PathBuf::from("/tmp/d.sock"));
-        assert!(matches!(socket_from_env(Some("tcp://1.2.3.4:2375")), Err(RuntimeError::Unavailable(_))));
+        assert_eq!(socket_for_docker_host(None).unwrap(), PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(socket_for_docker_host(Some("unix:///tmp/d.sock")).unwrap(), PathBuf::from("/tmp/d.sock"));
+        assert!(matches!(socket_for_docker_host(Some("tcp://1.2.3.4:2375")), Err(RuntimeError::Unavailable(_))));
         assert!(parse_restart_policy("unless-stopped").is_ok());
         assert!(parse_restart_policy("sometimes").is_err());
         assert!(is_port_in_use("driver failed programming external connectivity: Bind for 127.0.0.1:2222 failed: port is already allocated"));

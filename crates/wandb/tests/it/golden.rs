@@ -283,9 +283,8 @@ async fn network_down_and_timeouts_are_reported_with_the_endpoint() {
 }
 
 #[test]
-fn base_url_comes_from_override_then_env_then_default() {
-    // WANDB_BASE_URL is read only when no override is given (the SDK's order).
-    let cfg = wandb::WandbConfig::from_env(Some("http://127.0.0.1:9/"));
+fn base_url_is_the_callers_or_the_public_api() {
+    let cfg = wandb::WandbConfig::with_base_url("http://127.0.0.1:9/");
     assert_eq!(cfg.base_url, "http://127.0.0.1:9/");
     assert_eq!(cfg.api_host().unwrap(), "127.0.0.1");
     let dflt = wandb::WandbConfig::default();

@@ -11,7 +11,7 @@ use bittensor::devnet::{self, DevnetConfig};
 use clap::Args;
 use serde_json::json;
 
-use crate::opts::{data_dir, parse_duration};
+use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::Output;
 
 #[derive(Debug, Args)]
@@ -28,8 +28,8 @@ pub struct ChainArgs {
 }
 
 impl ChainArgs {
-    pub async fn run(&self, out: &mut Output) -> anyhow::Result<()> {
-        let dir = self.dir.clone().unwrap_or_else(|| data_dir().join("devnet").join("chain"));
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        let dir = self.dir.clone().unwrap_or_else(|| g.dirs.data_dir_or_here().join("devnet").join("chain"));
         let cfg =
             DevnetConfig { bind: ([127, 0, 0, 1], self.port).into(), dir: dir.clone(), block_time: self.block_time };
         let node = devnet::spawn(cfg).await.context("starting the devnet chain")?;

@@ -75,7 +75,7 @@ impl Demo<'_> {
         let mut c = Command::new(&self.exe);
         c.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
         c.stderr(if show { Stdio::inherit() } else { Stdio::null() });
-        c.env_remove(crate::config::CONFIG_ENV).env_remove("NICOMPUTE_DB");
+        c.env_remove(crate::opts::CONFIG_ENV).env_remove(crate::opts::DB_ENV);
         let o = c.output().with_context(|| format!("running {}", self.exe.display()))?;
         if show && !self.out.json {
             self.out.passthrough(&o.stdout, b"");

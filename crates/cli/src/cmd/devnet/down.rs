@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use compute::runtime::docker::{DockerConfig, DockerRuntime};
+use compute::runtime::docker::{DockerRuntime, DEFAULT_IMAGE};
 use compute::runtime::ContainerRuntime;
 use serde::Serialize;
 
@@ -88,7 +88,7 @@ impl DownArgs {
         }
         state.chain.process = None;
         state.save(&layout)?;
-        let containers_removed = if state.runtime == "docker" { remove_containers(&state).await? } else { 0 };
+        let containers_removed = if state.runtime == "docker" { remove_containers(g, &state).await? } else { 0 };
         if self.delete {
             drop(lock);
             std::fs::remove_dir_all(&layout.dir).with_context(|| format!("deleting {}", layout.dir.display()))?;
@@ -114,10 +114,10 @@ impl DownArgs {
 }
 
 /// Removes every container labelled with one of the devnet's miner hotkeys.
-async fn remove_containers(state: &State) -> anyhow::Result<usize> {
+async fn remove_containers(g: &GlobalOpts, state: &State) -> anyhow::Result<usize> {
     let mut removed = 0;
     for m in &state.miners {
-        let cfg = DockerConfig { scope: Some(m.hotkey.clone()), ..Default::default() };
+        let cfg = g.docker_config(DEFAULT_IMAGE, Some(m.hotkey.clone()))?;
         let docker = DockerRuntime::connect(cfg)
             .await
             .context("connecting to Docker to remove the devnet's containers (they may still run)")?;

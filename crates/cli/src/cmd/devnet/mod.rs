@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::opts::{data_dir, GlobalOpts};
+use crate::opts::GlobalOpts;
 use crate::output::Output;
 
 #[derive(Debug, Subcommand)]
@@ -48,12 +48,10 @@ impl DirArg {
         if let Some(d) = &self.dir {
             return Ok(d.clone());
         }
-        if let Some(path) = crate::config::config_path(g.config.as_deref()) {
-            if let Some(d) = crate::config::ConfigFile::load(&path)?.devnet {
-                return Ok(d.dir);
-            }
+        if let Some(d) = g.given.file().and_then(crate::config::ConfigFile::devnet_dir) {
+            return Ok(d);
         }
-        Ok(data_dir().join("devnet"))
+        Ok(g.dirs.data_dir_or_here().join("devnet"))
     }
 }
 
@@ -64,7 +62,7 @@ impl DevnetCommand {
             DevnetCommand::Status(a) => status::run(a, g, out).await,
             DevnetCommand::Down(a) => a.run(g, out).await,
             DevnetCommand::Demo(a) => a.run(g, out).await,
-            DevnetCommand::Chain(a) => a.run(out).await,
+            DevnetCommand::Chain(a) => a.run(g, out).await,
         }
     }
 }

@@ -222,8 +222,8 @@ pub fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<Proc> {
     let err = out.try_clone()?;
     let child = Command::new(exe)
         .args(args)
-        .env_remove(crate::config::CONFIG_ENV)
-        .env_remove("NICOMPUTE_DB")
+        .env_remove(crate::opts::CONFIG_ENV)
+        .env_remove(crate::opts::DB_ENV)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -12,14 +12,14 @@ use bittensor::devnet::ops;
 use bittensor::subtensor::Subtensor;
 use bittensor::wallet::{NoPassword, Wallet};
 use bittensor::Keypair;
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use compute::specs::SimulatedGpu;
 use serde::Serialize;
 
 use super::net::{self, Layout, MinerState, Proc, State, ValidatorState};
 use super::status::{self, StatusDoc};
 use super::DirArg;
-use crate::config::{ConfigFile, DevnetSection, SubtensorSection, WalletSection};
+use crate::config::ConfigFile;
 use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::{Output, UsageError};
 
@@ -133,7 +133,7 @@ impl UpArgs {
                 let reason = format!("{} (chosen when this devnet was made)", s.runtime);
                 (s, reason)
             }
-            None => self.new_state(&layout, netuid).await?,
+            None => self.new_state(g, &layout, netuid).await?,
         };
         let mut started = Vec::new();
         let t0 = Instant::now();
@@ -271,9 +271,9 @@ impl UpArgs {
     }
 
     /// A new devnet: runtime, ports, wallets.
-    async fn new_state(&self, layout: &Layout, netuid: u16) -> anyhow::Result<(State, String)> {
+    async fn new_state(&self, g: &GlobalOpts, layout: &Layout, netuid: u16) -> anyhow::Result<(State, String)> {
         let gpus = plan_gpus(self.gpus.as_deref(), self.miners).map_err(UsageError)?;
-        let (runtime, reason) = choose_runtime(self.runtime.unwrap_or(RuntimeChoice::Auto)).await?;
+        let (runtime, reason) = choose_runtime(g, self.runtime.unwrap_or(RuntimeChoice::Auto)).await?;
         std::fs::create_dir_all(layout.wallets())?;
         let validator = load_wallet(layout, VALIDATOR_WALLET)?;
         let vstate = ValidatorState {
@@ -331,14 +331,14 @@ fn load_wallet(layout: &Layout, name: &str) -> anyhow::Result<Keypair> {
     w.hotkey(&NoPassword).with_context(|| format!("loading the devnet wallet {name}"))
 }
 
-async fn choose_runtime(choice: RuntimeChoice) -> anyhow::Result<(&'static str, String)> {
+async fn choose_runtime(g: &GlobalOpts, choice: RuntimeChoice) -> anyhow::Result<(&'static str, String)> {
     match choice {
         RuntimeChoice::Local => Ok(("local", "local (asked for)".into())),
-        RuntimeChoice::Docker => match docker_usable().await {
+        RuntimeChoice::Docker => match docker_usable(g).await {
             Ok(()) => Ok(("docker", "docker (asked for)".into())),
             Err(e) => Err(UsageError(format!("--runtime docker: {e}")).into()),
         },
-        RuntimeChoice::Auto => match docker_usable().await {
+        RuntimeChoice::Auto => match docker_usable(g).await {
             Ok(()) => Ok(("docker", "docker (a Docker daemon answers and has the image)".into())),
             Err(e) => Ok(("local", format!("local, because Docker is not usable: {e}"))),
         },
@@ -346,10 +346,11 @@ async fn choose_runtime(choice: RuntimeChoice) -> anyhow::Result<(&'static str, 
 }
 
 /// Whether Docker answers and has the allocation image.
-async fn docker_usable() -> Result<(), String> {
-    use compute::runtime::docker::{DockerConfig, DockerRuntime};
+async fn docker_usable(g: &GlobalOpts) -> Result<(), String> {
+    use compute::runtime::docker::{DockerRuntime, DEFAULT_IMAGE};
     let check = async {
-        let d = DockerRuntime::connect(DockerConfig::default()).await.map_err(|e| e.to_string())?;
+        let config = g.docker_config(DEFAULT_IMAGE, None).map_err(|e| e.to_string())?;
+        let d = DockerRuntime::connect(config).await.map_err(|e| e.to_string())?;
         d.ping().await.map_err(|e| e.to_string())?;
         d.ensure_image().await.map_err(|e| e.to_string())
     };
@@ -389,16 +390,14 @@ where
 }
 
 fn write_config(layout: &Layout, state: &State) -> anyhow::Result<()> {
-    let cfg = ConfigFile {
-        db: Some("database.db".into()),
-        subtensor: SubtensorSection { network: None, chain_endpoint: Some(state.ws_url()), netuid: Some(state.netuid) },
-        wallet: WalletSection {
-            path: Some("wallets".into()),
-            name: Some(state.validator.wallet_name.clone()),
-            hotkey: Some(state.validator.wallet_hotkey.clone()),
-        },
-        devnet: Some(DevnetSection { dir: ".".into() }),
-    };
+    let mut cfg = ConfigFile::new();
+    cfg.set("db", "database.db")
+        .set("subtensor.chain_endpoint", state.ws_url())
+        .set("subtensor.netuid", i64::from(state.netuid))
+        .set("wallet.path", "wallets")
+        .set("wallet.name", state.validator.wallet_name.clone())
+        .set("wallet.hotkey", state.validator.wallet_hotkey.clone())
+        .set(crate::config::DEVNET_DIR, ".");
     let header = format!(
         "Written by `nicompute devnet up` for the devnet in this directory.\n\
          Use it with `nicompute --config {0} <command>` or `export NICOMPUTE_CONFIG={0}`.\n\
@@ -412,22 +411,16 @@ fn write_config(layout: &Layout, state: &State) -> anyhow::Result<()> {
 /// `sync` through the config file, as a user would run it; its JSON result.
 async fn run_sync(layout: &Layout) -> serde_json::Value {
     let config = layout.config().display().to_string();
-    let cli = match crate::cli::Cli::try_parse_from([
-        "nicompute",
-        "--json",
-        "--config",
-        &config,
-        "sync",
-        "--timeout",
-        "5s",
-    ]) {
+    let cli = match crate::cli::Cli::parse_args(["nicompute", "--json", "--config", &config, "sync", "--timeout", "5s"])
+    {
         Ok(c) => c,
         Err(e) => return serde_json::json!(e.to_string()),
     };
-    let mut global = cli.global;
-    if let Err(e) = crate::config::apply_to(&mut global) {
-        return serde_json::json!(e.to_string());
-    }
+    let cli = match crate::config::resolve(cli) {
+        Ok(c) => c,
+        Err(e) => return serde_json::json!(e.to_string()),
+    };
+    let global = cli.global;
     let Some(crate::cli::Command::Sync(args)) = cli.command else { return serde_json::json!("not a sync") };
     let (mut out, captured) = Output::capture(true);
     if let Err(e) = args.run(&global, &mut out).await {
