@@ -19,6 +19,7 @@ use serde::Serialize;
 use super::net::{self, Layout, MinerState, Proc, State, ValidatorState};
 use super::status::{self, StatusDoc};
 use super::DirArg;
+use crate::cmd::sync::{sync_specs, SyncReport};
 use crate::config::ConfigFile;
 use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::{Output, UsageError};
@@ -114,7 +115,15 @@ pub struct UpDoc {
     /// Why this runtime (for `--runtime auto`).
     pub runtime_reason: String,
     pub started: Vec<String>,
-    pub sync: serde_json::Value,
+    pub sync: SyncOutcome,
+}
+
+/// The first `sync`'s report, or why it failed (`up` still reports the network).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum SyncOutcome {
+    Done(SyncReport),
+    Failed(String),
 }
 
 impl UpArgs {
@@ -216,16 +225,18 @@ impl UpArgs {
             out.note(&format!("{} process(es) up in {:.1} s", started.len(), t0.elapsed().as_secs_f64()));
         }
 
-        let sync = run_sync(&layout).await;
+        let sync = match first_sync(&layout, &state, &client, validator.clone()).await {
+            Ok(report) => SyncOutcome::Done(report),
+            Err(e) => SyncOutcome::Failed(format!("{e:#}")),
+        };
         let status = status::collect(&layout, &state, &validator).await;
         let doc = UpDoc { status, runtime_reason, started, sync };
         out.result(&doc, |o| {
             status::render(&doc.status, o)?;
             writeln!(o, "runtime: {}", doc.runtime_reason)?;
-            if let Some(n) = doc.sync.get("answered") {
-                writeln!(o, "sync: {} of {} miners answered", n, doc.sync["asked"])?;
-            } else {
-                writeln!(o, "sync failed: {}", doc.sync)?;
+            match &doc.sync {
+                SyncOutcome::Done(r) => writeln!(o, "sync: {} of {} miners answered", r.answered, r.asked)?,
+                SyncOutcome::Failed(e) => writeln!(o, "sync failed: {e}")?,
             }
             writeln!(o)?;
             writeln!(o, "Every command works on this devnet with its config file:")?;
@@ -408,25 +419,16 @@ fn write_config(layout: &Layout, state: &State) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sync` through the config file, as a user would run it; its JSON result.
-async fn run_sync(layout: &Layout) -> serde_json::Value {
-    let config = layout.config().display().to_string();
-    let cli = match crate::cli::Cli::parse_args(["nicompute", "--json", "--config", &config, "sync", "--timeout", "5s"])
-    {
-        Ok(c) => c,
-        Err(e) => return serde_json::json!(e.to_string()),
-    };
-    let cli = match crate::config::resolve(cli) {
-        Ok(c) => c,
-        Err(e) => return serde_json::json!(e.to_string()),
-    };
-    let global = cli.global;
-    let Some(crate::cli::Command::Sync(args)) = cli.command else { return serde_json::json!("not a sync") };
-    let (mut out, captured) = Output::capture(true);
-    if let Err(e) = args.run(&global, &mut out).await {
-        return serde_json::json!(format!("{e:#}"));
-    }
-    serde_json::from_slice(&captured.take()).unwrap_or_else(|e| serde_json::json!(e.to_string()))
+/// The devnet's first `sync`, as the validator the config file names, into its database.
+async fn first_sync(
+    layout: &Layout,
+    state: &State,
+    chain: &Subtensor,
+    validator: Keypair,
+) -> anyhow::Result<SyncReport> {
+    let db = compute::db::ComputeDb::open(layout.db())?;
+    let quiet = |_: usize, _: usize| {};
+    sync_specs(&db, chain, validator, state.netuid, Duration::from_secs(5), 64, &quiet).await
 }
 
 /// Owner-only permissions on the devnet directory (it holds keys).
