@@ -50,6 +50,7 @@ const KNOWN_BLOCKS: u64 = 4096;
 
 /// Errors starting a devnet chain.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DevnetError {
     #[error("cannot create the devnet directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },

@@ -20,6 +20,7 @@ const SIGNING_CONTEXT: &[u8] = b"substrate";
 
 /// What went wrong with a key, an address or a signature.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyError {
     #[error("'{input}' is not an SS58 address: {reason}")]
     InvalidSs58 { input: String, reason: &'static str },

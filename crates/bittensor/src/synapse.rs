@@ -138,6 +138,7 @@ impl Default for SynapseHeader {
 
 /// Why headers or a body could not be read as a synapse.
 #[derive(Debug, thiserror::Error, PartialEq)]
+#[non_exhaustive]
 pub enum ParseError {
     #[error("header '{name}' has a value that is not a valid {kind}: {value:?}")]
     HeaderValue { name: String, kind: &'static str, value: String },

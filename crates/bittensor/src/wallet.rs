@@ -11,7 +11,7 @@ pub mod keyfile;
 use std::path::{Path, PathBuf};
 
 use crate::keys::{AccountId, KeyError, Keypair};
-pub use keyfile::{Key, KeyfileError};
+pub use keyfile::{Key, KeyDataError, KeyfileError};
 pub use secrecy::SecretString;
 
 /// Default wallet directory, relative to the home directory.
@@ -21,6 +21,7 @@ pub const DEFAULT_HOTKEY: &str = "default";
 
 /// Errors of wallet operations; each says which file and what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WalletError {
     #[error(transparent)]
     Keyfile(#[from] KeyfileError),

@@ -353,22 +353,34 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// A value that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationError {
+    #[error("'{0}' is not a duration (e.g. 12s, 250ms, 5m, 90d)")]
+    NotADuration(String),
+    #[error("unknown unit '{unit}' in '{input}' (use ms, s, m, h or d)")]
+    UnknownUnit { unit: String, input: String },
+    #[error("'{0}' must be a positive duration")]
+    NotPositive(String),
+}
+
 /// Parses `12s`, `250ms`, `2m`, `1h`, `90d` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration (e.g. 12s, 250ms, 5m, 90d)"))?;
+    let n: f64 = num.parse().map_err(|_| DurationError::NotADuration(s.to_owned()))?;
     let secs = match unit.trim() {
         "" | "s" | "sec" | "secs" => n,
         "ms" => n / 1e3,
         "m" | "min" | "mins" => n * 60.0,
         "h" | "hour" | "hours" => n * 3600.0,
         "d" | "day" | "days" => n * 86400.0,
-        other => return Err(format!("unknown unit '{other}' in '{s}' (use ms, s, m, h or d)")),
+        other => return Err(DurationError::UnknownUnit { unit: other.to_owned(), input: s.to_owned() }),
     };
     if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("'{s}' must be a positive duration"));
+        return Err(DurationError::NotPositive(s.to_owned()));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }

@@ -38,6 +38,7 @@ const HASH_LEN: usize = 32;
 
 /// Why an RSA envelope operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CryptoError {
     #[error("not a valid RSA {kind} key PEM: {reason}")]
     MalformedPem { kind: &'static str, reason: String },

@@ -43,6 +43,7 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 /// Why a database operation failed. Every variant names the file or the hotkey concerned.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DbError {
     #[error("another nicompute or validator process holds a write lock on {}; try again", path.display())]
     Locked { path: PathBuf },

@@ -8,4 +8,5 @@ pub mod miner;
 pub mod protocol;
 pub mod runtime;
 pub mod specs;
+pub mod ssh_banner;
 pub mod sshexec;

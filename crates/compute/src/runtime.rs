@@ -77,6 +77,7 @@ pub enum ContainerState {
 
 /// Runtime failures; each says what to do.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuntimeError {
     #[error("the container runtime is unavailable: {0}")]
     Unavailable(String),

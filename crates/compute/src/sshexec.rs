@@ -40,6 +40,7 @@ pub struct ExecOutput {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SshError {
     #[error("cannot reach {addr}: {reason}")]
     Connect { addr: String, reason: String },

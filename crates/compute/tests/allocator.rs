@@ -18,9 +18,10 @@ use bittensor::subtensor::metagraph::{Axon, Metagraph, Neuron, Prometheus, Stake
 use bittensor::Keypair;
 use compute::allocator::{
     self, AllocateFailure, AllocateOptions, Allocated, AllocationStore, Candidate, DeallocOutcome, Explain,
-    MemoryStore, RowState, Stage, Verdict,
+    MemoryStore, RowState, Stage, StoreError, Verdict,
 };
 use compute::crypto::AllocationKey;
+use compute::db::DbError;
 use compute::miner::policy::PolicyConfig;
 use compute::miner::{self, MetagraphSource, MinerConfig, MinerHandle};
 use compute::protocol::Allocate;
@@ -392,7 +393,7 @@ struct StolenFirst {
 }
 
 impl AllocationStore for StolenFirst {
-    fn begin(&self, hotkey: &str, regkey_pem: &str, expires_ms: u64, ssh_key_injected: bool) -> Result<(), String> {
+    fn begin(&self, hotkey: &str, regkey_pem: &str, expires_ms: u64, ssh_key_injected: bool) -> Result<(), StoreError> {
         let mut stolen = self.stolen.lock().expect("lock");
         if stolen.is_none() {
             *stolen = Some(hotkey.to_owned());
@@ -401,10 +402,10 @@ impl AllocationStore for StolenFirst {
         }
         self.inner.begin(hotkey, regkey_pem, expires_ms, ssh_key_injected)
     }
-    fn commit(&self, hotkey: &str, record: &Allocated) -> Result<(), String> {
+    fn commit(&self, hotkey: &str, record: &Allocated) -> Result<(), StoreError> {
         self.inner.commit(hotkey, record)
     }
-    fn abort(&self, hotkey: &str) -> Result<(), String> {
+    fn abort(&self, hotkey: &str) -> Result<(), StoreError> {
         self.inner.abort(hotkey)
     }
     fn mark_pending(&self, hotkey: &str, error: &str) {
@@ -542,14 +543,15 @@ struct FailingCommit {
 }
 
 impl AllocationStore for FailingCommit {
-    fn begin(&self, hotkey: &str, regkey_pem: &str, expires_ms: u64, ssh_key_injected: bool) -> Result<(), String> {
+    fn begin(&self, hotkey: &str, regkey_pem: &str, expires_ms: u64, ssh_key_injected: bool) -> Result<(), StoreError> {
         self.inner.begin(hotkey, regkey_pem, expires_ms, ssh_key_injected)
     }
-    fn commit(&self, _hotkey: &str, _record: &Allocated) -> Result<(), String> {
+    fn commit(&self, _hotkey: &str, _record: &Allocated) -> Result<(), StoreError> {
         self.commits.fetch_add(1, Ordering::SeqCst);
-        Err("disk full".into())
+        let source = std::io::Error::other("disk full");
+        Err(DbError::Io { action: "write", path: "database.db".into(), source }.into())
     }
-    fn abort(&self, hotkey: &str) -> Result<(), String> {
+    fn abort(&self, hotkey: &str) -> Result<(), StoreError> {
         self.inner.abort(hotkey)
     }
     fn mark_pending(&self, hotkey: &str, error: &str) {
@@ -574,7 +576,11 @@ async fn an_allocation_that_cannot_be_recorded_is_released_on_the_miner() {
     assert!(matches!(err.failure, AllocateFailure::AttemptsFailed { attempts: 1, .. }), "{:?}", err.failure);
     match verdict_of(&err.explain, &m.hotkey) {
         Verdict::Error(e) => {
-            assert!(e.contains("recording it locally failed (disk full)") && e.contains("released it again"), "{e}")
+            assert!(
+                e.contains("recording it locally failed (cannot write database.db: disk full)")
+                    && e.contains("released it again"),
+                "{e}"
+            )
         }
         v => panic!("{v:?}"),
     }
@@ -608,7 +614,11 @@ async fn sync_specs_asks_every_serving_axon() {
         let specs = Specs::from_json(text).expect("parse");
         assert_eq!(specs.gpu.details[0].name, gpu);
     }
-    assert!(results[1].1.as_ref().is_err_and(|e| e.contains("503")), "{:?}", results[1].1);
+    assert!(
+        matches!(&results[1].1, Err(allocator::SpecsError::NoAnswer(e)) if e.0.contains("503")),
+        "{:?}",
+        results[1].1
+    );
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 4);
     assert_eq!(seen.last(), Some(&(4, 4)));

@@ -120,22 +120,36 @@ pub struct Run {
     pub group: Option<String>,
 }
 
+/// A run node the client cannot read (the server's answer, shown in [`WandbError::Protocol`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunNodeError {
+    #[error("run node without `name`")]
+    NoName,
+    #[error("run {id}: config is not a JSON object")]
+    ConfigNotAnObject { id: String },
+    #[error("run {id}: config is not JSON ({reason})")]
+    ConfigNotJson { id: String, reason: String },
+    #[error("run {id}: config is neither JSON text nor an object")]
+    ConfigShape { id: String },
+}
+
 impl Run {
     /// Reads a `RunFragment` node as `Run.load` does. Config, summary and system metrics are JSON
     /// text inside the JSON; `null` or missing config is an empty one.
-    pub fn from_node(node: &Value) -> Result<Self, String> {
-        let id = node.get("name").and_then(Value::as_str).ok_or("run node without `name`")?.to_owned();
+    pub fn from_node(node: &Value) -> Result<Self, RunNodeError> {
+        let id = node.get("name").and_then(Value::as_str).ok_or(RunNodeError::NoName)?.to_owned();
         let text = |k: &str| node.get(k).and_then(Value::as_str).map(str::to_owned);
         let stored = match node.get("config") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
                 Ok(Value::Object(m)) => m,
                 Ok(Value::Null) => Map::new(),
-                Ok(_) => return Err(format!("run {id}: config is not a JSON object")),
-                Err(e) => return Err(format!("run {id}: config is not JSON ({e})")),
+                Ok(_) => return Err(RunNodeError::ConfigNotAnObject { id }),
+                Err(e) => return Err(RunNodeError::ConfigNotJson { id, reason: e.to_string() }),
             },
             Some(Value::Object(m)) => m.clone(),
-            Some(_) => return Err(format!("run {id}: config is neither JSON text nor an object")),
+            Some(_) => return Err(RunNodeError::ConfigShape { id }),
         };
         let mut config = Map::new();
         let mut wandb_internal = None;
@@ -260,7 +274,7 @@ impl WandbClient {
         let mut out = Vec::with_capacity(edges.len());
         for edge in edges {
             let node = edge.get("node").ok_or_else(|| self.protocol("an edge without `node`".into()))?;
-            out.push(Run::from_node(node).map_err(|e| self.protocol(e))?);
+            out.push(Run::from_node(node).map_err(|e| self.protocol(e.to_string()))?);
         }
         let has_next = runs.pointer("/pageInfo/hasNextPage").and_then(Value::as_bool).unwrap_or(false);
         let next_cursor = if has_next {
@@ -287,7 +301,7 @@ impl WandbClient {
         let data = self.graphql(RUN_QUERY, variables).await?;
         match data.pointer("/project/run") {
             None | Some(Value::Null) => Ok(None),
-            Some(node) => Run::from_node(node).map(Some).map_err(|e| self.protocol(e)),
+            Some(node) => Run::from_node(node).map(Some).map_err(|e| self.protocol(e.to_string())),
         }
     }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 /// An error of the wandb client.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WandbError {
     #[error(
         "no wandb API key for {host}: set WANDB_API_KEY, or run `wandb login` (it writes a `machine {host}` entry \

@@ -22,8 +22,8 @@ mod transport;
 
 pub use auth::{ApiKey, KeySource};
 pub use client::{
-    new_run_id, RetryPolicy, Run, WandbClient, WandbConfig, CREATE_RUN_MUTATION, DEFAULT_BASE_URL, DEFAULT_PER_PAGE,
-    RUNS_QUERY, RUN_QUERY, SN27_ENTITY, SN27_PROJECT, UPDATE_RUN_MUTATION, USER_AGENT,
+    new_run_id, RetryPolicy, Run, RunNodeError, WandbClient, WandbConfig, CREATE_RUN_MUTATION, DEFAULT_BASE_URL,
+    DEFAULT_PER_PAGE, RUNS_QUERY, RUN_QUERY, SN27_ENTITY, SN27_PROJECT, UPDATE_RUN_MUTATION, USER_AGENT,
 };
 pub use error::WandbError;
 pub use sn27::{

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS signer_nonces (hotkey BLOB PRIMARY KEY, nonce INTEGER
 
 /// Failures of the store.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     #[error("devnet database {path}: {source}")]
     Open { path: String, source: rusqlite::Error },

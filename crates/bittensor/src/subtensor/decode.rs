@@ -9,6 +9,7 @@ use parity_scale_codec::{Compact, Decode};
 
 /// Why bytes from the chain did not decode.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     #[error("result is not hex: {0}")]
     NotHex(String),

@@ -227,6 +227,7 @@ pub struct Metagraph {
 
 /// Why the decoded parts do not make a metagraph.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetagraphError {
     #[error(transparent)]
     Decode(#[from] DecodeError),

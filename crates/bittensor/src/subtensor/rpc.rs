@@ -27,6 +27,7 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
 /// A failed JSON-RPC exchange.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[non_exhaustive]
 pub enum RpcError {
     #[error("cannot reach the chain at {endpoint}: {reason}. Check the endpoint (--subtensor.chain_endpoint / --subtensor.network) and your network")]
     Unreachable { endpoint: String, reason: String },

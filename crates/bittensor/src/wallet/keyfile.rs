@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::{PasswordSource, WalletError};
-use crate::keys::{AccountId, Keypair};
+use crate::keys::{AccountId, KeyError, Keypair};
 
 const NACL_PREFIX: &[u8] = b"$NACL";
 /// The salt bittensor-wallet hard-codes for the Argon2i key derivation.
@@ -30,6 +30,7 @@ const ARGON2_T_COST: u32 = 8;
 
 /// Problems with one keyfile; each names the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyfileError {
     #[error("keyfile {path} does not exist")]
     Missing { path: PathBuf },
@@ -40,11 +41,32 @@ pub enum KeyfileError {
     #[error("wrong password for {path} (decryption failed); try again, or check you chose the right wallet")]
     WrongPassword { path: PathBuf },
     #[error("keyfile {path} is corrupt: {reason}. Restore it from backup or regenerate it from its mnemonic")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt { path: PathBuf, reason: KeyDataError },
     #[error("keyfile {path} uses the legacy {format} encryption, which nicompute does not read; re-encrypt it with a current btcli (`btcli wallet regen-coldkey`)")]
     LegacyFormat { path: PathBuf, format: &'static str },
     #[error("keyfile {path} holds only a public key; the secret key is needed here")]
     PublicOnly { path: PathBuf },
+}
+
+/// Why a keyfile's (decrypted) content holds no usable key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyDataError {
+    #[error("not JSON ({0})")]
+    NotJson(String),
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("secretSeed is not 32 bytes of hex")]
+    BadSeed,
+    #[error("privateKey is not 64 bytes of hex")]
+    BadPrivateKey,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("no key material (none of secretPhrase, secretSeed, privateKey, ss58Address, publicKey)")]
+    NoKeyMaterial,
+    /// The encrypted envelope itself is damaged.
+    #[error("{0}")]
+    Envelope(&'static str),
 }
 
 /// The content of a keyfile: a full keypair, or only a public key (`*pub.txt`).
@@ -99,32 +121,33 @@ pub fn load_keypair(path: &Path, password: &dyn PasswordSource) -> Result<Keypai
 }
 
 /// Parses keyfile JSON with the SDK's precedence: phrase, seed, private key, then public forms.
-pub fn parse(data: &[u8]) -> Result<Key, String> {
-    let value: Value = serde_json::from_slice(data).map_err(|e| format!("not JSON ({e})"))?;
+pub fn parse(data: &[u8]) -> Result<Key, KeyDataError> {
+    let value: Value = serde_json::from_slice(data).map_err(|e| KeyDataError::NotJson(e.to_string()))?;
     let Value::Object(map) = value else {
-        return Err("not a JSON object".into());
+        return Err(KeyDataError::NotAnObject);
     };
     let text = |k: &str| map.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let pair = |k: Keypair| Key::Pair(Box::new(k));
     if let Some(phrase) = text("secretPhrase") {
-        return Keypair::from_mnemonic(phrase).map(|k| Key::Pair(Box::new(k))).map_err(|e| e.to_string());
+        return Ok(Keypair::from_mnemonic(phrase).map(pair)?);
     }
     if let Some(seed) = text("secretSeed") {
-        let bytes = hex_fixed::<32>(seed).ok_or("secretSeed is not 32 bytes of hex")?;
-        return Keypair::from_seed(&bytes).map(|k| Key::Pair(Box::new(k))).map_err(|e| e.to_string());
+        let bytes = hex_fixed::<32>(seed).ok_or(KeyDataError::BadSeed)?;
+        return Ok(Keypair::from_seed(&bytes).map(pair)?);
     }
     if let Some(private) = text("privateKey") {
-        let bytes = hex_fixed::<64>(private).ok_or("privateKey is not 64 bytes of hex")?;
-        return Keypair::from_private_key(&bytes).map(|k| Key::Pair(Box::new(k))).map_err(|e| e.to_string());
+        let bytes = hex_fixed::<64>(private).ok_or(KeyDataError::BadPrivateKey)?;
+        return Ok(Keypair::from_private_key(&bytes).map(pair)?);
     }
     if let Some(ss58) = text("ss58Address") {
-        return AccountId::from_ss58(ss58).map(Key::Public).map_err(|e| e.to_string());
+        return Ok(AccountId::from_ss58(ss58).map(Key::Public)?);
     }
     for k in ["publicKey", "accountId"] {
         if let Some(h) = text(k) {
-            return AccountId::from_hex(h).map(Key::Public).map_err(|e| e.to_string());
+            return Ok(AccountId::from_hex(h).map(Key::Public)?);
         }
     }
-    Err("no key material (none of secretPhrase, secretSeed, privateKey, ss58Address, publicKey)".into())
+    Err(KeyDataError::NoKeyMaterial)
 }
 
 /// The JSON the SDK writes for a keypair (no `cryptoType`: bittensor-wallet 3.x rejects it).
@@ -189,6 +212,7 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
 
 /// Decryption failures before the path is known.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum DecryptError {
     WrongPassword,
     Corrupt(&'static str),
@@ -198,7 +222,9 @@ impl DecryptError {
     fn with_path(self, path: &Path) -> WalletError {
         match self {
             DecryptError::WrongPassword => KeyfileError::WrongPassword { path: path.to_owned() }.into(),
-            DecryptError::Corrupt(r) => KeyfileError::Corrupt { path: path.to_owned(), reason: r.into() }.into(),
+            DecryptError::Corrupt(r) => {
+                KeyfileError::Corrupt { path: path.to_owned(), reason: KeyDataError::Envelope(r) }.into()
+            }
         }
     }
 }

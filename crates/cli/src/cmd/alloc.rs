@@ -22,7 +22,7 @@ use compute::specs::{GpuRequirement, Requirement};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::cmd::{open_db, DbStore};
+use crate::cmd::open_db;
 use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::{table, Output, Reported, UsageError};
 
@@ -255,11 +255,10 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool) {
 /// Releases allocations this CLI started but never recorded (Ctrl-C, a crash).
 pub async fn release_interrupted(db: &ComputeDb, dendrite: &Dendrite, mg: &Metagraph) -> usize {
     let Ok(rows) = db.interrupted() else { return 0 };
-    let store = DbStore(db);
     let mut released = 0;
     for (hotkey, regkey) in rows {
         let Ok(c) = Candidate::from_metagraph(&hotkey, mg, None) else { continue };
-        match allocator::deallocate(dendrite, &c.target, &hotkey, &regkey, &store, Duration::from_secs(30)).await {
+        match allocator::deallocate(dendrite, &c.target, &hotkey, &regkey, db, Duration::from_secs(30)).await {
             allocator::DeallocOutcome::Released | allocator::DeallocOutcome::NotHolder(_) => {
                 let _ = db.abort_allocation(&hotkey);
                 released += 1;
@@ -286,7 +285,6 @@ async fn run_alloc(
     let dendrite = Dendrite::new(keypair);
     let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
     release_interrupted(&db, &dendrite, &mg).await;
-    let store = DbStore(&db);
     let specs: Vec<(String, Option<compute::specs::Specs>)> =
         db.miner_details()?.into_iter().map(|m| (m.hotkey, m.specs)).collect();
     let work = async {
@@ -295,7 +293,7 @@ async fn run_alloc(
                 let specs = specs.iter().find(|(h, _)| h == hk).and_then(|(_, s)| s.clone());
                 let candidate = Candidate::from_metagraph(hk, &mg, specs)
                     .map_err(|v| anyhow::anyhow!("{hk} cannot be allocated: {v}"))?;
-                allocator::allocate_hotkey(&dendrite, candidate, &requirement, &options, &store, &progress)
+                allocator::allocate_hotkey(&dendrite, candidate, &requirement, &options, &db, &progress)
                     .await
                     .map_err(anyhow::Error::from)
             }
@@ -305,14 +303,14 @@ async fn run_alloc(
                 }
                 let penalized = db.penalized()?.into_iter().collect();
                 let (cands, excluded) = allocator::candidates(&specs, &mg, &penalized, &requirement);
-                allocator::allocate(&dendrite, cands, excluded, &requirement, &options, &store, &progress)
-                    .await
-                    .map_err(|e| {
+                allocator::allocate(&dendrite, cands, excluded, &requirement, &options, &db, &progress).await.map_err(
+                    |e| {
                         if opts.explain {
                             let _ = writeln!(std::io::stderr(), "{}", explain_table(&e.explain));
                         }
                         anyhow::Error::from(e)
-                    })
+                    },
+                )
             }
         }
     };

@@ -13,7 +13,7 @@ use compute::allocator::{self, Candidate, DeallocOutcome};
 use serde::Serialize;
 
 use crate::cmd::alloc::prompt;
-use crate::cmd::{open_db, DbStore};
+use crate::cmd::open_db;
 use crate::opts::{parse_duration, GlobalOpts};
 use crate::output::{Output, Reported, UsageError};
 
@@ -66,7 +66,6 @@ impl DArgs {
         let keypair = g.wallet.hotkey()?;
         let dendrite = Dendrite::new(keypair);
         let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
-        let store = DbStore(&db);
         let mut outcomes = Vec::new();
         for hk in hotkeys {
             let Some(rec) = db.allocation(&hk)? else {
@@ -86,7 +85,7 @@ impl DArgs {
                     continue;
                 }
             };
-            let o = allocator::deallocate(&dendrite, &target, &hk, &regkey, &store, self.timeout).await;
+            let o = allocator::deallocate(&dendrite, &target, &hk, &regkey, &db, self.timeout).await;
             outcomes.push(match o {
                 DeallocOutcome::Released => DOutcome { hotkey: hk, result: "released", detail: None },
                 DeallocOutcome::Unreachable(e) => DOutcome {

@@ -15,8 +15,7 @@ pub mod wallet;
 pub mod wandb;
 
 use anyhow::Context;
-use compute::allocator::{Allocated, AllocationStore};
-use compute::db::{AllocationDetails, ComputeDb};
+use compute::db::ComputeDb;
 
 use crate::cli::{Cli, Command};
 use crate::opts::GlobalOpts;
@@ -30,44 +29,6 @@ pub fn open_db(g: &GlobalOpts) -> anyhow::Result<ComputeDb> {
             .or_else(|| g.dirs.data_dir().map(|d| d.join("database.db")))
             .context("no database path: set --db or HOME")?;
     Ok(ComputeDb::open(&path)?)
-}
-
-/// The allocator's journal, kept in the allocation database.
-#[derive(Debug)]
-pub struct DbStore<'a>(pub &'a ComputeDb);
-
-impl AllocationStore for DbStore<'_> {
-    fn begin(&self, hotkey: &str, regkey_pem: &str, expires_ms: u64, ssh_key_injected: bool) -> Result<(), String> {
-        self.0.begin_allocation(hotkey, regkey_pem, expires_ms, ssh_key_injected).map_err(|e| e.to_string())
-    }
-    fn commit(&self, hotkey: &str, a: &Allocated) -> Result<(), String> {
-        let details = AllocationDetails {
-            username: a.username.clone(),
-            password: a.password.clone(),
-            port: a.port,
-            ip: a.ip.clone(),
-            resource: a.resource.clone(),
-            regkey: a.regkey_pem.clone(),
-            version: match &a.version {
-                compute::crypto::CredentialsVersion::Number(n) => serde_json::Value::from(*n),
-                compute::crypto::CredentialsVersion::Text(t) => serde_json::Value::from(t.clone()),
-            },
-        };
-        self.0.commit_allocation(hotkey, &details).map_err(|e| e.to_string())
-    }
-    fn abort(&self, hotkey: &str) -> Result<(), String> {
-        self.0.abort_allocation(hotkey).map(|_| ()).map_err(|e| e.to_string())
-    }
-    fn mark_pending(&self, hotkey: &str, error: &str) {
-        if let Err(e) = self.0.mark_pending_deallocation(hotkey, error) {
-            tracing::error!(hotkey, error = %e, "could not mark the allocation pending");
-        }
-    }
-    fn finish(&self, hotkey: &str) {
-        if let Err(e) = self.0.finish_deallocation(hotkey) {
-            tracing::error!(hotkey, error = %e, "could not remove the allocation row");
-        }
-    }
 }
 
 /// Runs a command parsed by `Cli::parse_args`, its settings completed by the config file.

@@ -11,7 +11,7 @@ use compute::allocator::{self, Candidate, DeallocOutcome};
 use compute::db::AllocationState;
 use serde::Serialize;
 
-use crate::cmd::{open_db, DbStore};
+use crate::cmd::open_db;
 use crate::opts::GlobalOpts;
 use crate::output::{table, Output};
 
@@ -38,7 +38,6 @@ impl ReconcileArgs {
         let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
         let before = db.allocations()?.len();
         let released = crate::cmd::alloc::release_interrupted(&db, &dendrite, &mg).await;
-        let store = DbStore(&db);
         let mut rows = Vec::new();
         for rec in db.allocations()? {
             let hk = rec.hotkey.clone();
@@ -55,7 +54,7 @@ impl ReconcileArgs {
                 }
             };
             let result = if rec.state == AllocationState::PendingDeallocation {
-                match allocator::deallocate(&dendrite, &target, &hk, &regkey, &store, Duration::from_secs(30)).await {
+                match allocator::deallocate(&dendrite, &target, &hk, &regkey, &db, Duration::from_secs(30)).await {
                     DeallocOutcome::Released => "released (pending deallocation completed)".to_owned(),
                     DeallocOutcome::NotHolder(_) => {
                         db.finish_deallocation(&hk)?;

@@ -55,8 +55,9 @@ pub async fn sync_specs(
         match r {
             Ok(specs) => db.upsert_specs(hotkey, specs, now)?,
             Err(e) => {
-                db.record_no_specs(hotkey, e, now)?;
-                failed.push((hotkey.clone(), e.clone()));
+                let why = e.to_string();
+                db.record_no_specs(hotkey, &why, now)?;
+                failed.push((hotkey.clone(), why));
             }
         }
     }

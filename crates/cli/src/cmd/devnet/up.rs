@@ -13,7 +13,7 @@ use bittensor::subtensor::Subtensor;
 use bittensor::wallet::{NoPassword, Wallet};
 use bittensor::Keypair;
 use clap::{Args, ValueEnum};
-use compute::specs::SimulatedGpu;
+use compute::specs::{SimulatedGpu, SimulatedGpuError};
 use serde::Serialize;
 
 use super::net::{self, Layout, MinerState, Proc, State, ValidatorState};
@@ -75,7 +75,7 @@ fn preset(name: &str) -> Option<Option<(&'static str, u64)>> {
 
 /// One `--gpus` entry as a `--simulate-gpu` value: a preset, a preset with `xN`, or a full
 /// `NAME:MEM_MIB[:COUNT]`.
-pub fn gpu_preset(entry: &str) -> Result<SimulatedGpu, String> {
+pub fn gpu_preset(entry: &str) -> Result<SimulatedGpu, SimulatedGpuError> {
     let entry = entry.trim();
     let with_count = entry.rsplit_once(['x', 'X']).and_then(|(n, c)| {
         let count = c.parse::<u32>().ok().filter(|_| c.bytes().all(|b| b.is_ascii_digit()))?;
@@ -84,16 +84,26 @@ pub fn gpu_preset(entry: &str) -> Result<SimulatedGpu, String> {
     let (kind, count) = match (preset(entry), with_count) {
         (Some(kind), _) => (kind, 1),
         (None, Some((kind, count))) => (kind, count),
-        (None, None) => return entry.parse::<SimulatedGpu>().map_err(|e| e.to_string()),
+        (None, None) => return entry.parse::<SimulatedGpu>(),
     };
     match kind {
         None => Ok(SimulatedGpu::none()),
-        Some((model, mib)) => format!("{model}:{mib}:{count}").parse::<SimulatedGpu>().map_err(|e| e.to_string()),
+        Some((model, mib)) => format!("{model}:{mib}:{count}").parse::<SimulatedGpu>(),
     }
 }
 
+/// A `--gpus` value that names no usable machine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpusError {
+    #[error(transparent)]
+    Entry(#[from] SimulatedGpuError),
+    #[error("--gpus names no machine")]
+    Empty,
+}
+
 /// `--gpus` and `--miners` to one simulated machine per miner.
-pub fn plan_gpus(spec: Option<&str>, miners: Option<u16>) -> Result<Vec<SimulatedGpu>, String> {
+pub fn plan_gpus(spec: Option<&str>, miners: Option<u16>) -> Result<Vec<SimulatedGpu>, GpusError> {
     let entries: Vec<SimulatedGpu> = spec
         .unwrap_or(DEFAULT_GPUS)
         .split(',')
@@ -101,7 +111,7 @@ pub fn plan_gpus(spec: Option<&str>, miners: Option<u16>) -> Result<Vec<Simulate
         .map(gpu_preset)
         .collect::<Result<_, _>>()?;
     if entries.is_empty() {
-        return Err("--gpus names no machine".into());
+        return Err(GpusError::Empty);
     }
     let n = miners.map_or(if spec.is_some() { entries.len() } else { 4 }, usize::from);
     Ok((0..n).map(|i| entries[i % entries.len()].clone()).collect())
@@ -269,7 +279,7 @@ impl UpArgs {
         }
         if let Some(spec) = &self.gpus {
             let asked: Vec<String> = plan_gpus(Some(spec), Some(s.miners.len() as u16))
-                .map_err(UsageError)?
+                .map_err(|e| UsageError(e.to_string()))?
                 .iter()
                 .map(|g| g.to_string())
                 .collect();
@@ -283,7 +293,7 @@ impl UpArgs {
 
     /// A new devnet: runtime, ports, wallets.
     async fn new_state(&self, g: &GlobalOpts, layout: &Layout, netuid: u16) -> anyhow::Result<(State, String)> {
-        let gpus = plan_gpus(self.gpus.as_deref(), self.miners).map_err(UsageError)?;
+        let gpus = plan_gpus(self.gpus.as_deref(), self.miners).map_err(|e| UsageError(e.to_string()))?;
         let (runtime, reason) = choose_runtime(g, self.runtime.unwrap_or(RuntimeChoice::Auto)).await?;
         std::fs::create_dir_all(layout.wallets())?;
         let validator = load_wallet(layout, VALIDATOR_WALLET)?;
