@@ -26,14 +26,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::devnet::{self, ops, DevnetConfig, DevnetHandle};
 use bittensor::subtensor::Subtensor;
 use bittensor::wallet::Wallet;
-use bittensor::Keypair;
+use bittensor::{Clock, Keypair};
 use compute::crypto::AllocationKey;
 use compute::db::{AllocationDetails, ComputeDb};
 use compute::protocol::Specs;
@@ -251,7 +251,7 @@ impl Net {
         {
             let db = ComputeDb::open(self.db_path())?;
             for m in miners.iter().filter(|m| m.kind != Kind::Live) {
-                db.upsert_specs(&m.key.ss58(), specs_json, now_ms())?;
+                db.upsert_specs(&m.key.ss58(), specs_json, Clock::system().now_ms())?;
             }
             let with_specs = db.miner_details()?.iter().filter(|r| r.specs.is_some()).count();
             ensure!(with_specs == miners.len(), "{with_specs} miners have specs, expected {}", miners.len());
@@ -539,7 +539,7 @@ fn lists(bin: &Path, dir: &Path, specs_json: &str, rows: &mut Vec<Row>) -> Resul
         let db = ComputeDb::open(&alloc_db)?;
         let key = AllocationKey::generate()?;
         let pem = key.public_pem()?;
-        let expires = now_ms() + 90 * 86_400_000;
+        let expires = Clock::system().now_ms() + 90 * 86_400_000;
         for i in 0..LIST_ALLOCATIONS {
             let hotkey = hotkey(i as u32)?;
             db.begin_allocation(&hotkey, &pem, expires, i % 2 == 0)?;
@@ -559,7 +559,7 @@ fn lists(bin: &Path, dir: &Path, specs_json: &str, rows: &mut Vec<Row>) -> Resul
     let miners_db = dir.join("lists").join("miners.db");
     {
         let db = ComputeDb::open(&miners_db)?;
-        let now = now_ms();
+        let now = Clock::system().now_ms();
         for i in 0..LIST_MINERS {
             db.upsert_specs(&hotkey(1_000_000 + i as u32)?, specs_json, now - (i as u64) * 60_000)?;
         }
@@ -620,10 +620,6 @@ fn hotkey(i: u32) -> Result<String> {
 fn free_ports(n: usize) -> Result<Vec<u16>> {
     let held = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
     held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn ms(d: Duration) -> f64 {

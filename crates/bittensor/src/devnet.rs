@@ -25,13 +25,14 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 use parity_scale_codec::{Compact, Decode, Encode};
 use serde_json::{json, Map, Value};
 
+use crate::clock::Clock;
 use crate::keys::{AccountId, Signature};
 use crate::subtensor::server::{self, Handler, RpcFault, ServerHandle, INVALID_PARAMS, SERVER_ERROR};
 use crate::subtensor::types::{AxonInfo, NeuronInfo, NeuronInfoLite, PrometheusInfo, SubnetState};
@@ -68,11 +69,18 @@ pub struct DevnetConfig {
     pub dir: PathBuf,
     /// Time per block (12 s like the real chain).
     pub block_time: Duration,
+    /// What time it is: blocks are counted from the genesis time by it.
+    pub clock: Clock,
 }
 
 impl DevnetConfig {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { bind: SocketAddr::from(([127, 0, 0, 1], 9944)), dir: dir.into(), block_time: Duration::from_secs(12) }
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 9944)),
+            dir: dir.into(),
+            block_time: Duration::from_secs(12),
+            clock: Clock::system(),
+        }
     }
 }
 
@@ -81,16 +89,13 @@ struct Chain {
     store: Store,
     genesis_ms: u64,
     block_time_ms: u64,
+    clock: Clock,
 }
 
 impl Chain {
-    fn now_ms() -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-    }
-
     /// The best block: 1 at genesis, then one more per block time.
     fn best(&self) -> u64 {
-        1 + Self::now_ms().saturating_sub(self.genesis_ms) / self.block_time_ms.max(1)
+        1 + self.clock.now_ms().saturating_sub(self.genesis_ms) / self.block_time_ms.max(1)
     }
 
     fn hash_of(&self, n: u64) -> String {
@@ -253,8 +258,9 @@ impl DevnetHandle {
 pub async fn spawn(config: DevnetConfig) -> Result<DevnetHandle, DevnetError> {
     std::fs::create_dir_all(&config.dir).map_err(|source| DevnetError::Dir { path: config.dir.clone(), source })?;
     let store = Store::open(&config.dir.join("chain.sqlite"))?;
-    let genesis_ms: u64 = store.meta_init("genesis_ms", &Chain::now_ms().to_string())?.parse().unwrap_or(0);
-    let chain = Arc::new(Chain { store, genesis_ms, block_time_ms: config.block_time.as_millis().max(1) as u64 });
+    let genesis_ms: u64 = store.meta_init("genesis_ms", &config.clock.now_ms().to_string())?.parse().unwrap_or(0);
+    let block_time_ms = config.block_time.as_millis().max(1) as u64;
+    let chain = Arc::new(Chain { store, genesis_ms, block_time_ms, clock: config.clock.clone() });
     let handler: Handler = Arc::new(move |method, params| {
         let chain = chain.clone();
         Box::pin(async move {

@@ -5,6 +5,7 @@
 //! Nothing in this crate knows about GPUs or the compute subnet.
 
 pub mod axon;
+pub mod clock;
 pub mod dendrite;
 pub mod devnet;
 pub mod keys;
@@ -12,5 +13,6 @@ pub mod subtensor;
 pub mod synapse;
 pub mod wallet;
 
+pub use clock::Clock;
 pub use keys::{AccountId, KeyError, Keypair, Signature};
 pub use synapse::{RawSynapse, Synapse, SynapseHeader, TerminalInfo};

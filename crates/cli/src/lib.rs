@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod duration;
 pub mod opts;
 pub mod output;
 pub mod password;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use bittensor::subtensor::{network, Subtensor};
 use bittensor::wallet::{SecretString, Wallet, DEFAULT_HOTKEY, DEFAULT_NAME};
+use bittensor::Clock;
 use clap::{Args, ValueHint};
 
 use crate::config::ConfigFile;
@@ -73,6 +74,9 @@ pub struct GlobalOpts {
     /// How each setting was given (recorded by `Cli::parse_args`, completed by `config::resolve`).
     #[arg(skip)]
     pub given: Given,
+    /// What time it is, for expiry and ages (the system's; tests may set another).
+    #[arg(skip)]
+    pub clock: Clock,
 }
 
 impl GlobalOpts {
@@ -348,43 +352,6 @@ impl Dirs {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch (allocation expiry and specs ages are stored so).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// A value that is not a duration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DurationError {
-    #[error("'{0}' is not a duration (e.g. 12s, 250ms, 5m, 90d)")]
-    NotADuration(String),
-    #[error("unknown unit '{unit}' in '{input}' (use ms, s, m, h or d)")]
-    UnknownUnit { unit: String, input: String },
-    #[error("'{0}' must be a positive duration")]
-    NotPositive(String),
-}
-
-/// Parses `12s`, `250ms`, `2m`, `1h`, `90d` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| DurationError::NotADuration(s.to_owned()))?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => n / 1e3,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" | "hour" | "hours" => n * 3600.0,
-        "d" | "day" | "days" => n * 86400.0,
-        other => return Err(DurationError::UnknownUnit { unit: other.to_owned(), input: s.to_owned() }),
-    };
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(DurationError::NotPositive(s.to_owned()));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,18 +384,5 @@ mod tests {
         assert_eq!(w.wallet_dir(), PathBuf::from("/home/u/.bittensor/wallets"));
         w.path = "/w".into();
         assert_eq!(w.wallet_dir(), PathBuf::from("/w"));
-    }
-
-    #[test]
-    fn durations() {
-        use std::time::Duration;
-        assert_eq!(parse_duration("12s"), Ok(Duration::from_secs(12)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5y").is_err());
     }
 }

@@ -153,7 +153,7 @@ pub async fn publish(g: &GlobalOpts, db: &ComputeDb, changed: &[List], out: &mut
     for list in pending {
         let result = tokio::time::timeout(PUBLISH_LIMIT, publish_one(&client, g, db, &keypair, list)).await;
         let result = result.unwrap_or_else(|_| Err(format!("wandb did not confirm within {PUBLISH_LIMIT:?}")));
-        let now = crate::opts::now_ms();
+        let now = g.clock.now_ms();
         match &result {
             Ok(n) => tell(out, &format!("wandb: published the {} list ({n} hotkeys)", list.name()), false),
             Err(e) => tell(

@@ -21,8 +21,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use bittensor::Clock;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
@@ -117,6 +118,8 @@ fn classify(path: &Path, e: rusqlite::Error) -> DbError {
 pub struct ComputeDb {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Stamps the allocation steps (`created_ms`, `updated_ms`).
+    clock: Clock,
 }
 
 impl ComputeDb {
@@ -146,6 +149,17 @@ impl ComputeDb {
             }
         }
         opened
+    }
+
+    /// This database with `clock` stamping its allocation steps (the system clock by default).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock stamping this database's allocation steps.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     fn open_existing(path: PathBuf) -> Result<Self, DbError> {
@@ -180,7 +194,7 @@ impl ComputeDb {
                 restrict_mode(&side);
             }
         }
-        Ok(Self { conn: Mutex::new(conn), path })
+        Ok(Self { conn: Mutex::new(conn), path, clock: Clock::system() })
     }
 
     /// The file this database lives in.
@@ -293,11 +307,6 @@ fn restrict_mode(path: &Path) {
             tracing::warn!(path = %path.display(), error = %e, "database: cannot make the file mode 0600");
         }
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A millisecond time as SQLite's signed integer (saturating: `u64::MAX` means "never").

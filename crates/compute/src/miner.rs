@@ -13,11 +13,11 @@ pub mod state;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bittensor::axon::{Axon, AxonConfig, AxonHandle, HandlerError, Request};
 use bittensor::subtensor::Subtensor;
-use bittensor::Keypair;
+use bittensor::{Clock, Keypair};
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::SecretString;
 use serde_json::{json, Map, Value};
@@ -101,10 +101,6 @@ impl std::fmt::Debug for Miner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Miner").field("runtime", &self.runtime.name()).field("ssh_port", &self.ssh_port).finish()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A running miner.
@@ -219,7 +215,7 @@ async fn reconcile(m: &Miner) -> Result<(), MinerError> {
             m.store.clear(&a.allocation_id)?;
             None
         }
-        Some(a) if a.expires_ms <= now_ms() => {
+        Some(a) if a.expires_ms <= Clock::system().now_ms() => {
             tracing::info!(allocation = %a.allocation_id, "reconcile: the allocation expired while the miner was down; ending it");
             m.store.clear(&a.allocation_id)?;
             None
@@ -252,11 +248,11 @@ async fn expiry_loop(m: Arc<Miner>) {
         let current = m.store.current().ok().flatten();
         match current {
             Some(a) if a.phase == Phase::Running => {
-                let wait = Duration::from_millis(a.expires_ms.saturating_sub(now_ms()));
+                let wait = Duration::from_millis(a.expires_ms.saturating_sub(Clock::system().now_ms()));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {
                         let _guard = m.busy.lock().await;
-                        if m.store.current().ok().flatten().is_some_and(|c| c.allocation_id == a.allocation_id && c.expires_ms <= now_ms()) {
+                        if m.store.current().ok().flatten().is_some_and(|c| c.allocation_id == a.allocation_id && c.expires_ms <= Clock::system().now_ms()) {
                             tracing::info!(allocation = %a.allocation_id, "allocation expired; removing its container");
                             if let Err(e) = end(&m, &a).await {
                                 tracing::error!(error = %e, "could not end the expired allocation; retrying in 30 s");
@@ -406,7 +402,7 @@ async fn start_allocation(m: &Miner, s: Allocate, requester: &str, key: Option<S
         return refuse(s, port, mismatch.to_string());
     }
     let ttl = ttl_of(&s);
-    let started_ms = now_ms();
+    let started_ms = Clock::system().now_ms();
     let allocation = Allocation {
         allocation_id: uuid_like(),
         key_b64,

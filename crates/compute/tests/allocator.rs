@@ -632,8 +632,13 @@ async fn still_allocated_tells_the_holder_only() {
     let store = MemoryStore::new();
     let cand = Candidate::from_metagraph(&m.hotkey, &mg, None).expect("candidate");
     assert_eq!(cand.resource(), "unknown");
-    let opts = AllocateOptions { timeline_days: 1, ssh_wait: Duration::from_secs(10), ..AllocateOptions::default() };
+    // The lease is reckoned from the allocator's clock: exactly one day after "now".
+    let clock = bittensor::Clock::manual(1_700_000_000_000);
+    let opts =
+        AllocateOptions { timeline_days: 1, ssh_wait: Duration::from_secs(10), clock, ..AllocateOptions::default() };
     let a = allocator::allocate_hotkey(&d, cand, &h100_80gb(), &opts, &store, &quiet).await.expect("allocated");
+    assert_eq!(a.expires_ms, 1_700_000_000_000 + 86_400_000);
+    assert_eq!(store.get(&a.hotkey).map(|r| r.expires_ms), Some(a.expires_ms), "and recorded so");
     let target = m.target();
     assert_eq!(allocator::still_allocated(&d, &target, &a.regkey_pem, T).await, Ok(true));
     let stranger = AllocationKey::generate().expect("rsa").public_pem().expect("pem");

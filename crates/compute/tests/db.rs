@@ -413,9 +413,12 @@ fn miner_details_without_a_unique_hotkey_is_migrated_keeping_counts_and_the_late
 #[test]
 fn allocation_lifecycle_begin_commit_list_pending_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let db = ComputeDb::open(dir.path().join("database.db")).unwrap();
-    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    // The database's clock says when each step happened: exact stamps, no waiting.
+    let t0 = 1_700_000_000_000;
+    let clock = bittensor::Clock::manual(t0);
+    let db = ComputeDb::open(dir.path().join("database.db")).unwrap().with_clock(clock.clone());
     db.begin_allocation(MINER_HOTKEY, REGKEY, t0 + 3_600_000, true).unwrap();
+    clock.advance(Duration::from_secs(2));
     assert!(db.allocations().unwrap().is_empty(), "an intent is not an allocation yet");
     assert_eq!(db.interrupted().unwrap(), [(MINER_HOTKEY.to_string(), REGKEY.to_string())]);
 
@@ -430,11 +433,13 @@ fn allocation_lifecycle_begin_commit_list_pending_finish() {
     assert_eq!(a.key_fingerprint, Some(key_fingerprint(REGKEY)));
     assert_eq!(a.ssh_key_injected, Some(true));
     assert_eq!(a.expires_ms, Some(t0 + 3_600_000));
-    assert!(a.created_ms.is_some_and(|c| c >= t0));
+    assert_eq!(a.created_ms, Some(t0), "stamped when begun");
     assert!(!format!("{a:?}").contains("s3cret"), "Debug redacts the password");
 
+    clock.advance(Duration::from_secs(5));
     db.mark_pending_deallocation(MINER_HOTKEY, "miner did not answer").unwrap();
     let a = db.allocation(MINER_HOTKEY).unwrap().unwrap();
+    assert_eq!(a.updated_ms, Some(t0 + 7_000), "stamped when the release failed");
     assert_eq!(a.state, AllocationState::PendingDeallocation);
     assert_eq!(a.last_error.as_deref(), Some("miner did not answer"));
     assert!(a.details.is_some(), "the row (and its key) stays until the miner confirms");

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bittensor::clock::Clock;
 use bittensor::devnet::{self, ops, DevnetConfig};
 use bittensor::keys::Keypair;
 use bittensor::subtensor::decode::{decode_result, from_hex};
@@ -131,9 +132,11 @@ fn fresh_keys(n: usize) -> Vec<Keypair> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devnet_registers_stakes_serves_and_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tmp");
+    // The chain's clock stands still until the test moves it: block numbers are exact.
     let cfg = DevnetConfig {
         bind: "127.0.0.1:0".parse().expect("addr"),
         block_time: Duration::from_millis(250),
+        clock: Clock::manual(1_700_000_000_000),
         ..DevnetConfig::new(dir.path())
     };
     let node = devnet::spawn(cfg.clone()).await.expect("devnet");
@@ -182,12 +185,14 @@ async fn devnet_registers_stakes_serves_and_survives_a_restart() {
         assert_eq!(full.axon_info.port, 9005);
     }
     let before = chain.metagraph(27).await.expect("metagraph");
+    assert_eq!(before.block, 1, "no time has passed since genesis");
     node.shutdown().await;
 
+    cfg.clock.advance(Duration::from_secs(1));
     let node = devnet::spawn(cfg).await.expect("restart");
     let after = Subtensor::new(&node.ws_url()).expect("client").metagraph(27).await.expect("metagraph");
     assert_eq!(after.neurons, before.neurons, "state survives a restart");
-    assert!(after.block >= before.block, "block numbers continue");
+    assert_eq!(after.block, before.block + 4, "block numbers continue from the stored genesis, one per 250 ms");
     node.shutdown().await;
 }
 

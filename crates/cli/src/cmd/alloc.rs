@@ -23,7 +23,8 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 
 use crate::cmd::open_db;
-use crate::opts::{parse_duration, GlobalOpts};
+use crate::duration::parse_duration;
+use crate::opts::GlobalOpts;
 use crate::output::{table, Output, Reported, UsageError};
 
 const GIB: u64 = 1 << 30;
@@ -164,6 +165,7 @@ impl AllocOpts {
             ssh_key,
             deadline: self.deadline,
             check_timeout: self.deadline,
+            clock: g.clock.clone(),
             ..AllocateOptions::default()
         })
     }
@@ -215,8 +217,7 @@ fn explain_table(explain: &[Explain]) -> String {
     table(&["Hotkey", "Verdict", "Detail", "Answer"], rows)
 }
 
-fn show(out: &mut Output, a: &Allocated, with_explain: bool) {
-    let now = crate::opts::now_ms();
+fn show(out: &mut Output, a: &Allocated, with_explain: bool, now: u64) {
     let view = AllocatedView {
         hotkey: &a.hotkey,
         resource: &a.resource,
@@ -227,7 +228,7 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool) {
         ssh: format!("ssh {}@{} -p {}", a.username, a.ip, a.port),
         ssh_key_injected: a.ssh_key_injected,
         ssh_ready: a.ssh_ready,
-        expires_in: crate::cmd::list::human_duration_ms(i128::from(a.expires_ms) - i128::from(now)),
+        expires_in: crate::duration::human_duration_ms(i128::from(a.expires_ms) - i128::from(now)),
         elapsed_ms: a.timings.total.as_millis(),
         explain: with_explain.then_some(a.explain.as_slice()),
     };
@@ -322,7 +323,7 @@ async fn run_alloc(
         }
     };
     let allocated = result?;
-    show(out, &allocated, opts.explain);
+    show(out, &allocated, opts.explain, g.clock.now_ms());
     crate::shared::publish(g, &db, &[crate::shared::List::Allocated], out).await;
     Ok(())
 }

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::cmd::alloc::prompt;
 use crate::cmd::open_db;
-use crate::opts::{parse_duration, GlobalOpts};
+use crate::duration::parse_duration;
+use crate::opts::GlobalOpts;
 use crate::output::{Output, Reported, UsageError};
 
 #[derive(Debug, Args)]

@@ -8,30 +8,13 @@ use compute::db::AllocationRecord;
 use serde::Serialize;
 
 use crate::cmd::open_db;
-use crate::opts::{now_ms, GlobalOpts};
+use crate::duration::human_duration_ms;
+use crate::opts::GlobalOpts;
 use crate::output::{table, Output};
 
-/// "3d 4h", "12m", "expired".
-pub fn human_duration_ms(ms: i128) -> String {
-    if ms <= 0 {
-        return "expired".into();
-    }
-    let s = ms / 1000;
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m")
-    } else {
-        format!("{s}s")
-    }
-}
-
-fn age(ms: Option<u64>) -> String {
+fn age(now: u64, ms: Option<u64>) -> String {
     match ms {
-        Some(t) => human_duration_ms(i128::from(now_ms()) - i128::from(t)) + " ago",
+        Some(t) => human_duration_ms(i128::from(now) - i128::from(t)) + " ago",
         None => "-".into(),
     }
 }
@@ -50,7 +33,7 @@ struct AllocationView {
     state: String,
 }
 
-fn view(r: &AllocationRecord, out: &Output) -> AllocationView {
+fn view(r: &AllocationRecord, out: &Output, now: u64) -> AllocationView {
     use secrecy::ExposeSecret;
     let d = r.details.as_ref();
     let ip = d.map(|d| d.ip.clone()).unwrap_or_default();
@@ -65,14 +48,14 @@ fn view(r: &AllocationRecord, out: &Output) -> AllocationView {
         port,
         ssh: port.map(|p| format!("ssh {user}@{ip} -p {p}")).unwrap_or_default(),
         ip,
-        expires_in: r.expires_ms.map_or("-".into(), |e| human_duration_ms(i128::from(e) - i128::from(now_ms()))),
+        expires_in: r.expires_ms.map_or("-".into(), |e| human_duration_ms(i128::from(e) - i128::from(now))),
         state: r.state.as_str().to_owned(),
     }
 }
 
 pub fn list_a(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     let db = open_db(g)?;
-    let rows: Vec<AllocationView> = db.allocations()?.iter().map(|r| view(r, out)).collect();
+    let rows: Vec<AllocationView> = db.allocations()?.iter().map(|r| view(r, out, g.clock.now_ms())).collect();
     out.result(&rows, |o| {
         let t = rows
             .iter()
@@ -178,7 +161,7 @@ impl ListRArgs {
         if let Some(n) = &network {
             allocated.extend(n.allocated.iter().cloned());
         }
-        let now = now_ms();
+        let now = g.clock.now_ms();
         let mut rows: Vec<ResourceRow> = db
             .miner_details()?
             .into_iter()
@@ -194,7 +177,7 @@ impl ListRArgs {
                     disk_gb: specs.hard_disk.free as f64 / GIB,
                     status: if allocated.contains(&m.hotkey) { "Res." } else { "Avail." },
                     simulated: specs.simulated,
-                    specs_age: age(m.specs_updated_ms.or(m.last_seen_ms)),
+                    specs_age: age(now, m.specs_updated_ms.or(m.last_seen_ms)),
                     stale: m.failures > 0 || m.no_specs_count > 0,
                     last_error: m.last_error.clone(),
                     age_ms: m.specs_updated_ms.map_or(u64::MAX, |t| now.saturating_sub(t)),
@@ -280,18 +263,5 @@ impl ListRArgs {
             Ok(())
         });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human_duration_ms(0), "expired");
-        assert_eq!(human_duration_ms(59_000), "59s");
-        assert_eq!(human_duration_ms(3_600_000 * 5 + 60_000 * 3), "5h 3m");
-        assert_eq!(human_duration_ms(86_400_000 * 90), "90d 0h");
     }
 }

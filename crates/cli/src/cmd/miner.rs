@@ -20,7 +20,8 @@ use compute::runtime::ContainerRuntime;
 use compute::specs::{DetectOptions, SimulatedGpu};
 use serde_json::json;
 
-use crate::opts::{parse_duration, GlobalOpts};
+use crate::duration::parse_duration;
+use crate::opts::GlobalOpts;
 use crate::output::{Output, UsageError};
 
 #[derive(Debug, Subcommand)]

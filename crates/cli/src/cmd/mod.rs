@@ -28,7 +28,7 @@ pub fn open_db(g: &GlobalOpts) -> anyhow::Result<ComputeDb> {
         g.db.clone()
             .or_else(|| g.dirs.data_dir().map(|d| d.join("database.db")))
             .context("no database path: set --db or HOME")?;
-    Ok(ComputeDb::open(&path)?)
+    Ok(ComputeDb::open(&path)?.with_clock(g.clock.clone()))
 }
 
 /// Runs a command parsed by `Cli::parse_args`, its settings completed by the config file.

@@ -13,7 +13,8 @@ use compute::db::ComputeDb;
 use serde::Serialize;
 
 use crate::cmd::open_db;
-use crate::opts::{parse_duration, GlobalOpts};
+use crate::duration::parse_duration;
+use crate::opts::GlobalOpts;
 use crate::output::{table, Output};
 
 #[derive(Debug, Args)]
@@ -49,7 +50,7 @@ pub async fn sync_specs(
     let mg = chain.metagraph(netuid).await.context("reading the metagraph")?;
     let dendrite = Dendrite::new(keypair);
     let results = compute::allocator::sync_specs(&dendrite, &mg, timeout, concurrency, progress).await;
-    let now = crate::opts::now_ms();
+    let now = db.clock().now_ms();
     let mut failed = Vec::new();
     for (hotkey, r) in &results {
         match r {

@@ -57,8 +57,8 @@ struct StatusDoc {
     publications: Vec<PublicationView>,
 }
 
-fn when(ms: Option<u64>) -> Option<String> {
-    ms.map(|t| crate::cmd::list::human_duration_ms(i128::from(crate::opts::now_ms()) - i128::from(t)) + " ago")
+fn when(now: u64, ms: Option<u64>) -> Option<String> {
+    ms.map(|t| crate::duration::human_duration_ms(i128::from(now) - i128::from(t)) + " ago")
 }
 
 impl WandbCommand {
@@ -75,8 +75,8 @@ impl WandbCommand {
             .map(|p| PublicationView {
                 list: p.list,
                 pending: p.pending,
-                last_success: when(p.last_success_ms),
-                last_attempt: when(p.last_attempt_ms),
+                last_success: when(g.clock.now_ms(), p.last_success_ms),
+                last_attempt: when(g.clock.now_ms(), p.last_attempt_ms),
                 last_error: p.last_error,
             })
             .collect();

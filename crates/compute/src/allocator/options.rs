@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use bittensor::Clock;
 use secrecy::SecretString;
 
 use super::Explain;
@@ -32,6 +33,8 @@ pub struct AllocateOptions {
     pub concurrency: usize,
     /// How long to wait for the machine's SSH server to greet after the allocation.
     pub ssh_wait: Duration,
+    /// What time it is: the lease's end is reckoned from it.
+    pub clock: Clock,
 }
 
 impl Default for AllocateOptions {
@@ -45,6 +48,7 @@ impl Default for AllocateOptions {
             allocate_timeout: Duration::from_secs(60),
             concurrency: 32,
             ssh_wait: Duration::from_secs(60),
+            clock: Clock::system(),
         }
     }
 }

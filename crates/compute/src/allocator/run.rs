@@ -311,7 +311,7 @@ impl Attempt<'_> {
         let (cand, store, opts) = (self.cand, self.store, self.opts);
         let pem =
             self.key.public_pem().map_err(|e| Verdict::Error(format!("cannot encode the allocation key: {e}")))?;
-        let expires_ms = now_ms().saturating_add(opts.lease_ms());
+        let expires_ms = opts.clock.now_ms().saturating_add(opts.lease_ms());
         let ssh_key = opts.ssh_key();
         store.begin(&cand.hotkey, &pem, expires_ms, ssh_key.is_some()).map_err(|e| {
             Verdict::Error(format!("cannot record the allocation locally, so it was not requested: {e}"))
@@ -400,10 +400,6 @@ impl Attempt<'_> {
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{now_ms, sql_ms, value_int, value_text, value_u64, ComputeDb, DbError};
+use super::{sql_ms, value_int, value_text, value_u64, ComputeDb, DbError};
 
 /// Where an allocation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,7 +284,7 @@ impl ComputeDb {
         expires_ms: u64,
         ssh_key_injected: bool,
     ) -> Result<(), DbError> {
-        let now = sql_ms(now_ms());
+        let now = sql_ms(self.clock.now_ms());
         self.write(|tx| {
             let existing = match meta(tx, hotkey)? {
                 Some((state, _)) => Some(state),
@@ -306,7 +306,7 @@ impl ComputeDb {
     /// SN27 writes it) and state `active`. Requires a [`Self::begin_allocation`] with the same
     /// key (`details.regkey`).
     pub fn commit_allocation(&self, hotkey: &str, details: &AllocationDetails) -> Result<(), DbError> {
-        let now = sql_ms(now_ms());
+        let now = sql_ms(self.clock.now_ms());
         self.write(|tx| {
             let Some((state, regkey)) = meta(tx, hotkey)? else {
                 return Err(DbError::NotAllocating { path: self.path.clone(), hotkey: hotkey.into() }.into());
@@ -361,7 +361,7 @@ impl ComputeDb {
     /// allocation SN27 wrote gets a state row, keyed by the row's `regkey`; an interrupted one
     /// stays listed by [`Self::interrupted`].
     pub fn mark_pending_deallocation(&self, hotkey: &str, error: &str) -> Result<(), DbError> {
-        let now = sql_ms(now_ms());
+        let now = sql_ms(self.clock.now_ms());
         self.write(|tx| {
             if meta(tx, hotkey)?.is_some() {
                 tx.execute(

@@ -26,7 +26,6 @@ use bollard::query_parameters::{
 use bollard::{ClientVersion, Docker};
 use bytes::Bytes;
 use secrecy::ExposeSecret;
-use tokio::io::AsyncReadExt;
 
 use super::{
     BoxFuture, Container, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, ALLOCATION_LABEL, OWNER_LABEL,
@@ -272,7 +271,7 @@ impl DockerRuntime {
         let mut last_state_check = started;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match read_ssh_banner(addr, left.min(Duration::from_secs(3))).await {
+            match crate::ssh_banner::read_banner(addr, left.min(Duration::from_secs(3))).await {
                 Ok(banner) => {
                     tracing::debug!(container = %id, %addr, banner = %banner, elapsed_ms = started.elapsed().as_millis(), "SSH ready");
                     return Ok(());
@@ -534,30 +533,6 @@ fn reachable(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         other => other,
     }
-}
-
-/// Connects and reads the server's identification line; Ok(line) if it is SSH 2.
-async fn read_ssh_banner(addr: SocketAddr, timeout: Duration) -> Result<String, String> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 256];
-        while !buf.contains(&b'\n') && buf.len() < 256 {
-            let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
-            if n == 0 {
-                return Err("closed before the SSH banner".to_owned());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.lines().next().unwrap_or_default().trim_end().to_owned();
-        if line.starts_with("SSH-2.0-") || line.starts_with("SSH-1.99-") {
-            Ok(line)
-        } else {
-            Err(format!("not an SSH banner: {line:?}"))
-        }
-    };
-    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| Err("no banner in time".to_owned()))
 }
 
 /// A minimal in-memory ustar writer: directories and regular files owned by root, which is all

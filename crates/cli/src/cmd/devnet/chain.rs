@@ -11,7 +11,8 @@ use bittensor::devnet::{self, DevnetConfig};
 use clap::Args;
 use serde_json::json;
 
-use crate::opts::{parse_duration, GlobalOpts};
+use crate::duration::parse_duration;
+use crate::opts::GlobalOpts;
 use crate::output::Output;
 
 #[derive(Debug, Args)]
@@ -30,8 +31,11 @@ pub struct ChainArgs {
 impl ChainArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let dir = self.dir.clone().unwrap_or_else(|| g.dirs.data_dir_or_here().join("devnet").join("chain"));
-        let cfg =
-            DevnetConfig { bind: ([127, 0, 0, 1], self.port).into(), dir: dir.clone(), block_time: self.block_time };
+        let cfg = DevnetConfig {
+            bind: ([127, 0, 0, 1], self.port).into(),
+            block_time: self.block_time,
+            ..DevnetConfig::new(dir.clone())
+        };
         let node = devnet::spawn(cfg).await.context("starting the devnet chain")?;
         let doc = json!({"ws": node.ws_url(), "http": node.http_url(), "dir": dir.display().to_string()});
         out.result(&doc, |o| {

@@ -21,7 +21,8 @@ use super::status::{self, StatusDoc};
 use super::DirArg;
 use crate::cmd::sync::{sync_specs, SyncReport};
 use crate::config::ConfigFile;
-use crate::opts::{parse_duration, GlobalOpts};
+use crate::duration::parse_duration;
+use crate::opts::GlobalOpts;
 use crate::output::{Output, UsageError};
 
 /// The validator's stake: well above SN27's 1024 TAO validator threshold, so miners serve it.
