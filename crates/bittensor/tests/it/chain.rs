@@ -60,7 +60,7 @@ async fn replayed_finney_traffic_gives_the_same_metagraph_over_ws_and_http() {
 #[tokio::test]
 async fn failures_are_typed_and_name_the_endpoint() {
     // Nothing listens.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let (_closed, free) = crate::util::closed_port();
     for url in [format!("ws://127.0.0.1:{free}"), format!("http://127.0.0.1:{free}")] {
         let err =
             Subtensor::with_timeout(&url, Duration::from_secs(3)).expect("client").metagraph(27).await.unwrap_err();

@@ -1,6 +1,7 @@
 //! The captured traffic between a real 9.0.0 dendrite and a real 9.0.0 axon: every request
 //! parses and its signature verifies, and our axon — with the clock set to the capture's time —
-//! makes the recorded decision on every case.
+//! makes the recorded decision on every case, with the recorded 200 bodies (an allocation's
+//! encrypted credentials compared after decryption).
 
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -11,7 +12,7 @@ use bittensor::SynapseHeader;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::util::{fixtures, key, test_axon, Behaviour, RawHttp};
+use crate::util::{decrypt_with_fixture_key, fixtures, key, test_axon, Behaviour, RawHttp, CAPTURED_CREDENTIALS};
 
 struct Case {
     name: String,
@@ -91,6 +92,11 @@ async fn decide(axon: &Axon, req: &RawHttp) -> (u16, Value, http::HeaderMap) {
     (status, serde_json::from_slice(&body).expect("json body"), headers)
 }
 
+/// Removes and returns `output.info`.
+fn take_info(v: &mut Value) -> Option<String> {
+    v.get_mut("output")?.as_object_mut()?.remove("info").and_then(|i| i.as_str().map(str::to_owned))
+}
+
 fn strip_process_time(mut v: Value) -> Value {
     if let Some(a) = v.get_mut("axon").and_then(Value::as_object_mut) {
         a.remove("process_time");
@@ -122,7 +128,7 @@ async fn our_axon_makes_the_recorded_decision_on_every_case() {
             fresh = test_axon(key("axon_hotkey"), behaviour).clock(clock);
             &fresh
         };
-        let (status, body, headers) = decide(axon, &c.request).await;
+        let (status, mut body, headers) = decide(axon, &c.request).await;
         assert_eq!(Some(status), expected.status(), "{}: status", c.name);
         assert_eq!(headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/json"[..]), "{}", c.name);
         assert_eq!(
@@ -131,11 +137,18 @@ async fn our_axon_makes_the_recorded_decision_on_every_case() {
             "{}: status header",
             c.name
         );
-        let recorded: Value = serde_json::from_slice(&expected.body).expect("recorded json");
+        let mut recorded: Value = serde_json::from_slice(&expected.body).expect("recorded json");
         if status == 200 {
-            if c.name != "allocate_alloc_ok" {
-                assert_eq!(strip_process_time(body), strip_process_time(recorded), "{}: 200 body", c.name);
+            // An allocation's credentials are encrypted with fresh randomness: the bodies match
+            // with `output.info` set aside, and the two `info`s decrypt to the same credentials.
+            let (ours, theirs) = (take_info(&mut body), take_info(&mut recorded));
+            assert_eq!(ours.is_some(), c.name == "allocate_alloc_ok", "{}: credentials in the answer", c.name);
+            if let (Some(ours), Some(theirs)) = (ours, theirs) {
+                let recorded_plain = decrypt_with_fixture_key(&theirs);
+                assert_eq!(recorded_plain, CAPTURED_CREDENTIALS, "the capture's credentials");
+                assert_eq!(decrypt_with_fixture_key(&ours), recorded_plain, "{}: decrypted credentials", c.name);
             }
+            assert_eq!(strip_process_time(body), strip_process_time(recorded), "{}: 200 body", c.name);
         } else {
             let ours = body["message"].as_str().expect("message");
             let theirs = recorded["message"].as_str().expect("recorded message");

@@ -84,7 +84,7 @@ async fn handler_failure_is_500_and_slow_handler_is_408() {
 async fn unreachable_and_disconnecting_axons() {
     let d = Dendrite::new(key("dendrite_hotkey"));
     // A port nobody listens on.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let (_closed, free) = crate::util::closed_port();
     let target = AxonTarget::new("127.0.0.1", free, &key("axon_hotkey").account_id());
     let r = d.call(&target, Specs::default(), T).await;
     assert_eq!((r.status_code(), r.kind), (Some(503), StatusKind::Unavailable));
@@ -120,8 +120,16 @@ async fn concurrent_queries_share_a_dendrite_without_nonce_races() {
 async fn dropping_the_handle_stops_serving() {
     let (h, target) = started(Behaviour::default()).await;
     drop(h);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = Dendrite::new(key("dendrite_hotkey")).call(&target, Specs::default(), T).await;
+    // The server stops in the background: wait for that (bounded), not for a fixed time.
+    let d = Dendrite::new(key("dendrite_hotkey"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = d.call(&target, Specs::default(), Duration::from_secs(2)).await;
+        if r.kind != StatusKind::Success || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(r.kind, StatusKind::Unavailable);
 }
 

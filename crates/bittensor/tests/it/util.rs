@@ -128,6 +128,31 @@ impl Synapse for HashedEcho {
 /// The capture's Specs answer.
 pub const SPECS_OUTPUT: &str = r#"{"cpu": {"brand_raw": "PeerCPU", "count": 16, "vendor_id_raw": "AuthenticAMD"}, "gpu": {"capacity": 81559, "count": 1, "details": [{"capacity": 81559, "name": "NVIDIA H100 80GB HBM3"}]}, "hard_disk": {"free": 900000000000, "total": 1000000000000}, "ram": {"available": 260000000000, "total": 270000000000}}"#;
 
+/// The credentials the capture's axon encrypted for `allocate_alloc_ok` (what its `output.info`
+/// decrypts to with `tests/fixtures/rsa/private.pem`).
+pub const CAPTURED_CREDENTIALS: &str =
+    r#"{"username": "root", "password": "peer-fixed-password", "port": 4444, "version": 183}"#;
+
+/// SN27's envelope: RSA-OAEP (SHA-256, MGF1-SHA-256, no label) to a SubjectPublicKeyInfo PEM,
+/// standard base64.
+pub fn encrypt_to(public_pem: &str, plaintext: &[u8]) -> String {
+    use base64::Engine as _;
+    use rsa::pkcs8::DecodePublicKey;
+    let key = rsa::RsaPublicKey::from_public_key_pem(public_pem).expect("public key PEM");
+    let ct = key.encrypt(&mut rand::rngs::OsRng, rsa::Oaep::new::<sha2::Sha256>(), plaintext).expect("encrypt");
+    base64::engine::general_purpose::STANDARD.encode(ct)
+}
+
+/// [`encrypt_to`] undone with the fixture's private key.
+pub fn decrypt_with_fixture_key(info_b64: &str) -> String {
+    use base64::Engine as _;
+    use rsa::pkcs8::DecodePrivateKey;
+    let pem = std::fs::read_to_string(fixtures().join("rsa/private.pem")).expect("private.pem");
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).expect("private key PEM");
+    let ct = base64::engine::general_purpose::STANDARD.decode(info_b64).expect("base64");
+    String::from_utf8(key.decrypt(rsa::Oaep::new::<sha2::Sha256>(), &ct).expect("decrypt")).expect("utf8")
+}
+
 /// How the test axon's handlers behave.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Behaviour {
@@ -146,9 +171,14 @@ pub fn test_axon(keypair: Keypair, behaviour: Behaviour) -> Axon {
             if behaviour.fail {
                 return Err(HandlerError::Internal("forward raised".into()));
             }
-            // The capture's handler answers `{"status": true, "port": 4444}` to everything.
+            // The capture's handler answers `{"status": true, "port": 4444}`, and to an allocation
+            // (a public key, not a check) adds the credentials RSA-encrypted to that key.
             let mut s = r.synapse;
-            s.output = match json!({"status": true, "port": 4444}) {
+            let mut out = json!({"status": true, "port": 4444});
+            if !s.checking && s.timeline > 0 && !s.public_key.is_empty() {
+                out["info"] = json!(encrypt_to(&s.public_key, CAPTURED_CREDENTIALS.as_bytes()));
+            }
+            s.output = match out {
                 Value::Object(m) => m,
                 _ => Map::new(),
             };
@@ -171,6 +201,15 @@ pub fn test_axon(keypair: Keypair, behaviour: Behaviour) -> Axon {
         .blacklist(move |head| {
             (head.header.dendrite.hotkey.as_deref() == Some(denied.as_str())).then(|| "Blacklisted hotkey".to_owned())
         })
+}
+
+/// A local port that refuses connections and that nothing else can take while the returned
+/// socket lives: bound, never listening (no bind-and-drop race).
+pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    (socket, port)
 }
 
 pub fn peer() -> std::net::SocketAddr {

@@ -40,7 +40,7 @@ pub enum RuntimeKind {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Port of the axon (the miner's synapse server).
+    /// Port of the axon (the miner's synapse server; 0: any free port, reported at start).
     #[arg(long = "axon.port", visible_alias = "axon-port", default_value_t = 8091)]
     pub axon_port: u16,
     /// Address the axon listens on.
@@ -49,7 +49,8 @@ pub struct RunArgs {
     /// The address validators reach this machine at (published on a devnet chain).
     #[arg(long = "axon.external_ip", visible_alias = "axon-external-ip")]
     pub external_ip: Option<IpAddr>,
-    /// Host port renters' SSH reaches (published to the allocation's port 22).
+    /// Host port renters' SSH reaches (published to the allocation's port 22; 0 with --runtime
+    /// local: any free port, reported at start).
     #[arg(long = "ssh.port", visible_alias = "ssh-port", default_value_t = 4444)]
     pub ssh_port: u16,
     /// Address the SSH port is published on.
@@ -112,11 +113,21 @@ impl RunArgs {
         }
         let state_dir = self.state_dir.clone().unwrap_or_else(|| g.dirs.data_dir_or_here().join("miner"));
         std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+        // The local runtime holds the SSH port from the start (0: any free one, reported below).
+        let mut ssh_port = self.ssh_port;
         let runtime: Arc<dyn ContainerRuntime> = match self.runtime {
-            RuntimeKind::Local => Arc::new(
-                compute::runtime::local::LocalRuntime::new(state_dir.join("local"))
-                    .context("starting the local runtime")?,
-            ),
+            RuntimeKind::Local => {
+                let local = compute::runtime::local::LocalRuntime::new(state_dir.join("local"))
+                    .context("starting the local runtime")?;
+                ssh_port = local.reserve(self.ssh_bind_ip, self.ssh_port).await.context("binding --ssh.port")?;
+                Arc::new(local)
+            }
+            RuntimeKind::Docker if self.ssh_port == 0 => {
+                return Err(UsageError(
+                    "the docker runtime publishes a fixed --ssh.port; 0 is for --runtime local".into(),
+                )
+                .into())
+            }
             RuntimeKind::Docker => {
                 let cfg = g.docker_config(&self.image, Some(keypair.ss58()))?;
                 let docker =
@@ -135,7 +146,7 @@ impl RunArgs {
             keypair: keypair.clone(),
             netuid,
             axon: AxonConfig { bind: (self.axon_ip, self.axon_port).into(), ..AxonConfig::default() },
-            ssh_port: self.ssh_port,
+            ssh_port,
             ssh_bind_ip: self.ssh_bind_ip,
             runtime,
             state_dir: state_dir.clone(),
@@ -167,7 +178,7 @@ impl RunArgs {
             "hotkey": keypair.ss58(),
             "netuid": netuid,
             "axon": format!("{}:{}", self.axon_ip, axon_port),
-            "ssh_port": self.ssh_port,
+            "ssh_port": ssh_port,
             "runtime": format!("{:?}", self.runtime).to_lowercase(),
             "state_dir": state_dir.display().to_string(),
             "chain": chain.endpoint(),
@@ -179,7 +190,7 @@ impl RunArgs {
                 "miner {} serving netuid {netuid} on {}:{axon_port}, SSH port {}, runtime {:?}, chain {}",
                 keypair.ss58(),
                 self.axon_ip,
-                self.ssh_port,
+                ssh_port,
                 self.runtime,
                 chain.endpoint()
             )

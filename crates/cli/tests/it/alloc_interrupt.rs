@@ -93,12 +93,7 @@ async fn ctrl_c_during_a_releases_the_half_made_allocation() {
         assert!(Instant::now() < deadline, "the allocate request never arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let st = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill")
-    })
-    .await
-    .expect("join");
-    assert!(st.success());
+    tokio::task::spawn_blocking(move || crate::harness::signal(pid, "-INT")).await.expect("join");
     let out = finished.await.expect("join");
 
     let stderr = text(&out.stderr);

@@ -1,26 +1,29 @@
 //! The `nicompute` binary as a user runs it: wallets (ours and the SDK's, both ways) and
 //! `query` against a real SDK axon; exit codes and `--json` documents.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use bittensor::wallet::{NoPassword, Wallet};
 use bittensor::{AccountId, Keypair, Signature};
 use serde_json::Value;
 
+use crate::harness::{self, text, ClosedPort};
 use crate::peers::{mnemonic, py_wallet, python, root, PyAxon, VERSIONS};
 
 const PASSWORD: &str = "interop-Passw0rd";
 
+/// `nicompute <args>` in a home of its own, with the wallet password scripts would pass.
 fn nicompute(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nicompute"))
-        .args(args)
-        .env_remove("BT_WALLET_PATH")
-        .env_remove("BT_WALLET_NAME")
-        .env_remove("BT_WALLET_HOTKEY")
-        .env("NICOMPUTE_WALLET_PASSWORD", PASSWORD)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run nicompute")
+    with_password(args, Some(PASSWORD))
+}
+
+fn with_password(args: &[&str], password: Option<&str>) -> Output {
+    let home = tempfile::tempdir().expect("tmp");
+    let mut c = harness::nicompute(home.path());
+    if let Some(p) = password {
+        c.env("NICOMPUTE_WALLET_PASSWORD", p);
+    }
+    c.args(args).output().expect("run nicompute")
 }
 
 fn json_of(out: &Output) -> Value {
@@ -66,13 +69,8 @@ fn wallet_show_reads_the_real_btcli_wallet() {
     assert!(v["hotkeys"][0].get("mnemonic").is_none());
 
     let secrets = |password: &str| {
-        Command::new(env!("CARGO_BIN_EXE_nicompute"))
-            .args(["wallet", "show", "--show-secrets", "--json", "--wallet.path", p])
-            .args(["--wallet.name", "testwallet", "--wallet.hotkey", "testhotkey"])
-            .env("NICOMPUTE_WALLET_PASSWORD", password)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run")
+        let args = ["wallet", "show", "--show-secrets", "--json", "--wallet.path", p, "--wallet.name", "testwallet"];
+        with_password(&[&args[..], &["--wallet.hotkey", "testhotkey"]].concat(), Some(password))
     };
     let out = secrets("Fixture-Passw0rd!");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
@@ -102,6 +100,50 @@ fn missing_wallet_fails_with_a_clear_error_and_exit_1() {
     let out = nicompute(&["wallet", "show", "--json", "--wallet.path", p, "--wallet.name", "ghost"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(json_of(&out)["error"]["message"].as_str().is_some_and(|m| m.contains("ghost")));
+}
+
+/// Precedence through the binary, as a user meets it: a flag beats the environment, which beats
+/// the config file, which beats the default; an empty variable counts as unset; the chain is one
+/// setting. (The unit tests in `config/tests.rs` cover the file without the environment.)
+#[tokio::test]
+async fn settings_come_from_the_flag_then_the_environment_then_the_file() {
+    let home = tempfile::tempdir().expect("tmp");
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("config.toml");
+    let (c1, c2, c3) = (ClosedPort::new(), ClosedPort::new(), ClosedPort::new());
+    let url = |c: &ClosedPort| format!("ws://127.0.0.1:{}", c.port());
+    std::fs::write(
+        &config,
+        format!(
+            "[wallet]\npath = \"wallets\"\nname = \"from-file\"\n\n[subtensor]\nchain_endpoint = \"{}\"\n",
+            url(&c1)
+        ),
+    )
+    .expect("config");
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = harness::nicompute(home.path());
+        c.env("NICOMPUTE_CONFIG", &config).envs(env.iter().copied()).args(args);
+        let out = c.output().expect("run");
+        assert_ne!(out.status.code(), Some(0), "{args:?} should fail");
+        text(&out.stderr)
+    };
+    let wallet = |env: &[(&str, &str)], args: &[&str]| run(env, &[&["wallet", "show"][..], args].concat());
+    let under = dir.path().join("wallets").display().to_string();
+    let e = wallet(&[], &[]);
+    assert!(e.contains("wallet 'from-file' not found") && e.contains(&under), "the file: {e}");
+    let e = wallet(&[("BT_WALLET_NAME", "from-env")], &[]);
+    assert!(e.contains("wallet 'from-env' not found") && e.contains(&under), "the environment: {e}");
+    let e = wallet(&[("BT_WALLET_NAME", "from-env")], &["--wallet.name", "from-flag"]);
+    assert!(e.contains("wallet 'from-flag' not found"), "the flag: {e}");
+    let e = wallet(&[("BT_WALLET_NAME", "")], &[]);
+    assert!(e.contains("wallet 'from-file' not found"), "an empty variable is unset: {e}");
+
+    let e = run(&[], &["metagraph"]);
+    assert!(e.contains(&url(&c1)), "the file's endpoint: {e}");
+    let e = run(&[("BT_SUBTENSOR_CHAIN_ENDPOINT", &url(&c2))], &["metagraph"]);
+    assert!(e.contains(&url(&c2)), "the environment's endpoint: {e}");
+    let e = run(&[("BT_SUBTENSOR_CHAIN_ENDPOINT", &url(&c2))], &["metagraph", "--subtensor.network", &url(&c3)]);
+    assert!(e.contains(&url(&c3)), "a network flag beats an endpoint variable: {e}");
 }
 
 #[test]
@@ -140,12 +182,7 @@ fn usage_errors_exit_2_before_any_network_call() {
 #[test]
 fn wallet_create_without_password_source_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("tmp");
-    let out = Command::new(env!("CARGO_BIN_EXE_nicompute"))
-        .args(["wallet", "create", "--wallet.path", dir.path().to_str().expect("utf8")])
-        .env_remove("NICOMPUTE_WALLET_PASSWORD")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run");
+    let out = with_password(&["wallet", "create", "--wallet.path", dir.path().to_str().expect("utf8")], None);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NICOMPUTE_WALLET_PASSWORD"));
     assert!(!dir.path().join("default/coldkey").exists(), "nothing half-written");
@@ -310,10 +347,10 @@ mod chain {
         node.shutdown().await;
     }
 
-    #[test]
-    fn metagraph_errors_name_the_endpoint() {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-        let url = format!("ws://127.0.0.1:{free}");
+    #[tokio::test]
+    async fn metagraph_errors_name_the_endpoint() {
+        let closed = crate::harness::ClosedPort::new();
+        let url = format!("ws://127.0.0.1:{}", closed.port());
         let out = nicompute(&["metagraph", "--subtensor.chain_endpoint", &url]);
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr).contains(&url));
@@ -324,7 +361,8 @@ mod chain {
     #[test]
     fn devnet_chain_command_serves_and_stops_on_sigterm() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nicompute"))
+        let home = tempfile::tempdir().expect("tmp");
+        let mut child = crate::harness::nicompute(home.path())
             .args(["devnet", "chain", "--port", "0", "--block-time", "1s", "--dir"])
             .arg(dir.path())
             .stdout(std::process::Stdio::piped())
@@ -340,8 +378,7 @@ mod chain {
             rt.block_on(async { Subtensor::new(&url).expect("client").best_block().await }).expect("best block");
         assert!(block.number >= 1);
         assert!(dir.path().join("chain.sqlite").exists());
-        let pid = child.id().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        crate::harness::signal(child.id(), "-TERM");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::harness::nicompute;
 use crate::renter_world::{docker, json, text};
 
 /// A devnet directory and a HOME for one test; `down` runs on drop so a failing test leaves no
@@ -31,13 +32,7 @@ impl Net {
     }
 
     pub fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nicompute"));
-        c.env("HOME", self.home.path())
-            .env_remove("NICOMPUTE_DB")
-            .env_remove("NICOMPUTE_CONFIG")
-            .env_remove("XDG_DATA_HOME")
-            .stdin(Stdio::null());
-        c
+        nicompute(self.home.path())
     }
 
     /// `nicompute <args>` (no config).
@@ -90,8 +85,7 @@ fn pids(status: &Value) -> Vec<u64> {
 }
 
 fn signal(pid: u64, sig: &str) {
-    let st = Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
-    assert!(st.success());
+    crate::harness::signal(u32::try_from(pid).expect("pid"), sig);
 }
 
 fn wait_dead(pid: u64) {
@@ -123,12 +117,9 @@ fn ssh_hello(net: &Net, hotkey: &str) -> String {
 fn run_demo(runtime: &str) {
     let home = tempfile::tempdir().expect("tmp");
     let tmp = tempfile::tempdir().expect("tmp");
-    let o = Command::new(env!("CARGO_BIN_EXE_nicompute"))
+    let o = nicompute(home.path())
         .args(["devnet", "demo", "--runtime", runtime])
-        .env("HOME", home.path())
         .env("TMPDIR", tmp.path())
-        .env_remove("NICOMPUTE_CONFIG")
-        .stdin(Stdio::null())
         .output()
         .expect("demo");
     let stdout = text(&o.stdout);
@@ -237,6 +228,8 @@ fn a_miner_killed_during_d_leaves_it_pending_until_reconcile() {
     let st = net.up(&["--runtime", "local", "--miners", "1", "--gpus", "h100"]);
     let hk = allocated_hotkey(&net, &["--gpu_type", "h100", "--gpu_size", "80"]);
     let pid = net.miner(&st, "miner-0")["pid"].as_u64().expect("pid");
+    let axon = net.miner(&st, "miner-0")["axon"].as_str().expect("axon").to_owned();
+    let axon_port: u16 = axon.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("axon port");
     // Freeze the miner so `d` is left waiting on it, then kill it while `d` waits.
     signal(pid, "-STOP");
     let mut d = net
@@ -247,7 +240,10 @@ fn a_miner_killed_during_d_leaves_it_pending_until_reconcile() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("d");
-    std::thread::sleep(Duration::from_millis(500));
+    // `d` has reached the frozen miner once its connection is up (the kernel accepts it).
+    crate::harness::wait_for("d connecting to the frozen miner", Duration::from_secs(30), || {
+        crate::harness::connected_to(axon_port)
+    });
     assert!(d.try_wait().expect("try_wait").is_none(), "d should be waiting on the frozen miner");
     signal(pid, "-KILL");
     wait_dead(pid);
@@ -340,7 +336,7 @@ async fn devnet_docker_down_leaves_no_process_and_no_container() {
     assert_eq!(st["runtime"], "docker");
     let hk = tokio::task::block_in_place(|| allocated_hotkey(&net, &["--gpu_type", "h100", "--gpu_size", "80"]));
     let containers = |hk: &str| -> Vec<String> {
-        let o = Command::new("docker")
+        let o = crate::harness::command("docker")
             .args(["ps", "-aq", "--filter", &format!("label=io.nicompute.scope={hk}")])
             .output()
             .expect("docker ps");

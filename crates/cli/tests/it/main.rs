@@ -1,9 +1,17 @@
 //! End-to-end tests of the `nicompute` binary and of the Bittensor layer against the real Python
 //! SDK (bittensor 9.0.0 and 10.5.0) in both directions.
 
+// The compute tests' harness (processes with a clean environment, SSH keys, ports), shared so
+// the rule is written once; the CLI's own helpers are in `harness`.
+#[allow(dead_code)]
+#[path = "../../../compute/tests/it/harness.rs"]
+mod common;
+mod harness;
+
 mod alloc_interrupt;
 mod cli;
 mod devnet;
+mod docker_proxy;
 mod interop;
 mod miner;
 mod peers;

@@ -4,8 +4,7 @@
 //! no dangling state; the `local` runtime is refused off a devnet.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::devnet::{self, ops, DevnetConfig};
@@ -14,26 +13,25 @@ use bittensor::wallet::Wallet;
 use bittensor::Keypair;
 use compute::crypto::AllocationKey;
 use compute::protocol::{Allocate, Specs};
-use compute::runtime::docker::DockerRuntime;
-use compute::runtime::ContainerRuntime;
+use compute::runtime::docker::{DockerConfig, DockerRuntime};
+use compute::runtime::{ContainerRuntime, ContainerState};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+use crate::docker_proxy::{DockerProxy, Hold};
+use crate::harness::{nicompute, MinerProc, PortLease};
 use crate::renter_world::docker;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// A devnet with a registered miner hotkey (in a wallet on disk) and a staked validator.
 struct World {
     chain: devnet::DevnetHandle,
     wallet_dir: tempfile::TempDir,
     state_dir: tempfile::TempDir,
+    home: tempfile::TempDir,
     validator: Keypair,
     miner_hotkey: Keypair,
-    axon_port: u16,
-    ssh_port: u16,
+    /// The Docker runtime's SSH port: its daemon binds it, so it is fixed and leased.
+    docker_ssh: PortLease,
 }
 
 async fn world() -> World {
@@ -57,47 +55,50 @@ async fn world() -> World {
         chain,
         wallet_dir,
         state_dir: tempfile::tempdir().expect("tmp"),
+        home: tempfile::tempdir().expect("tmp"),
         validator,
         miner_hotkey,
-        axon_port: free_port(),
-        ssh_port: free_port(),
+        docker_ssh: PortLease::new(),
     }
 }
 
 impl World {
-    fn spawn_miner(&self, runtime: &str) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_nicompute"))
-            .args(["miner", "run", "--runtime", runtime, "--netuid", "27", "--min-stake", "0"])
+    /// `nicompute miner run` on ports it binds itself (the Docker runtime's SSH port is leased),
+    /// talking to Docker through `docker_host` when given.
+    async fn spawn_miner(&self, runtime: &str, docker_host: Option<&str>) -> MinerProc {
+        let ssh_port = if runtime == "docker" { self.docker_ssh.port() } else { 0 };
+        let mut c = nicompute(self.home.path());
+        c.args(["miner", "run", "--runtime", runtime, "--netuid", "27", "--min-stake", "0"])
             .args(["--subtensor.chain_endpoint", &self.chain.ws_url()])
             .arg("--wallet.path")
             .arg(self.wallet_dir.path())
             .args(["--wallet.name", "miner", "--wallet.hotkey", "default"])
-            .args(["--axon.ip", "127.0.0.1", "--axon.port", &self.axon_port.to_string()])
-            .args(["--ssh.port", &self.ssh_port.to_string(), "--ssh.bind_ip", "127.0.0.1"])
+            .args(["--axon.ip", "127.0.0.1", "--axon.port", "0"])
+            .args(["--ssh.port", &ssh_port.to_string(), "--ssh.bind_ip", "127.0.0.1"])
             .arg("--state-dir")
             .arg(self.state_dir.path())
-            .args(["--simulate-gpu", "NVIDIA H100 80GB HBM3:81559:1", "--metagraph-refresh", "1s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn miner")
-    }
-
-    fn target(&self) -> AxonTarget {
-        AxonTarget::new("127.0.0.1", self.axon_port, &self.miner_hotkey.account_id())
-    }
-
-    async fn wait_ready(&self) {
-        let d = Dendrite::new(self.validator.clone());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if d.call(&self.target(), Specs::default(), Duration::from_secs(2)).await.is_success() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the miner did not come up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            .args(["--simulate-gpu", "NVIDIA H100 80GB HBM3:81559:1", "--metagraph-refresh", "1s"]);
+        if let Some(host) = docker_host {
+            c.env("DOCKER_HOST", host);
         }
+        // Off the async workers: the devnet answering the miner runs on them.
+        tokio::task::spawn_blocking(move || MinerProc::spawn(c)).await.expect("join")
+    }
+
+    fn target(&self, p: &MinerProc) -> AxonTarget {
+        AxonTarget::new("127.0.0.1", p.axon_port, &self.miner_hotkey.account_id())
+    }
+
+    async fn wait_ready(&self, p: &MinerProc) {
+        let d = Dendrite::new(self.validator.clone());
+        let ok = d.call(&self.target(p), Specs::default(), Duration::from_secs(10)).await;
+        assert!(ok.is_success(), "the miner answers once it reported its start: {:?}", ok.status_message());
+    }
+
+    /// The Docker runtime seeing only this miner's containers.
+    async fn docker(&self) -> DockerRuntime {
+        let config = DockerConfig { scope: Some(self.miner_hotkey.ss58()), ..crate::common::docker_config() };
+        DockerRuntime::connect(config).await.expect("docker")
     }
 }
 
@@ -130,136 +131,94 @@ fn dealloc(key: &AllocationKey) -> Allocate {
 }
 
 fn ssh(port: u16, password: Option<&str>, key: Option<&Path>, cmd: &str) -> std::process::Output {
-    let mut c = match password {
-        Some(_) => {
-            let mut c = Command::new("sshpass");
-            c.args(["-e", "ssh", "-o", "PubkeyAuthentication=no"]);
-            c
-        }
-        None => {
-            let mut c = Command::new("ssh");
-            c.args(["-o", "BatchMode=yes"]);
-            c
-        }
+    use crate::common::Login;
+    let login = match (password, key) {
+        (Some(p), _) => Login::Password(p),
+        (None, Some(k)) => Login::Key(k),
+        (None, None) => panic!("a password or a key"),
     };
-    if let Some(k) = key {
-        c.arg("-i").arg(k);
-    }
-    c.args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "ConnectTimeout=10", "root@127.0.0.1", cmd])
-        .env("SSHPASS", password.unwrap_or(""))
-        .stdin(Stdio::null())
-        .output()
-        .expect("ssh")
+    crate::common::ssh(port, login, &[]).arg(cmd).output().expect("ssh")
 }
 
 fn keygen(dir: &Path) -> (PathBuf, String) {
-    let path = dir.join("id_ed25519");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-    (path.clone(), std::fs::read_to_string(path.with_extension("pub")).expect("pub").trim().to_owned())
+    let k = crate::common::keygen(dir, "id_ed25519");
+    (k.private, k.public)
 }
 
-async fn ours(docker: &DockerRuntime) -> usize {
-    docker.list().await.expect("docker list").len()
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+async fn ours(docker: &DockerRuntime) -> Vec<ContainerState> {
+    docker.list().await.expect("docker list").into_iter().map(|c| c.state).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_miner_allocates_logs_in_survives_kill_9_and_cleans_up() {
-    let Some(docker) = docker().await else { return };
-    // Containers of earlier runs are not ours to judge: start clean.
-    for c in docker.list().await.expect("list") {
-        docker.remove(&c.id).await.expect("remove");
-    }
+    let Some(real) = docker().await else { return };
     let w = world().await;
+    let docker = w.docker().await;
+    // The miner talks to Docker through a proxy that can hold it at a chosen request.
+    let proxy = DockerProxy::start(crate::common::docker_config().socket.expect("socket"));
+    drop(real);
     let d = Dendrite::new(w.validator.clone());
-    let mut miner = w.spawn_miner("docker");
-    w.wait_ready().await;
+    let mut miner = w.spawn_miner("docker", Some(&proxy.docker_host())).await;
+    w.wait_ready(&miner).await;
+    let ssh_port = miner.ssh_port;
 
     // Allocate, log in with the password and with the key, run a command, deallocate.
     let keydir = tempfile::tempdir().expect("tmp");
     let (user_key, user_pub) = keygen(keydir.path());
     let key = AllocationKey::generate().expect("rsa");
-    let r = d.call(&w.target(), alloc(&key, &user_pub), T).await;
+    let r = d.call(&w.target(&miner), alloc(&key, &user_pub), T).await;
     assert!(status(&r.synapse), "{:?} {:?}", r.status_message(), r.synapse.output);
     let creds = key.decrypt_credentials(r.synapse.output["info"].as_str().expect("info")).expect("decrypt");
-    let out = ssh(w.ssh_port, Some(creds.password.expose_secret()), None, "uname -a");
+    let out = ssh(ssh_port, Some(creds.password.expose_secret()), None, "uname -a");
     assert!(String::from_utf8_lossy(&out.stdout).contains("Linux"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = ssh(w.ssh_port, None, Some(&user_key), "echo key-login");
+    let out = ssh(ssh_port, None, Some(&user_key), "echo key-login");
     assert!(String::from_utf8_lossy(&out.stdout).contains("key-login"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(ours(&docker).await, 1);
-    assert!(status(&d.call(&w.target(), dealloc(&key), T).await.synapse));
-    assert_eq!(ours(&docker).await, 0, "the container is gone");
+    assert_eq!(ours(&docker).await, [ContainerState::Running]);
+    assert!(status(&d.call(&w.target(&miner), dealloc(&key), T).await.synapse));
+    assert_eq!(ours(&docker).await, [], "the container is gone");
 
     // kill -9 after an allocation: the allocation survives the restart, then ends cleanly.
     let key = AllocationKey::generate().expect("rsa");
-    let r = d.call(&w.target(), alloc(&key, ""), T).await;
+    let r = d.call(&w.target(&miner), alloc(&key, ""), T).await;
     assert!(status(&r.synapse));
     let creds = key.decrypt_credentials(r.synapse.output["info"].as_str().expect("info")).expect("decrypt");
-    miner.kill().expect("kill -9");
-    let _ = miner.wait();
-    miner = w.spawn_miner("docker");
-    w.wait_ready().await;
-    assert_eq!(ours(&docker).await, 1, "the allocation's container is kept");
-    assert!(status(&d.call(&w.target(), held(&key), T).await.synapse), "still allocated to us");
-    assert!(ssh(w.ssh_port, Some(creds.password.expose_secret()), None, "true").status.success());
-    assert!(status(&d.call(&w.target(), dealloc(&key), T).await.synapse));
-    assert_eq!(ours(&docker).await, 0);
+    miner.kill();
+    miner = w.spawn_miner("docker", Some(&proxy.docker_host())).await;
+    w.wait_ready(&miner).await;
+    assert_eq!(ours(&docker).await, [ContainerState::Running], "the allocation's container is kept");
+    assert!(status(&d.call(&w.target(&miner), held(&key), T).await.synapse), "still allocated to us");
+    assert!(ssh(ssh_port, Some(creds.password.expose_secret()), None, "true").status.success());
+    assert!(status(&d.call(&w.target(&miner), dealloc(&key), T).await.synapse));
+    assert_eq!(ours(&docker).await, []);
 
-    // kill -9 at several points during an allocation: after the restart, either nothing is left
-    // (and the miner is free), or exactly one container that is the live, held allocation.
-    for delay_ms in [50u64, 250, 600, 1200] {
+    // kill -9 at each point of an allocation before the miner answers, each reached by
+    // construction (the proxy holds the miner there): after the restart nothing is left of the
+    // half-made allocation and the miner is free.
+    for (point, before) in [
+        (Hold::Create, vec![]),
+        (Hold::Start, vec![ContainerState::Stopped]),
+        (Hold::Started, vec![ContainerState::Running]),
+    ] {
+        let reached = proxy.hold(point);
         let key = AllocationKey::generate().expect("rsa");
-        let (d2, t2, a2) = (d.clone(), w.target(), alloc(&key, ""));
-        let request = tokio::spawn(async move { d2.call(&t2, a2, Duration::from_secs(20)).await });
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        miner.kill().expect("kill -9");
-        let _ = miner.wait();
-        let _ = request.await;
-        miner = w.spawn_miner("docker");
-        w.wait_ready().await;
-        match ours(&docker).await {
-            0 => {
-                let free = Allocate { timeline: 1, checking: true, ..alloc(&key, "") };
-                let r = d.call(&w.target(), free, T).await;
-                assert!(
-                    status(&r.synapse),
-                    "killed at {delay_ms} ms: no container, so no allocation: {:?}",
-                    r.synapse.output
-                );
-            }
-            1 => {
-                assert!(
-                    status(&d.call(&w.target(), held(&key), T).await.synapse),
-                    "killed at {delay_ms} ms: the container is the held allocation"
-                );
-                assert!(status(&d.call(&w.target(), dealloc(&key), T).await.synapse));
-                assert_eq!(ours(&docker).await, 0);
-            }
-            n => panic!("killed at {delay_ms} ms: {n} containers"),
-        }
+        let (d2, t2, a2) = (d.clone(), w.target(&miner), alloc(&key, ""));
+        let request = tokio::spawn(async move { d2.call(&t2, a2, Duration::from_secs(60)).await });
+        tokio::time::timeout(T, reached).await.expect("the miner reached the held request").expect("reached");
+        assert_eq!(ours(&docker).await, before, "{point:?}: what exists when the miner is killed");
+        miner.kill();
+        assert!(!status(&request.await.expect("join").synapse), "{point:?}: no answer from a killed miner");
+        proxy.release();
+        miner = w.spawn_miner("docker", Some(&proxy.docker_host())).await;
+        w.wait_ready(&miner).await;
+        assert_eq!(ours(&docker).await, [], "{point:?}: the half-made allocation is removed at the restart");
+        let free = Allocate { timeline: 1, checking: true, ..alloc(&key, "") };
+        let r = d.call(&w.target(&miner), free, T).await;
+        assert!(status(&r.synapse), "{point:?}: the miner is free again: {:?}", r.synapse.output);
     }
 
     // SIGTERM stops the daemon cleanly.
-    stop(miner);
-    assert_eq!(ours(&docker).await, 0);
+    miner.stop();
+    assert_eq!(ours(&docker).await, []);
     w.chain.shutdown().await;
 }
 
@@ -267,23 +226,24 @@ async fn docker_miner_allocates_logs_in_survives_kill_9_and_cleans_up() {
 async fn local_runtime_only_on_a_devnet() {
     let w = world().await;
     // On the devnet: serves, and a renter logs in and runs a command.
-    let miner = w.spawn_miner("local");
-    w.wait_ready().await;
+    let miner = w.spawn_miner("local", None).await;
+    w.wait_ready(&miner).await;
     let d = Dendrite::new(w.validator.clone());
     let key = AllocationKey::generate().expect("rsa");
-    let r = d.call(&w.target(), alloc(&key, ""), T).await;
+    let r = d.call(&w.target(&miner), alloc(&key, ""), T).await;
     assert!(status(&r.synapse), "{:?}", r.synapse.output);
     let creds = key.decrypt_credentials(r.synapse.output["info"].as_str().expect("info")).expect("decrypt");
-    if Command::new("sshpass").arg("-V").output().is_ok() {
-        let out = ssh(w.ssh_port, Some(creds.password.expose_secret()), None, "echo local-exec");
+    assert_eq!(creds.port, miner.ssh_port, "the port the miner bound for --ssh.port 0");
+    if crate::common::ssh_tools(true) {
+        let out = ssh(miner.ssh_port, Some(creds.password.expose_secret()), None, "echo local-exec");
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("local-exec"),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(status(&d.call(&w.target(), dealloc(&key), T).await.synapse));
-    stop(miner);
+    assert!(status(&d.call(&w.target(&miner), dealloc(&key), T).await.synapse));
+    miner.stop();
 
     // Against a chain that is not a devnet (recorded finney traffic): refused up front.
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -295,14 +255,13 @@ async fn local_runtime_only_on_a_devnet() {
     )
     .await
     .expect("replay");
-    let out = Command::new(env!("CARGO_BIN_EXE_nicompute"))
+    let out = nicompute(w.home.path())
         .args(["miner", "run", "--runtime", "local", "--subtensor.chain_endpoint", &replay.ws_url()])
         .arg("--wallet.path")
         .arg(w.wallet_dir.path())
         .args(["--wallet.name", "miner", "--axon.ip", "127.0.0.1", "--axon.port", "0"])
         .arg("--state-dir")
         .arg(w.state_dir.path())
-        .stdin(Stdio::null())
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));

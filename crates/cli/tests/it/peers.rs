@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use serde_json::{json, Value};
 
@@ -59,7 +59,7 @@ pub struct PyAxon {
 
 impl PyAxon {
     pub fn start(py: &PathBuf, denied: &[String]) -> PyAxon {
-        let mut child = Command::new(py)
+        let mut child = crate::harness::command(py)
             .arg(script("axon.py"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -95,7 +95,7 @@ impl Drop for PyAxon {
 
 /// Runs `dendrite.py` with a document on stdin; returns its `results`.
 pub fn py_dendrite(py: &PathBuf, doc: &Value) -> Vec<Value> {
-    let mut child = Command::new(py)
+    let mut child = crate::harness::command(py)
         .arg(script("dendrite.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -111,11 +111,10 @@ pub fn py_dendrite(py: &PathBuf, doc: &Value) -> Vec<Value> {
 
 /// Runs `wallet.py` (password in the environment); returns its JSON.
 pub fn py_wallet(py: &PathBuf, args: &[&str], password: &str) -> Value {
-    let out = Command::new(py)
+    let out = crate::harness::command(py)
         .arg(script("wallet.py"))
         .args(args)
         .env("NICOMPUTE_TEST_PASSWORD", password)
-        .stdin(Stdio::null())
         .output()
         .expect("python wallet");
     assert!(out.status.success(), "wallet.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -2,18 +2,18 @@
 //! `list_r`, `a`, `list_a`, `list_ah`, `ssh`, `d`, `p_hotkey`/`dp_hotkey`/`list_p`, and
 //! `reconcile` completing a deallocation that was pending while its miner was down.
 
-use std::process::Child;
-
-use crate::renter_world::{json, keygen, stop, World};
+use crate::renter_world::{json, keygen, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renter_commands_end_to_end_on_a_devnet() {
     let gpus = ["NVIDIA H100 80GB HBM3:81559:1", "NVIDIA GeForce RTX 4090:24564:2"];
     let mut net = World::new().await;
-    let slots = vec![net.add_miner().await, net.add_miner().await];
-    let mut miners: Vec<Child> = slots.iter().zip(gpus).map(|(m, g)| net.spawn_miner(m, "local", g)).collect();
-    for m in &slots {
-        net.wait_ready(m).await;
+    let slots = [net.add_miner().await, net.add_miner().await];
+    let mut miners = Vec::new();
+    for (m, g) in slots.iter().zip(gpus) {
+        let p = net.spawn_miner(m, "local", g).await;
+        net.wait_ready(m, &p).await;
+        miners.push(p);
     }
     let h100 = slots[0].key.ss58();
     let rtx = slots[1].key.ss58();
@@ -104,13 +104,14 @@ async fn renter_commands_end_to_end_on_a_devnet() {
     assert_eq!(json(&net.cli(&["list_p", "--json"]).await)["count"], 0);
 
     // A miner down during `d`: pending; back up: `reconcile` completes it.
-    stop(miners.remove(0));
+    miners.remove(0).stop();
     let out = net.cli(&["d", &h100, "-y", "--json"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(json(&out)[0]["result"], "pending");
     assert_eq!(json(&net.cli(&["list_a", "--json"]).await)[0]["state"], "pending_deallocation");
-    miners.insert(0, net.spawn_miner(&slots[0], "local", gpus[0]));
-    net.wait_ready(&slots[0]).await;
+    let again = net.spawn_miner(&slots[0], "local", gpus[0]).await;
+    net.wait_ready(&slots[0], &again).await;
+    miners.insert(0, again);
     let out = net.cli(&["reconcile", "--json"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The local runtime's machines die with their miner process, so the restarted miner may no
@@ -131,7 +132,7 @@ async fn renter_commands_end_to_end_on_a_devnet() {
     assert_eq!(net.cli(&["a_hotkey"]).await.status.code(), Some(2));
     assert_eq!(net.cli(&["a"]).await.status.code(), Some(2), "a missing GPU type with no terminal is a usage error");
     for m in miners {
-        stop(m);
+        m.stop();
     }
     net.chain.shutdown().await;
 }

@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use compute::runtime::docker::{DockerConfig, DockerRuntime};
+use compute::runtime::docker::DockerRuntime;
 use compute::runtime::ContainerRuntime;
 
-use crate::renter_world::{docker, json, keygen, python, stop, text, World, H100};
+use crate::renter_world::{docker, json, keygen, python, text, World, H100};
 
 /// The allocation id in the miner's state (`miner.sqlite` under its state dir), if it holds one.
 fn miner_allocation_id(state_dir: &Path) -> Option<String> {
@@ -45,13 +45,13 @@ async fn docker_allocation_through_the_renter_cli() {
     // Allocation ids this test's miner used: whatever happens, their containers are removed.
     let ids = Arc::new(Mutex::new(HashSet::new()));
 
-    let miner = w.spawn_miner(&m, "docker", H100);
+    let miner = Arc::new(w.spawn_miner(&m, "docker", H100).await);
     let body = {
-        let (w, m, ids) = (w.clone(), m.clone(), ids.clone());
-        let docker = DockerRuntime::connect(DockerConfig::default()).await.expect("docker");
+        let (w, m, ids, miner) = (w.clone(), m.clone(), ids.clone(), miner.clone());
+        let docker = DockerRuntime::connect(crate::common::docker_config()).await.expect("docker");
         async move {
             let state_dir = m.state.path();
-            w.wait_ready(&m).await;
+            w.wait_ready(&m, &miner).await;
             let hotkey = m.key.ss58();
             let out = w.cli(&["sync", "--json"]).await;
             assert!(out.status.success(), "{}", text(&out.stderr));
@@ -105,7 +105,9 @@ async fn docker_allocation_through_the_renter_cli() {
     };
     // The body runs as its own task so that a failure still reaches the cleanup below.
     let result = tokio::spawn(body).await;
-    stop(miner);
+    if let Ok(miner) = Arc::try_unwrap(miner) {
+        miner.stop();
+    }
     if let Some(id) = miner_allocation_id(m.state.path()) {
         ids.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
     }

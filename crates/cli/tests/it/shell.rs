@@ -3,12 +3,13 @@
 //! command that does not end the shell, `exit` with status 0 and the history file. Without a
 //! terminal, `nicompute` alone is a usage error at once.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::renter_world::{stop, text, World, H100};
+use crate::harness::{in_home, nicompute};
+use crate::renter_world::{text, World, H100};
 
 /// Spawns `argv[3:]` under a pseudo-terminal and plays `argv[1]` (JSON steps: `{"expect": text}`
 /// waits for text after the previous match, `{"send": text}` types it); then reads to the end,
@@ -90,8 +91,8 @@ sys.exit(os.waitstatus_to_exitcode(status))
 async fn shell_on_a_terminal_allocates_lists_helps_survives_errors_and_exits() {
     let mut w = World::new().await;
     let m = w.add_miner().await;
-    let miner = w.spawn_miner(&m, "local", H100);
-    w.wait_ready(&m).await;
+    let miner = w.spawn_miner(&m, "local", H100).await;
+    w.wait_ready(&m, &miner).await;
     let hotkey = m.key.ss58();
 
     let prompt = json!({"expect": "nicompute> "});
@@ -124,18 +125,15 @@ async fn shell_on_a_terminal_allocates_lists_helps_survives_errors_and_exits() {
     ]);
     let log_dir = tempfile::tempdir().expect("tmp");
     let log = log_dir.path().join("terminal.log");
-    let mut c = Command::new("python3");
+    // The driver runs the binary in the harness's clean environment, with the world's HOME.
+    let mut c = in_home("python3", w.home.path());
     c.arg("-c")
         .arg(PTY_DRIVER)
         .arg(steps.to_string())
         .arg(&log)
         .arg(env!("CARGO_BIN_EXE_nicompute"))
         .args(w.global_args())
-        .env("HOME", w.home.path())
-        .env("TERM", "xterm")
-        .env_remove("NICOMPUTE_DB")
-        .env_remove("XDG_DATA_HOME")
-        .stdin(Stdio::null());
+        .env("TERM", "xterm");
     let out = tokio::task::spawn_blocking(move || c.output().expect("python3")).await.expect("join");
     let screen = std::fs::read(&log).map(|b| text(&b)).unwrap_or_default();
     assert_eq!(out.status.code(), Some(0), "driver: {}\nterminal:\n{screen}", text(&out.stderr));
@@ -144,7 +142,7 @@ async fn shell_on_a_terminal_allocates_lists_helps_survives_errors_and_exits() {
     let after_a = &screen[screen.find("Enter GPU memory in GB:").expect("prompt")..];
     assert!(after_a.contains(&format!("Hotkey:     {hotkey}")), "{screen}");
     assert!(
-        after_a.contains("SSH:        ssh ") && after_a.contains(&format!("@127.0.0.1 -p {}", m.ssh_port)),
+        after_a.contains("SSH:        ssh ") && after_a.contains(&format!("@127.0.0.1 -p {}", miner.ssh_port)),
         "{screen}"
     );
     // `list_a` showed it, `help` listed the commands, the unknown command was an error.
@@ -165,7 +163,7 @@ async fn shell_on_a_terminal_allocates_lists_helps_survives_errors_and_exits() {
 
     let out = w.cli(&["d", &hotkey, "-y", "--json"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    stop(miner);
+    miner.stop();
     w.chain.shutdown().await;
 }
 
@@ -173,9 +171,7 @@ async fn shell_on_a_terminal_allocates_lists_helps_survives_errors_and_exits() {
 fn no_command_without_a_terminal_is_a_usage_error_at_once() {
     let home = tempfile::tempdir().expect("tmp");
     // stdin is a pipe kept open: a shell that waited for input would never end.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nicompute"))
-        .env("HOME", home.path())
-        .env_remove("NICOMPUTE_DB")
+    let mut child = nicompute(home.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -4,7 +4,7 @@
 //! unchanged afterwards.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -144,16 +144,7 @@ GwIDAQAB
 ";
 
 fn cli(home: &Path, db: &Path, args: &[&str]) -> Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nicompute"))
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .env("HOME", home)
-        .env_remove("NICOMPUTE_DB")
-        .env_remove("XDG_DATA_HOME")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run");
+    let out = crate::harness::nicompute(home).arg("--db").arg(db).args(args).output().expect("run");
     assert!(out.status.success(), "{args:?}: {}{}", text(&out.stdout), text(&out.stderr));
     out
 }

@@ -3,7 +3,6 @@
 //! `UPDATE_SNAPSHOTS=1` to rewrite the files after an intended change, then review the diff.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 const H100: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
 const RTX: &str = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty";
@@ -57,14 +56,8 @@ fn human_output_matches_the_snapshots() {
     let db = dir.path().join("database.db");
     sn27_database(&db);
     for (name, args) in [("list_r", vec!["list_r"]), ("list_p", vec!["list_p"]), ("list_a", vec!["list_a"])] {
-        let out = Command::new(env!("CARGO_BIN_EXE_nicompute"))
-            .args(&args)
-            .arg("--db")
-            .arg(&db)
-            .env("HOME", dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run");
+        // No WANDB_API_KEY or NICOMPUTE_WANDB from outside: list_r never asks wandb here.
+        let out = crate::harness::nicompute(dir.path()).args(&args).arg("--db").arg(&db).output().expect("run");
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(!text.contains("s3cret-pass"), "passwords are redacted");

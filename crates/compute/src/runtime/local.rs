@@ -12,7 +12,10 @@
 //!   directory of every command; `root_dir/<allocation_id>/.ssh/authorized_keys` holds the public
 //!   keys accepted for new logins (re-read at every login, so a renter can edit it as in a container);
 //! - an SSH server (russh) on `spec.bind_ip:spec.ssh_port` presenting one persistent ed25519 host
-//!   key shared by all allocations (`root_dir/host_key`, mode 0600, generated once);
+//!   key shared by all allocations (`root_dir/host_key`, mode 0600, generated once). Port 0 takes
+//!   any free port ([`LocalRuntime::ssh_port`] says which); a port [`LocalRuntime::reserve`]d
+//!   is bound once and kept between allocations, so a miner that publishes it before its first
+//!   allocation (SN27's answers carry it) never loses it to another process;
 //! - login as `root` only, by password (compared in constant time with the spec's) or by a listed
 //!   public key; every other user and method is refused.
 //!
@@ -37,7 +40,7 @@ mod ssh;
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -69,6 +72,8 @@ pub struct LocalRuntime {
     root: PathBuf,
     host_key: PrivateKey,
     servers: Mutex<HashMap<String, Served>>,
+    /// Listeners bound by [`LocalRuntime::reserve`], by port: kept while the runtime lives.
+    reserved: Mutex<HashMap<u16, Arc<TcpListener>>>,
 }
 
 /// One allocation being served.
@@ -76,6 +81,13 @@ struct Served {
     shared: Arc<Shared>,
     port: u16,
     listener: JoinHandle<()>,
+}
+
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> RuntimeError {
+    match e.kind() {
+        ErrorKind::AddrInUse => RuntimeError::PortInUse { port: addr.port() },
+        _ => RuntimeError::Failed(format!("local runtime: cannot listen on {addr}: {e}")),
+    }
 }
 
 impl std::fmt::Debug for LocalRuntime {
@@ -114,7 +126,23 @@ impl LocalRuntime {
             "the LOCAL runtime ISOLATES NOTHING: renters' commands run as this miner's own user, with \
              its files (wallet included) and network in reach, and no CPU/memory/GPU limits; devnet and tests only"
         );
-        Ok(Self { root: root_dir, host_key, servers: Mutex::new(HashMap::new()) })
+        Ok(Self { root: root_dir, host_key, servers: Mutex::new(HashMap::new()), reserved: Mutex::new(HashMap::new()) })
+    }
+
+    /// Binds `ip:port` now (0: any free port) and keeps it for the allocations started on that
+    /// port, which then never bind it themselves; returns the port.
+    pub async fn reserve(&self, ip: IpAddr, port: u16) -> Result<u16, RuntimeError> {
+        let addr = SocketAddr::new(ip, port);
+        let listener = TcpListener::bind(addr).await.map_err(|e| listen_error(addr, e))?;
+        let port = listener.local_addr().map_err(|e| listen_error(addr, e))?.port();
+        lock(&self.reserved).insert(port, Arc::new(listener));
+        Ok(port)
+    }
+
+    /// The port an allocation's SSH server listens on (its container id or allocation id).
+    pub fn ssh_port(&self, id: &str) -> Option<u16> {
+        let servers = lock(&self.servers);
+        id.strip_prefix(CONTAINER_PREFIX).and_then(|a| servers.get(a)).or_else(|| servers.get(id)).map(|s| s.port)
     }
 
     /// The directory holding the allocation directories and the host key.
@@ -162,11 +190,16 @@ impl LocalRuntime {
             return Err(RuntimeError::Failed(format!("local runtime: allocation {id} is already being served")));
         }
         let began = std::time::Instant::now();
-        let addr = SocketAddr::new(spec.bind_ip, spec.ssh_port);
-        let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
-            ErrorKind::AddrInUse => RuntimeError::PortInUse { port: spec.ssh_port },
-            _ => RuntimeError::Failed(format!("local runtime: cannot listen on {addr}: {e}")),
-        })?;
+        let mut addr = SocketAddr::new(spec.bind_ip, spec.ssh_port);
+        let reserved = lock(&self.reserved).get(&spec.ssh_port).filter(|_| spec.ssh_port != 0).cloned();
+        let listener = match reserved {
+            Some(_) if lock(&self.servers).values().any(|s| s.port == spec.ssh_port) => {
+                return Err(RuntimeError::PortInUse { port: spec.ssh_port })
+            }
+            Some(l) => l,
+            None => Arc::new(TcpListener::bind(addr).await.map_err(|e| listen_error(addr, e))?),
+        };
+        addr = listener.local_addr().map_err(|e| listen_error(addr, e))?;
 
         let dir = self.allocation_dir(id);
         let keys = spec.authorized_keys.clone();
@@ -185,7 +218,12 @@ impl LocalRuntime {
             task.abort();
             return Err(RuntimeError::Failed(format!("local runtime: allocation {id} is already being served")));
         }
-        servers.insert(id.to_owned(), Served { shared, port: spec.ssh_port, listener: task });
+        if servers.values().any(|s| s.port == addr.port()) {
+            // Another allocation took the reserved port meanwhile.
+            task.abort();
+            return Err(RuntimeError::PortInUse { port: addr.port() });
+        }
+        servers.insert(id.to_owned(), Served { shared, port: addr.port(), listener: task });
         drop(servers);
         tracing::info!(
             allocation = %id,
@@ -201,7 +239,8 @@ impl LocalRuntime {
         let Some(served) = self.take(id) else { return Ok(()) };
         let shared = served.shared;
         shared.closing.store(true, Ordering::SeqCst);
-        // Stop accepting: once the task is gone, so is its listener, and the port is free.
+        // Stop accepting: once the task is gone, so is its listener, and the port is free (unless
+        // it is reserved: the runtime keeps it for the next allocation).
         served.listener.abort();
         let _ = served.listener.await;
         shared.drop_sessions().await;

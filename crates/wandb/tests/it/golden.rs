@@ -250,11 +250,10 @@ async fn a_single_server_error_is_recovered() {
 
 #[tokio::test]
 async fn network_down_and_timeouts_are_reported_with_the_endpoint() {
-    // A port nothing listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // A port nothing listens on, held (bound, not listening) so nothing else can take it.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = closed.local_addr().unwrap().port();
     let c = client(&format!("http://127.0.0.1:{port}"));
     let err = c.run("x").await.unwrap_err();
     assert!(matches!(&err, WandbError::Unreachable { attempts, .. } if *attempts > 1), "{err:?}");

@@ -35,10 +35,18 @@ fn python(venv: &str, what: &str) -> Option<PathBuf> {
     None
 }
 
-/// Runs a peer script with JSON on stdin (secrets never in argv); returns its stdout JSON.
+/// Runs a peer script with JSON on stdin (secrets never in argv); returns its stdout JSON. The
+/// crate's one process builder: every `NICOMPUTE_*`, `BT_*` and `WANDB_*` variable (and `NETRC`)
+/// of whoever runs the tests is removed, the SDK gets a home of its own, and only `env` is added.
 fn run_script(py: &PathBuf, script: &str, input: &Value, env: &[(&str, String)]) -> Value {
     let home = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(py);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if ["NICOMPUTE_", "BT_", "WANDB_"].iter().any(|p| k.starts_with(p)) || k == "NETRC" {
+            cmd.env_remove(&key);
+        }
+    }
     cmd.arg(root().join("tests/peers").join(script))
         .env("HOME", home.path())
         .env("WANDB_DIR", home.path())
@@ -49,8 +57,6 @@ fn run_script(py: &PathBuf, script: &str, input: &Value, env: &[(&str, String)])
         .env("HTTP_PROXY", "http://127.0.0.1:9")
         .env("HTTPS_PROXY", "http://127.0.0.1:9")
         .env("NO_PROXY", "127.0.0.1")
-        .env_remove("WANDB_BASE_URL")
-        .env_remove("WANDB_API_KEY")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

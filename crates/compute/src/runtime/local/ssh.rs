@@ -224,7 +224,7 @@ pub(super) fn parse_authorized_keys(text: &str) -> (Vec<PublicKey>, usize) {
 }
 
 /// Accepts connections until the task is aborted (which drops the listener).
-pub(super) async fn serve(listener: TcpListener, config: Arc<Config>, shared: Arc<Shared>) {
+pub(super) async fn serve(listener: Arc<TcpListener>, config: Arc<Config>, shared: Arc<Shared>) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,39 +24,10 @@ use compute::runtime::{ContainerRuntime, ContainerSpec};
 use compute::specs::{SimulatedGpu, Specs};
 use serde_json::{json, Map, Value};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn keys() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/http/keys.json")).expect("keys"))
-        .expect("json")
-}
+use crate::harness::{self, command, fixture_key, fixture_mnemonic, root, ssh, ssh_tools, Login, T};
 
 fn kp(name: &str) -> Keypair {
-    Keypair::from_mnemonic(keys()[name]["mnemonic"].as_str().expect("mnemonic")).expect("key")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether the SSH client tools exist; the suite requires them in CI.
-fn ssh_tools() -> bool {
-    if have("ssh") && have("sshpass") {
-        return true;
-    }
-    assert!(std::env::var("CI").is_err(), "ssh and sshpass are required in CI (scripts/docker-up.sh installs them)");
-    eprintln!("skipped: no ssh/sshpass client on this machine");
-    false
+    fixture_key(name)
 }
 
 async fn simulated_specs() -> Specs {
@@ -76,7 +47,8 @@ async fn start_miner(dir: tempfile::TempDir, runtime: Option<Arc<LocalRuntime>>)
     let runtime = runtime.unwrap_or_else(|| Arc::new(LocalRuntime::new(dir.path().join("local")).expect("runtime")));
     let stakes: HashMap<String, f32> =
         [(kp("dendrite_hotkey").ss58(), 5000.0), (kp("denied_hotkey").ss58(), 1.0)].into_iter().collect();
-    let ssh_port = free_port();
+    // The runtime holds the SSH port from now on: the miner's answers carry it.
+    let ssh_port = runtime.reserve([127, 0, 0, 1].into(), 0).await.expect("reserve the SSH port");
     let cfg = MinerConfig {
         keypair: kp("axon_hotkey"),
         netuid: 27,
@@ -93,8 +65,6 @@ async fn start_miner(dir: tempfile::TempDir, runtime: Option<Arc<LocalRuntime>>)
     let target = AxonTarget::new("127.0.0.1", miner.axon_addr().port(), &kp("axon_hotkey").account_id());
     Net { miner, runtime, target, ssh_port, _dir: dir }
 }
-
-const T: Duration = Duration::from_secs(30);
 
 fn requirement(gpu_gb: u64) -> Map<String, Value> {
     let v = json!({"cpu": {"count": 1}, "gpu": {"count": 1, "capacity": gpu_gb * 1024, "type": "h100"},
@@ -130,42 +100,21 @@ fn status(a: &Allocate) -> bool {
 }
 
 fn ssh_password(port: u16, password: &str, cmd: &str) -> std::process::Output {
-    Command::new("sshpass")
-        .arg("-e")
-        .args(["ssh", "-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "ConnectTimeout=10", "-o", "PubkeyAuthentication=no", "root@127.0.0.1", cmd])
-        .env("SSHPASS", password)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ssh")
+    ssh(port, Login::Password(password), &[]).arg(cmd).output().expect("ssh")
 }
 
 fn ssh_key(port: u16, key: &Path, cmd: &str) -> std::process::Output {
-    Command::new("ssh")
-        .args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-i"])
-        .arg(key)
-        .args(["root@127.0.0.1", cmd])
-        .stdin(Stdio::null())
-        .output()
-        .expect("ssh")
+    ssh(port, Login::Key(key), &[]).arg(cmd).output().expect("ssh")
 }
 
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&path)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-    let public = std::fs::read_to_string(path.with_extension("pub")).expect("pub");
-    (path, public.trim().to_owned())
+    let k = harness::keygen(dir, name);
+    (k.private, k.public)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocate_log_in_manage_and_deallocate() {
-    if !ssh_tools() {
+    if !ssh_tools(true) {
         return;
     }
     let net = start_miner(tempfile::tempdir().expect("tmp"), None).await;
@@ -313,7 +262,7 @@ async fn restart_reconciles_interrupted_orphaned_and_vanished_allocations() {
         allocation_id: id.into(),
         password: secrecy::SecretString::from("pw".to_owned()),
         authorized_keys: Vec::new(),
-        ssh_port: free_port(),
+        ssh_port: 0,
         bind_ip: "127.0.0.1".parse().expect("ip"),
         cpu_count: None,
         memory_bytes: None,
@@ -371,15 +320,14 @@ async fn restart_reconciles_interrupted_orphaned_and_vanished_allocations() {
 async fn python_sdk_dendrite_allocates_from_our_miner() {
     let py = root().join("target/python-peers/bt9.0.0/bin/python");
     if !py.exists() {
-        assert!(std::env::var("NICOMPUTE_REQUIRE_PEERS").is_err(), "Python peer missing at {}", py.display());
-        eprintln!("skipped: no Python peer for bittensor 9.0.0 (run scripts/python-peers.sh)");
+        harness::skip("NICOMPUTE_REQUIRE_PEERS", "no Python peer for bittensor 9.0.0 (run scripts/python-peers.sh)");
         return;
     }
     let net = start_miner(tempfile::tempdir().expect("tmp"), None).await;
     let pem = std::fs::read_to_string(root().join("tests/fixtures/rsa/public.pem")).expect("pem");
     let target = json!({"ip": "127.0.0.1", "port": net.target.port, "hotkey": net.target.hotkey});
     let doc = json!({
-        "hotkey_mnemonic": keys()["dendrite_hotkey"]["mnemonic"],
+        "hotkey_mnemonic": fixture_mnemonic("dendrite_hotkey"),
         "axon": target,
         "calls": [
             {"synapse": "Allocate", "fields": {"timeline": 1, "checking": true, "device_requirement": requirement(80)}},
@@ -391,8 +339,7 @@ async fn python_sdk_dendrite_allocates_from_our_miner() {
     let script = root().join("tests/peers/dendrite.py");
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut child =
-            Command::new(py).arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python");
+        let mut child = command(py).arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python");
         child.stdin.take().expect("stdin").write_all(doc.to_string().as_bytes()).expect("write");
         child.wait_with_output().expect("output")
     })
@@ -410,7 +357,7 @@ async fn python_sdk_dendrite_allocates_from_our_miner() {
     let code = "import sys,base64,json\nfrom cryptography.hazmat.primitives import serialization,hashes\nfrom cryptography.hazmat.primitives.asymmetric import padding\nk=serialization.load_pem_private_key(open(sys.argv[1],'rb').read(),password=None)\np=k.decrypt(base64.b64decode(sys.stdin.read()),padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()),algorithm=hashes.SHA256(),label=None))\nprint(json.dumps(json.loads(p)))";
     let dec = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut child = Command::new(py)
+        let mut child = command(py)
             .args(["-c", code])
             .arg(private)
             .stdin(Stdio::piped())

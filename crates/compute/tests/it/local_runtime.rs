@@ -13,40 +13,14 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use compute::runtime::local::LocalRuntime;
-use compute::runtime::{ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
+use compute::runtime::{Container, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
 use secrecy::SecretString;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::harness::{self, command, describe, run, ssh, ssh_as, ssh_tools, stdout, Login};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PASSWORD: &str = "correct horse battery staple";
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-}
-
-/// `ssh` and `ssh-keygen` are there (and `sshpass` when `password` is set); otherwise says so.
-fn tools(password: bool) -> bool {
-    let present = on_path("ssh") && on_path("ssh-keygen") && (!password || on_path("sshpass"));
-    assert!(
-        present || std::env::var("CI").is_err(),
-        "ssh, ssh-keygen and sshpass are required in CI (scripts/docker-up.sh)"
-    );
-    if !on_path("ssh") || !on_path("ssh-keygen") {
-        eprintln!("skipped: no ssh client");
-        return false;
-    }
-    if password && !on_path("sshpass") {
-        eprintln!("skipped: no ssh client (sshpass is missing)");
-        return false;
-    }
-    true
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
 
 fn spec(id: &str, port: u16, keys: Vec<String>) -> ContainerSpec {
     ContainerSpec {
@@ -65,75 +39,39 @@ fn runtime(dir: &tempfile::TempDir) -> LocalRuntime {
     LocalRuntime::new(dir.path().join("local")).expect("local runtime")
 }
 
-fn ssh_options(cmd: &mut Command, port: u16) {
-    cmd.args(["-p", &port.to_string()])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-o", "ServerAliveInterval=5"]);
+/// Starts allocation `id` on a port of the runtime's choosing; the container and its port.
+async fn started(rt: &LocalRuntime, id: &str, keys: Vec<String>) -> (Container, u16) {
+    let c = rt.start(&spec(id, 0, keys)).await.expect("start");
+    let port = rt.ssh_port(&c.id).expect("the allocation's port");
+    (c, port)
 }
 
-async fn run(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("spawn ssh");
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(data).await.expect("write ssh's stdin");
-        drop(pipe);
-    }
-    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("ssh finished within 30 s")
-        .expect("ssh ran")
-}
-
-/// `sshpass -p PASSWORD ssh … root@127.0.0.1 COMMAND`.
+/// `ssh` with the password (through sshpass's environment).
 async fn ssh_password(port: u16, password: &str, command: &str) -> Output {
-    let mut cmd = Command::new("sshpass");
-    cmd.args(["-p", password, "ssh"]);
-    ssh_options(&mut cmd, port);
-    cmd.args(["-o", "BatchMode=no", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"])
-        .args(["-o", "NumberOfPasswordPrompts=1", "root@127.0.0.1", command]);
-    run(cmd, None).await
+    let mut c = ssh(port, Login::Password(password), &[]);
+    c.arg(command);
+    run(c, None).await
 }
 
-/// `ssh -i KEY … root@127.0.0.1 [args…]` with `stdin`.
+/// `ssh -i KEY [args…]` with `stdin`.
 async fn ssh_key_with(port: u16, key: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new("ssh");
-    ssh_options(&mut cmd, port);
-    cmd.arg("-i")
-        .arg(key)
-        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey"])
-        .args(args)
-        .arg("root@127.0.0.1");
-    run(cmd, stdin).await
+    run(ssh(port, Login::Key(key), args), stdin).await
 }
 
 async fn ssh_key(port: u16, key: &Path, command: &str) -> Output {
-    let mut cmd = Command::new("ssh");
-    ssh_options(&mut cmd, port);
-    cmd.arg("-i")
-        .arg(key)
-        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey"])
-        .args(["root@127.0.0.1", command]);
-    run(cmd, None).await
+    let mut c = ssh(port, Login::Key(key), &[]);
+    c.arg(command);
+    run(c, None).await
 }
 
-/// A new ed25519 key pair: (private key path, public key line).
+/// A new key pair: (private key path, public key line).
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     keygen_typed(dir, name, "ed25519")
 }
 
 fn keygen_typed(dir: &Path, name: &str, kind: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let status = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", kind, "-N", "", "-C", name, "-f"])
-        .arg(&path)
-        .status()
-        .expect("run ssh-keygen");
-    assert!(status.success(), "ssh-keygen failed");
-    let public = std::fs::read_to_string(path.with_extension("pub")).expect("read the public key");
-    (path, public.trim().to_owned())
+    let k = harness::keygen_typed(dir, name, kind);
+    (k.private, k.public)
 }
 
 /// The state letter of a process in /proc (`S` sleeping, `T` stopped, `Z` zombie…).
@@ -142,24 +80,15 @@ fn state_of(pid: u32) -> Option<char> {
     stat.rsplit(')').next()?.trim_start().chars().next()
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn describe(o: &Output) -> String {
-    format!("status {:?}, stdout {:?}, stderr {:?}", o.status.code(), stdout(o), String::from_utf8_lossy(&o.stderr))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_login_runs_uname_and_reports_timings() {
-    if !tools(true) {
+    if !ssh_tools(true) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir);
-    let port = free_port();
     let t0 = Instant::now();
-    let c = rt.start(&spec("pw", port, vec![])).await.expect("start");
+    let (c, port) = started(&rt, "pw", vec![]).await;
     let started = t0.elapsed();
     let accepts = std::net::TcpStream::connect((LOCALHOST, port)).is_ok();
     assert!(accepts, "the port accepts connections once start returns");
@@ -179,15 +108,14 @@ async fn password_login_runs_uname_and_reports_timings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_login_runs_a_command() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
     let t0 = Instant::now();
-    let c = rt.start(&spec("key", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "key", vec![public]).await;
     let out = ssh_key(port, &key, "echo hello from $(id -un >/dev/null; echo local)").await;
     eprintln!("timing: start + first key login + command: {} ms", t0.elapsed().as_millis());
     assert!(out.status.success(), "{}", describe(&out));
@@ -203,22 +131,18 @@ async fn key_login_runs_a_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_refused() {
-    if !tools(true) {
+    if !ssh_tools(true) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("wrongpw", port, vec![])).await.expect("start");
+    let (c, port) = started(&rt, "wrongpw", vec![]).await;
     let out = ssh_password(port, "not the password", "echo in").await;
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(!stdout(&out).contains("in"), "{}", describe(&out));
     // Another user with the right password is refused too: root only.
-    let mut cmd = Command::new("sshpass");
-    cmd.args(["-p", PASSWORD, "ssh"]);
-    ssh_options(&mut cmd, port);
-    cmd.args(["-o", "BatchMode=no", "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1"])
-        .args(["someone@127.0.0.1", "echo in"]);
+    let mut cmd = ssh_as("someone", port, Login::Password(PASSWORD), &[]);
+    cmd.arg("echo in");
     let out = run(cmd, None).await;
     assert!(!out.status.success(), "{}", describe(&out));
     rt.remove(&c.id).await.expect("remove");
@@ -226,15 +150,14 @@ async fn wrong_password_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_is_refused() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, public) = keygen(dir.path(), "listed");
     let (other, _) = keygen(dir.path(), "other");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("wrongkey", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "wrongkey", vec![public]).await;
     let out = ssh_key(port, &other, "echo in").await;
     assert_eq!(out.status.code(), Some(255), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{}", describe(&out));
@@ -243,14 +166,13 @@ async fn wrong_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_status_and_stderr_propagate() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("exit", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "exit", vec![public]).await;
     let out = ssh_key(port, &key, "exit 7").await;
     assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
     let out = ssh_key(port, &key, "echo out; echo err >&2; false").await;
@@ -266,14 +188,13 @@ async fn exit_status_and_stderr_propagate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_run_in_the_allocation_dir() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("pwd", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "pwd", vec![public]).await;
     let alloc_dir = rt.allocation_dir("pwd");
     let mode = std::fs::metadata(&alloc_dir).expect("allocation dir").permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
@@ -287,21 +208,19 @@ async fn commands_run_in_the_allocation_dir() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_without_a_pty_reads_stdin() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("shell", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "shell", vec![public]).await;
     let out = ssh_key_with(port, &key, &["-T"], Some(b"echo hi; exit 3\n")).await;
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(stdout(&out), "hi\n");
     // Piped input to a command.
-    let mut cmd = Command::new("ssh");
-    ssh_options(&mut cmd, port);
-    cmd.arg("-i").arg(&key).args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "root@127.0.0.1", "wc -c"]);
+    let mut cmd = ssh(port, Login::Key(&key), &[]);
+    cmd.arg("wc -c");
     let out = run(cmd, Some(&[b'x'; 100_000])).await;
     assert_eq!(stdout(&out).trim(), "100000", "{}", describe(&out));
     rt.remove(&c.id).await.expect("remove");
@@ -309,14 +228,13 @@ async fn shell_without_a_pty_reads_stdin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pty_request_gets_an_emulated_terminal() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("pty", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "pty", vec![public]).await;
     // -tt forces a PTY request although our stdin is a pipe; the keys arrive as typed.
     let out = ssh_key_with(port, &key, &["-tt"], Some(b"echo hi-there\rexit 4\r")).await;
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
@@ -327,15 +245,14 @@ async fn a_pty_request_gets_an_emulated_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_authorized_keys_swaps_keys() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (old, old_public) = keygen(dir.path(), "old");
     let (new, new_public) = keygen(dir.path(), "new");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("swap", port, vec![old_public])).await.expect("start");
+    let (c, port) = started(&rt, "swap", vec![old_public]).await;
     assert!(ssh_key(port, &old, "true").await.status.success());
     assert!(!ssh_key(port, &new, "true").await.status.success());
     rt.set_authorized_keys(&c.id, &[new_public]).await.expect("set keys");
@@ -352,14 +269,13 @@ async fn set_authorized_keys_swaps_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_refuses_new_logins_and_unpause_allows_them() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("pause", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "pause", vec![public]).await;
     let out = ssh_key(port, &key, "nohup sleep 300 >/dev/null 2>&1 & echo $!").await;
     let pid: u32 = stdout(&out).trim().parse().expect("a pid");
     rt.pause(&c.id).await.expect("pause");
@@ -379,39 +295,41 @@ async fn pause_refuses_new_logins_and_unpause_allows_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_drops_sessions_and_keeps_serving() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("restart", port, vec![public])).await.expect("start");
-    let long = {
-        let key = key.clone();
-        tokio::spawn(async move { ssh_key(port, &key, "echo started; sleep 60; echo finished").await })
-    };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let t0 = Instant::now();
+    let (c, port) = started(&rt, "restart", vec![public]).await;
+    let mut long = tokio::process::Command::from(ssh(port, Login::Key(&key), &[]));
+    long.arg("echo started; sleep 60; echo finished").stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+    let mut long = long.spawn().expect("ssh");
+    let mut lines = BufReader::new(long.stdout.take().expect("stdout")).lines();
+    // The session is up once its command says so.
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.expect("the session starts");
+    assert_eq!(first.expect("read").as_deref(), Some("started"));
     rt.restart(&c.id).await.expect("restart");
-    let out = long.await.expect("join");
-    assert!(t0.elapsed() < Duration::from_secs(10), "the session was dropped");
-    assert!(!stdout(&out).contains("finished"), "{}", describe(&out));
-    assert!(!out.status.success(), "{}", describe(&out));
+    let status = tokio::time::timeout(Duration::from_secs(30), long.wait()).await.expect("the session was dropped");
+    assert!(!status.expect("wait").success(), "the session ended with an error");
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push(line);
+    }
+    assert!(!rest.iter().any(|l| l == "finished"), "the command was cut short: {rest:?}");
     assert_eq!(stdout(&ssh_key(port, &key, "echo again").await), "again\n");
     rt.remove(&c.id).await.expect("remove");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_frees_the_port_deletes_the_dir_and_kills_processes() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("gone", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "gone", vec![public]).await;
     // A background process that outlives its command (as with sshd) until the allocation goes.
     let out = ssh_key(port, &key, "nohup sleep 300 >/dev/null 2>&1 & echo $!").await;
     let pid: u32 = stdout(&out).trim().parse().expect("a pid");
@@ -443,11 +361,21 @@ async fn a_taken_port_is_port_in_use() {
     let err = rt.start(&spec("busy", port, vec![])).await;
     assert!(matches!(err, Err(RuntimeError::PortInUse { port: p }) if p == port), "{err:?}");
     assert!(rt.list().await.expect("list").is_empty());
-    // Two allocations cannot share a port either.
     drop(taken);
-    let c = rt.start(&spec("first", port, vec![])).await.expect("start");
+    // Two allocations cannot share a port either.
+    let (c, port) = started(&rt, "first", vec![]).await;
     let err = rt.start(&spec("second", port, vec![])).await;
     assert!(matches!(err, Err(RuntimeError::PortInUse { .. })), "{err:?}");
+    rt.remove(&c.id).await.expect("remove");
+    // Nor a reserved port, which the runtime keeps between its allocations.
+    let reserved = rt.reserve(LOCALHOST, 0).await.expect("reserve");
+    let c = rt.start(&spec("third", reserved, vec![])).await.expect("start on the reserved port");
+    let err = rt.start(&spec("fourth", reserved, vec![])).await;
+    assert!(matches!(err, Err(RuntimeError::PortInUse { port: p }) if p == reserved), "{err:?}");
+    rt.remove(&c.id).await.expect("remove");
+    assert!(std::net::TcpListener::bind((LOCALHOST, reserved)).is_err(), "still held after the allocation");
+    let c = rt.start(&spec("fourth", reserved, vec![])).await.expect("the next allocation gets it");
+    assert_eq!(rt.ssh_port(&c.id), Some(reserved));
     rt.remove(&c.id).await.expect("remove");
 }
 
@@ -456,15 +384,15 @@ async fn list_reflects_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(&dir);
     assert!(rt.list().await.expect("list").is_empty());
-    let a = rt.start(&spec("a", free_port(), vec![])).await.expect("start a");
-    let b = rt.start(&spec("b", free_port(), vec![])).await.expect("start b");
+    let a = rt.start(&spec("a", 0, vec![])).await.expect("start a");
+    let b = rt.start(&spec("b", 0, vec![])).await.expect("start b");
     rt.pause(&b.id).await.expect("pause b");
     let list = rt.list().await.expect("list");
     let states: Vec<(&str, &str, ContainerState)> =
         list.iter().map(|c| (c.id.as_str(), c.allocation_id.as_str(), c.state)).collect();
     assert_eq!(states, vec![("local-a", "a", ContainerState::Running), ("local-b", "b", ContainerState::Paused)]);
     // The same allocation twice is refused.
-    assert!(rt.start(&spec("a", free_port(), vec![])).await.is_err());
+    assert!(rt.start(&spec("a", 0, vec![])).await.is_err());
     rt.remove(&a.id).await.expect("remove a");
     let list = rt.list().await.expect("list");
     assert_eq!(list.len(), 1);
@@ -483,7 +411,7 @@ async fn the_host_key_persists_and_a_new_runtime_starts_empty() {
     let path = dir.path().join("local").join("host_key");
     assert_eq!(std::fs::metadata(&path).expect("host key file").permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(dir.path().join("local")).expect("root").permissions().mode() & 0o777, 0o700);
-    let c = first.start(&spec("left", free_port(), vec![])).await.expect("start");
+    let c = first.start(&spec("left", 0, vec![])).await.expect("start");
     let left = first.allocation_dir("left");
     first.remove(&c.id).await.expect("remove");
     // An allocation directory left by a crashed miner is cleaned up by the next runtime.
@@ -498,7 +426,7 @@ async fn the_host_key_persists_and_a_new_runtime_starts_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scp_copies_files_both_ways() {
-    if !tools(false) || !on_path("scp") {
+    if !ssh_tools(false) || !harness::on_path("scp") {
         return;
     }
     let sftp = ["/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server"];
@@ -506,8 +434,7 @@ async fn scp_copies_files_both_ways() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    let c = rt.start(&spec("scp", port, vec![public])).await.expect("start");
+    let (c, port) = started(&rt, "scp", vec![public]).await;
     let local = dir.path().join("payload");
     std::fs::write(&local, b"weights\n").expect("write payload");
     // -O: the legacy protocol, through exec; without it scp speaks sftp (needs sftp-server).
@@ -517,7 +444,7 @@ async fn scp_copies_files_both_ways() {
     }
     for (i, mode) in modes.iter().enumerate() {
         let scp = |from: String, to: String| {
-            let mut cmd = Command::new("scp");
+            let mut cmd = command("scp");
             cmd.args(*mode)
                 .args(["-P", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
                 .args(["-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
@@ -539,14 +466,13 @@ async fn scp_copies_files_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_runtime_stops_its_servers_and_processes() {
-    if !tools(false) {
+    if !ssh_tools(false) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (key, public) = keygen(dir.path(), "renter");
     let rt = runtime(&dir);
-    let port = free_port();
-    rt.start(&spec("dropped", port, vec![public])).await.expect("start");
+    let (_c, port) = started(&rt, "dropped", vec![public]).await;
     let out = ssh_key(port, &key, "nohup sleep 300 >/dev/null 2>&1 & echo $!").await;
     let pid: u32 = stdout(&out).trim().parse().expect("a pid");
     drop(rt);

@@ -10,9 +10,8 @@
 // reported on stderr on purpose.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,31 +21,25 @@ use compute::runtime::{Container, ContainerRuntime, ContainerSpec, ContainerStat
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::SecretString;
 
-fn required() -> bool {
-    std::env::var("NICOMPUTE_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
-}
-
-fn skip(why: &str) {
-    assert!(!required(), "NICOMPUTE_REQUIRE_DOCKER=1 but {why}");
-    eprintln!("skipped: {why}");
-}
+use crate::harness::{docker_config, keygen, on_path, port_is_free, skip, ssh_run, Login, PortLease, SshKey};
 
 /// The runtime, or None (after saying why) when this machine cannot run these tests.
 async fn runtime() -> Option<DockerRuntime> {
-    let rt = match DockerRuntime::connect(DockerConfig::default()).await {
+    const GATE: &str = "NICOMPUTE_REQUIRE_DOCKER";
+    let rt = match DockerRuntime::connect(docker_config()).await {
         Ok(rt) => rt,
         Err(e) => {
-            skip(&format!("no Docker daemon ({e})"));
+            skip(GATE, &format!("no Docker daemon ({e})"));
             return None;
         }
     };
     if let Err(e) = rt.ensure_image().await {
-        skip(&format!("no sshd image ({e})"));
+        skip(GATE, &format!("no sshd image ({e})"));
         return None;
     }
     for tool in ["ssh", "sshpass", "ssh-keygen"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            skip(&format!("no {tool} binary (scripts/docker-up.sh installs it)"));
+        if !on_path(tool) {
+            skip(GATE, &format!("no {tool} binary (scripts/docker-up.sh installs it)"));
             return None;
         }
     }
@@ -59,14 +52,6 @@ fn unique_id(tag: &str) -> String {
     format!("test-{tag}-{}-{}-{suffix}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
-}
-
-fn port_is_free(port: u16) -> bool {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-}
-
 /// Removes the containers of the allocations it names when dropped, even when a test panics.
 struct Cleanup(Vec<String>);
 
@@ -77,7 +62,7 @@ impl Drop for Cleanup {
         let joined = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let Ok(docker) = DockerRuntime::connect(DockerConfig::default()).await else { return };
+                let Ok(docker) = DockerRuntime::connect(docker_config()).await else { return };
                 for name in names {
                     if let Err(e) = docker.remove(&name).await {
                         eprintln!("cleanup of {name} failed: {e}");
@@ -92,79 +77,12 @@ impl Drop for Cleanup {
     }
 }
 
-struct Key {
-    private: PathBuf,
-    public: String,
-}
-
-fn keygen(dir: &Path, name: &str) -> Key {
-    let private = dir.join(name);
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&private)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
-    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap().trim().to_owned();
-    Key { private, public }
-}
-
-fn ssh_base(port: u16) -> Command {
-    let mut cmd = Command::new("ssh");
-    cmd.args([
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "ConnectTimeout=10",
-        "-o",
-        "NumberOfPasswordPrompts=1",
-        "-p",
-        &port.to_string(),
-    ]);
-    cmd
-}
-
-/// Runs `command` as root over SSH with the password (fed by sshpass from a 0600 file, so it is
-/// in no argv or environment). Ok(stdout) or Err(stderr).
 fn ssh_password(port: u16, password_file: &Path, command: &str) -> Result<String, String> {
-    let mut cmd = Command::new("sshpass");
-    cmd.arg("-f").arg(password_file);
-    let ssh = ssh_base(port);
-    cmd.arg(ssh.get_program()).args(ssh.get_args());
-    cmd.args(["-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no", "root@127.0.0.1", command]);
-    run(cmd)
+    ssh_run(port, Login::PasswordFile(password_file), command)
 }
 
-/// Runs `command` as root over SSH with only the given key.
-fn ssh_key(port: u16, key: &Key, command: &str) -> Result<String, String> {
-    let mut cmd = ssh_base(port);
-    cmd.arg("-i").arg(&key.private);
-    cmd.args([
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "PreferredAuthentications=publickey",
-        "-o",
-        "PasswordAuthentication=no",
-        "root@127.0.0.1",
-        command,
-    ]);
-    run(cmd)
-}
-
-fn run(mut cmd: Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)))
-    }
+fn ssh_key(port: u16, key: &SshKey, command: &str) -> Result<String, String> {
+    ssh_run(port, Login::Key(&key.private), command)
 }
 
 fn spec(allocation_id: &str, password: &str, keys: Vec<String>, port: u16) -> ContainerSpec {
@@ -198,7 +116,8 @@ async fn container_lifecycle_over_ssh() {
     let alloc = unique_id("life");
     let other = unique_id("clash");
     let _cleanup = Cleanup(vec![alloc.clone(), other.clone()]);
-    let port = free_port();
+    let lease = PortLease::new();
+    let port = lease.port();
 
     let t0 = Instant::now();
     let container = rt.start(&spec(&alloc, &password, vec![key1.public.clone()], port)).await.unwrap();
@@ -233,7 +152,7 @@ async fn container_lifecycle_over_ssh() {
     assert!(!json.contains(&password), "the password is in the inspect JSON");
     let config = inspect.config.unwrap();
     assert!(config.env.unwrap_or_default().iter().all(|e| !e.contains(&password)));
-    if let Ok(out) = Command::new("docker").args(["inspect", &id]).output() {
+    if let Ok(out) = crate::harness::command("docker").args(["inspect", &id]).output() {
         if out.status.success() {
             assert!(!String::from_utf8_lossy(&out.stdout).contains(&password));
         }
@@ -294,7 +213,8 @@ async fn start_time_to_ssh_ready() {
     for _ in 0..3 {
         let alloc = unique_id("time");
         let _cleanup = Cleanup(vec![alloc.clone()]);
-        let port = free_port();
+        let lease = PortLease::new();
+        let port = lease.port();
         let t0 = Instant::now();
         let c = rt.start(&spec(&alloc, "pw-for-timing", vec![], port)).await.unwrap();
         times.push(t0.elapsed());
@@ -310,7 +230,8 @@ async fn bad_requests_are_refused_without_leftovers() {
     let Some(rt) = runtime().await else { return };
     let alloc = unique_id("bad");
     let _cleanup = Cleanup(vec![alloc.clone()]);
-    let port = free_port();
+    let lease = PortLease::new();
+    let port = lease.port();
     let multi_line = rt.start(&spec(&alloc, "a\nroot:b", vec![], port)).await;
     assert!(matches!(multi_line, Err(RuntimeError::Failed(_))), "{multi_line:?}");
     let bad_key = rt.start(&spec(&alloc, "pw", vec!["ssh-ed25519 AAAA\nssh-rsa BBBB".into()], port)).await;
@@ -320,14 +241,14 @@ async fn bad_requests_are_refused_without_leftovers() {
     assert!(find(&rt, &alloc).await.is_none());
 
     // SSH that does not answer in time: the container is removed again.
-    let config = DockerConfig { ssh_ready_timeout: Duration::from_millis(1), ..DockerConfig::default() };
+    let config = DockerConfig { ssh_ready_timeout: Duration::from_millis(1), ..docker_config() };
     let impatient = DockerRuntime::connect(config).await.unwrap();
     let late = impatient.start(&spec(&alloc, "pw", vec![], port)).await;
     assert!(matches!(&late, Err(RuntimeError::Failed(m)) if m.contains("did not answer")), "{late:?}");
     assert!(find(&rt, &alloc).await.is_none());
     assert!(port_is_free(port));
 
-    let config = DockerConfig { image: "nicompute/no-such-image:none".into(), ..DockerConfig::default() };
+    let config = DockerConfig { image: "nicompute/no-such-image:none".into(), ..docker_config() };
     let missing = DockerRuntime::connect(config).await.unwrap();
     let err = missing.ensure_image().await.unwrap_err();
     assert!(err.to_string().contains("scripts/build-ssh-image.sh"), "{err}");
@@ -348,7 +269,7 @@ async fn port_held_by_another_process_is_port_in_use() {
     let Some(rt) = runtime().await else { return };
     let alloc = unique_id("held");
     let _cleanup = Cleanup(vec![alloc.clone()]);
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let start = rt.start(&spec(&alloc, "pw", vec![], port)).await;
     assert!(matches!(start, Err(RuntimeError::PortInUse { port: p }) if p == port), "{start:?}");
@@ -362,7 +283,8 @@ async fn gpu_request() {
     let Some(rt) = runtime().await else { return };
     let alloc = unique_id("gpu");
     let _cleanup = Cleanup(vec![alloc.clone()]);
-    let port = free_port();
+    let lease = PortLease::new();
+    let port = lease.port();
     let spec = ContainerSpec { gpus: true, ..spec(&alloc, "pw", vec![], port) };
     match rt.start(&spec).await {
         Ok(c) => {

@@ -7,7 +7,6 @@
 #![allow(clippy::print_stderr)]
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,27 +30,22 @@ use compute::specs::{GpuRequirement, Requirement, SimulatedGpu, Specs};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-const H100: &str = "NVIDIA H100 80GB HBM3:81559:1";
-const RTX4090: &str = "NVIDIA GeForce RTX 4090:24564:1";
-const T: Duration = Duration::from_secs(30);
+use crate::harness::{fixture_key, keygen, on_path, seed_key, ssh_run, ssh_tools, ClosedPort, Login, H100, RTX4090, T};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+/// A port that refuses connections, held until `held` is dropped.
+fn dead_port(held: &mut Vec<ClosedPort>) -> u16 {
+    let c = ClosedPort::new();
+    let port = c.port();
+    held.push(c);
+    port
 }
 
 fn dendrite_key() -> Keypair {
-    let keys: Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/http/keys.json")).expect("keys"))
-            .expect("json");
-    Keypair::from_mnemonic(keys["dendrite_hotkey"]["mnemonic"].as_str().expect("mnemonic")).expect("key")
+    fixture_key("dendrite_hotkey")
 }
 
 fn key(n: u8) -> Keypair {
-    Keypair::from_seed(&[n; 32]).expect("key")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    seed_key(n)
 }
 
 async fn specs(gpu: &str) -> Specs {
@@ -83,7 +77,8 @@ async fn live_miner(seed: u8, gpu: &str) -> Live {
     let dir = tempfile::tempdir().expect("tmp");
     let runtime = Arc::new(LocalRuntime::new(dir.path().join("local")).expect("runtime"));
     let stakes: HashMap<String, f32> = [(dendrite_key().ss58(), 5000.0)].into_iter().collect();
-    let ssh_port = free_port();
+    // The runtime holds the SSH port from now on: the miner's answers carry it.
+    let ssh_port = runtime.reserve([127, 0, 0, 1].into(), 0).await.expect("reserve the SSH port");
     let specs = specs(gpu).await;
     let cfg = MinerConfig {
         keypair: key(seed),
@@ -225,9 +220,10 @@ async fn first_yes_wins_among_black_holes_dead_ports_mismatches_and_penalized() 
         hole_keys.push(hk);
     }
     let mut dead_keys = Vec::new();
+    let mut closed = Vec::new();
     for n in 0..8u8 {
         let hk = key(30 + n).ss58();
-        neurons.push((hk.clone(), free_port(), true));
+        neurons.push((hk.clone(), dead_port(&mut closed), true));
         miner_specs.push((hk.clone(), Some(h100.clone())));
         dead_keys.push(hk);
     }
@@ -238,7 +234,7 @@ async fn first_yes_wins_among_black_holes_dead_ports_mismatches_and_penalized() 
     neurons.push((penalized.clone(), penalized_port, true));
     miner_specs.push((penalized.clone(), Some(h100.clone())));
     let no_specs = key(51).ss58();
-    neurons.push((no_specs.clone(), free_port(), true));
+    neurons.push((no_specs.clone(), dead_port(&mut closed), true));
     miner_specs.push((no_specs.clone(), None));
     let not_serving = key(52).ss58();
     neurons.push((not_serving.clone(), 0, false));
@@ -347,15 +343,8 @@ async fn first_yes_wins_among_black_holes_dead_ports_mismatches_and_penalized() 
 /// An ed25519 key pair made with ssh-keygen when it exists, else a syntactically valid line.
 fn ssh_public_key() -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("id");
-    let made = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&path)
-        .status()
-        .is_ok_and(|s| s.success());
-    if made {
-        let public = std::fs::read_to_string(path.with_extension("pub")).expect("pub");
-        return (public.trim().to_owned(), dir);
+    if on_path("ssh-keygen") {
+        return (keygen(dir.path(), "id").public, dir);
     }
     eprintln!("no ssh-keygen: using a fixed public key line, the key login is not tried");
     ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHj0M9FfQ6mHq3T0Yl2m3Ke2mX3zAhJw3eJX1r9B4s6r test".into(), dir)
@@ -363,24 +352,11 @@ fn ssh_public_key() -> (String, tempfile::TempDir) {
 
 fn login_with_key(dir: &tempfile::TempDir, port: u16) {
     let path = dir.path().join("id");
-    let have_ssh = std::process::Command::new("sh")
-        .args(["-c", "command -v ssh"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !path.exists() || !have_ssh {
-        eprintln!("skipped the key login: no ssh client or key");
+    if !path.exists() || !ssh_tools(false) {
         return;
     }
-    let out = std::process::Command::new("ssh")
-        .args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-i"])
-        .arg(&path)
-        .args(["root@127.0.0.1", "echo via-key"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("ssh");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("via-key"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ssh_run(port, Login::Key(&path), "echo via-key");
+    assert!(out.as_deref().is_ok_and(|o| o.contains("via-key")), "{out:?}");
 }
 
 /// A store that lets another renter take the first miner the allocator begins with, between its
@@ -472,8 +448,9 @@ async fn nothing_matching_and_everyone_refusing_are_explained() {
     let _other_renter = occupy(&d, &busy.target()).await;
     let (hole_port, hole) = black_hole().await;
     let mut neurons = vec![(busy.hotkey.clone(), busy.port, true), (key(60).ss58(), hole_port, true)];
-    neurons.push((key(61).ss58(), free_port(), true));
-    neurons.push((key(62).ss58(), free_port(), true));
+    let mut closed = Vec::new();
+    neurons.push((key(61).ss58(), dead_port(&mut closed), true));
+    neurons.push((key(62).ss58(), dead_port(&mut closed), true));
     let specs: Vec<_> = neurons.iter().map(|n| (n.0.clone(), Some(busy.specs.clone()))).collect();
     let (cands, excluded) = allocator::candidates(&specs, &metagraph(&neurons), &HashSet::new(), &req);
     assert_eq!(cands.len(), 4);
@@ -595,7 +572,8 @@ async fn sync_specs_asks_every_serving_axon() {
     let miners = [live_miner(1, H100).await, live_miner(2, RTX4090).await, live_miner(3, H100).await];
     let mut neurons: Vec<_> = miners.iter().map(|m| (m.hotkey.clone(), m.port, true)).collect();
     let dead = key(70).ss58();
-    neurons.insert(1, (dead.clone(), free_port(), true));
+    let mut closed = Vec::new();
+    neurons.insert(1, (dead.clone(), dead_port(&mut closed), true));
     neurons.push((key(71).ss58(), 0, false));
     let mg = metagraph(&neurons);
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -645,7 +623,8 @@ async fn still_allocated_tells_the_holder_only() {
     assert_eq!(allocator::still_allocated(&d, &target, &stranger, T).await, Ok(false));
     assert_eq!(allocator::deallocate(&d, &target, &a.hotkey, &a.regkey_pem, &store, T).await, DeallocOutcome::Released);
     assert_eq!(allocator::still_allocated(&d, &target, &a.regkey_pem, T).await, Ok(false));
-    let dead = AxonTarget { ip: "127.0.0.1".into(), port: free_port(), hotkey: m.hotkey.clone() };
+    let closed = ClosedPort::new();
+    let dead = AxonTarget { ip: "127.0.0.1".into(), port: closed.port(), hotkey: m.hotkey.clone() };
     assert!(allocator::still_allocated(&d, &dead, &a.regkey_pem, Duration::from_secs(3)).await.is_err());
     // Not in the metagraph / not serving: no candidate.
     assert_eq!(Candidate::from_metagraph(&key(80).ss58(), &mg, None), Err(Verdict::NotInMetagraph));
