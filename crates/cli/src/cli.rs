@@ -29,31 +29,31 @@ pub struct Cli {
 pub enum Command {
     /// Allocate a machine by requirement (GPU type and size; prompts in the shell).
     #[command(name = "a", visible_alias = "allocate")]
-    A(cmd::alloc::AArgs),
+    Allocate(cmd::alloc::AllocateArgs),
     /// Allocate a machine from a given miner hotkey.
     #[command(name = "a_hotkey", visible_alias = "allocate-hotkey")]
-    AHotkey(cmd::alloc::AHotkeyArgs),
+    AllocateHotkey(cmd::alloc::AllocateHotkeyArgs),
     /// Deallocate machines by hotkey (comma-separated).
     #[command(name = "d", visible_alias = "deallocate")]
-    D(cmd::dealloc::DArgs),
+    Deallocate(cmd::dealloc::DeallocateArgs),
     /// List my allocations.
     #[command(name = "list_a", visible_alias = "list-allocations")]
-    ListA,
+    ListAllocations,
     /// List my allocated hotkeys still in the metagraph.
     #[command(name = "list_ah", visible_alias = "list-allocated-hotkeys")]
-    ListAh,
+    ListAllocatedHotkeys,
     /// List the network's resources (from `sync`).
     #[command(name = "list_r", visible_alias = "list-resources")]
-    ListR(cmd::list::ListRArgs),
+    ListResources(cmd::list::ListResourcesArgs),
     /// Penalize miners by hotkey (comma-separated): never candidates.
     #[command(name = "p_hotkey", visible_alias = "penalize")]
-    PHotkey(cmd::penalty::HotkeysArg),
+    Penalize(cmd::penalty::PenalizeArgs),
     /// Lift penalties by hotkey (comma-separated).
     #[command(name = "dp_hotkey", visible_alias = "depenalize")]
-    DpHotkey(cmd::penalty::HotkeysArg),
+    Depenalize(cmd::penalty::DepenalizeArgs),
     /// List penalized hotkeys.
     #[command(name = "list_p", visible_alias = "list-penalized")]
-    ListP,
+    ListPenalized,
     /// Refresh every serving miner's specs into the database.
     Sync(cmd::sync::SyncArgs),
     /// Retry pending deallocations, release interrupted allocations, find vanished ones.

@@ -72,7 +72,7 @@ pub struct AllocOpts {
 }
 
 #[derive(Debug, Args)]
-pub struct AArgs {
+pub struct AllocateArgs {
     #[command(flatten)]
     pub req: RequirementArgs,
     #[command(flatten)]
@@ -80,7 +80,7 @@ pub struct AArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct AHotkeyArgs {
+pub struct AllocateHotkeyArgs {
     /// The miner's hotkey (asked for in the shell when missing).
     #[arg(id = "miner_hotkey", value_name = "HOTKEY")]
     pub hotkey: Option<String>,
@@ -328,13 +328,13 @@ async fn run_alloc(
     Ok(())
 }
 
-impl AArgs {
+impl AllocateArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         run_alloc(g, out, None, &self.req, &self.opts, 90).await
     }
 }
 
-impl AHotkeyArgs {
+impl AllocateHotkeyArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let hotkey = match &self.hotkey {
             Some(h) => h.trim().to_owned(),

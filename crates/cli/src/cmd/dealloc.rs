@@ -19,7 +19,7 @@ use crate::opts::GlobalOpts;
 use crate::output::{Output, Reported, UsageError};
 
 #[derive(Debug, Args)]
-pub struct DArgs {
+pub struct DeallocateArgs {
     /// Hotkeys to release, comma-separated (asked for in the shell when missing).
     #[arg(value_name = "HOTKEY[,HOTKEY...]", value_delimiter = ',')]
     pub hotkeys: Vec<String>,
@@ -39,7 +39,7 @@ pub struct DOutcome {
     pub detail: Option<String>,
 }
 
-impl DArgs {
+impl DeallocateArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let mut hotkeys: Vec<String> =
             self.hotkeys.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();

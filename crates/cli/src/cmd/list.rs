@@ -115,7 +115,7 @@ pub enum SortBy {
 }
 
 #[derive(Debug, Args)]
-pub struct ListRArgs {
+pub struct ListResourcesArgs {
     /// Only miners whose GPU name contains this (case-insensitive).
     #[arg(long)]
     pub gpu: Option<String>,
@@ -151,7 +151,7 @@ pub struct ResourceRow {
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-impl ListRArgs {
+impl ListResourcesArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let db = open_db(g)?;
         let mut allocated: std::collections::HashSet<String> =

@@ -10,12 +10,16 @@ use crate::cmd::open_db;
 use crate::opts::GlobalOpts;
 use crate::output::{table, Output, Reported, UsageError};
 
+/// The hotkeys of `p_hotkey` (and of `dp_hotkey`, which takes the same).
 #[derive(Debug, Args)]
-pub struct HotkeysArg {
+pub struct PenalizeArgs {
     /// One or more hotkeys (SS58), comma-separated.
     #[arg(value_name = "HOTKEY[,HOTKEY...]", value_delimiter = ',', required = true)]
     pub hotkeys: Vec<String>,
 }
+
+/// `dp_hotkey` takes the same hotkeys.
+pub type DepenalizeArgs = PenalizeArgs;
 
 #[derive(Debug, Serialize)]
 struct Outcome {
@@ -62,7 +66,7 @@ fn report(out: &mut Output, mut outcomes: Vec<Outcome>, verb: &str) -> anyhow::R
     Ok(())
 }
 
-impl HotkeysArg {
+impl PenalizeArgs {
     pub async fn penalize(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         self.apply(g, out, true).await
     }
