@@ -6,98 +6,50 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bittensor::dendrite::{AxonTarget, Dendrite};
-use bittensor::devnet::{self, ops, DevnetConfig};
-use bittensor::subtensor::Subtensor;
-use bittensor::wallet::Wallet;
-use bittensor::Keypair;
+use bittensor::dendrite::AxonTarget;
+use bittensor::dendrite::Dendrite;
 use compute::crypto::AllocationKey;
-use compute::protocol::{Allocate, Specs};
+use compute::protocol::Allocate;
 use compute::runtime::docker::{DockerConfig, DockerRuntime};
 use compute::runtime::{ContainerRuntime, ContainerState};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use crate::docker_proxy::{DockerProxy, Hold};
-use crate::harness::{nicompute, MinerProc, PortLease};
-use crate::renter_world::docker;
+use crate::harness::{nicompute, MinerProc};
+use crate::renter_world::{docker, MinerSlot, World, H100};
 
-/// A devnet with a registered miner hotkey (in a wallet on disk) and a staked validator.
-struct World {
-    chain: devnet::DevnetHandle,
-    wallet_dir: tempfile::TempDir,
-    state_dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-    validator: Keypair,
-    miner_hotkey: Keypair,
-    /// The Docker runtime's SSH port: its daemon binds it, so it is fixed and leased.
-    docker_ssh: PortLease,
+/// A devnet with one miner hotkey; the renter's staked hotkey is the validator calling it.
+struct Net {
+    w: World,
+    m: MinerSlot,
 }
 
-async fn world() -> World {
-    let chain_dir = tempfile::tempdir().expect("tmp");
-    let chain = devnet::spawn(DevnetConfig {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        block_time: Duration::from_secs(1),
-        ..DevnetConfig::new(chain_dir.keep())
-    })
-    .await
-    .expect("devnet");
-    let client = Subtensor::new(&chain.ws_url()).expect("client");
-    let cold = Keypair::generate(12).expect("k").account_id();
-    let (miner_hotkey, validator) = (Keypair::generate(12).expect("k"), Keypair::generate(12).expect("k"));
-    ops::register(&client, &miner_hotkey, &cold, 27).await.expect("register miner");
-    ops::register(&client, &validator, &cold, 27).await.expect("register validator");
-    ops::set_stake(&client, &validator, 27, 5_000_000_000_000, 0).await.expect("stake");
-    let wallet_dir = tempfile::tempdir().expect("tmp");
-    Wallet::new(wallet_dir.path(), "miner", "default").write_hotkey(&miner_hotkey).expect("wallet");
-    World {
-        chain,
-        wallet_dir,
-        state_dir: tempfile::tempdir().expect("tmp"),
-        home: tempfile::tempdir().expect("tmp"),
-        validator,
-        miner_hotkey,
-        docker_ssh: PortLease::new(),
-    }
+async fn world() -> Net {
+    let mut w = World::new().await;
+    let m = w.add_miner().await;
+    Net { w, m }
 }
 
-impl World {
-    /// `nicompute miner run` on ports it binds itself (the Docker runtime's SSH port is leased),
-    /// talking to Docker through `docker_host` when given.
+impl Net {
+    /// `nicompute miner run` with a simulated H100, talking to Docker through `docker_host`
+    /// when given.
     async fn spawn_miner(&self, runtime: &str, docker_host: Option<&str>) -> MinerProc {
-        let ssh_port = if runtime == "docker" { self.docker_ssh.port() } else { 0 };
-        let mut c = nicompute(self.home.path());
-        c.args(["miner", "run", "--runtime", runtime, "--netuid", "27", "--min-stake", "0"])
-            .args(["--subtensor.chain_endpoint", &self.chain.ws_url()])
-            .arg("--wallet.path")
-            .arg(self.wallet_dir.path())
-            .args(["--wallet.name", "miner", "--wallet.hotkey", "default"])
-            .args(["--axon.ip", "127.0.0.1", "--axon.port", "0"])
-            .args(["--ssh.port", &ssh_port.to_string(), "--ssh.bind_ip", "127.0.0.1"])
-            .arg("--state-dir")
-            .arg(self.state_dir.path())
-            .args(["--simulate-gpu", "NVIDIA H100 80GB HBM3:81559:1", "--metagraph-refresh", "1s"]);
-        if let Some(host) = docker_host {
-            c.env("DOCKER_HOST", host);
-        }
-        // Off the async workers: the devnet answering the miner runs on them.
-        tokio::task::spawn_blocking(move || MinerProc::spawn(c)).await.expect("join")
+        let env: Vec<(&str, &str)> = docker_host.map(|h| ("DOCKER_HOST", h)).into_iter().collect();
+        self.w.spawn_miner_with(&self.m, runtime, H100, &env).await
     }
 
     fn target(&self, p: &MinerProc) -> AxonTarget {
-        AxonTarget::new("127.0.0.1", p.axon_port, &self.miner_hotkey.account_id())
+        AxonTarget::new("127.0.0.1", p.axon_port, &self.m.key.account_id())
     }
 
     async fn wait_ready(&self, p: &MinerProc) {
-        let d = Dendrite::new(self.validator.clone());
-        let ok = d.call(&self.target(p), Specs::default(), Duration::from_secs(10)).await;
-        assert!(ok.is_success(), "the miner answers once it reported its start: {:?}", ok.status_message());
+        self.w.wait_ready(&self.m, p).await;
     }
 
     /// The Docker runtime seeing only this miner's containers.
     async fn docker(&self) -> DockerRuntime {
-        let config = DockerConfig { scope: Some(self.miner_hotkey.ss58()), ..crate::common::docker_config() };
+        let config = DockerConfig { scope: Some(self.m.key.ss58()), ..crate::common::docker_config() };
         DockerRuntime::connect(config).await.expect("docker")
     }
 }
@@ -157,7 +109,7 @@ async fn docker_miner_allocates_logs_in_survives_kill_9_and_cleans_up() {
     // The miner talks to Docker through a proxy that can hold it at a chosen request.
     let proxy = DockerProxy::start(crate::common::docker_config().socket.expect("socket"));
     drop(real);
-    let d = Dendrite::new(w.validator.clone());
+    let d = Dendrite::new(w.w.renter.clone());
     let mut miner = w.spawn_miner("docker", Some(&proxy.docker_host())).await;
     w.wait_ready(&miner).await;
     let ssh_port = miner.ssh_port;
@@ -219,7 +171,7 @@ async fn docker_miner_allocates_logs_in_survives_kill_9_and_cleans_up() {
     // SIGTERM stops the daemon cleanly.
     miner.stop();
     assert_eq!(ours(&docker).await, []);
-    w.chain.shutdown().await;
+    w.w.chain.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +180,7 @@ async fn local_runtime_only_on_a_devnet() {
     // On the devnet: serves, and a renter logs in and runs a command.
     let miner = w.spawn_miner("local", None).await;
     w.wait_ready(&miner).await;
-    let d = Dendrite::new(w.validator.clone());
+    let d = Dendrite::new(w.w.renter.clone());
     let key = AllocationKey::generate().expect("rsa");
     let r = d.call(&w.target(&miner), alloc(&key, ""), T).await;
     assert!(status(&r.synapse), "{:?}", r.synapse.output);
@@ -255,16 +207,16 @@ async fn local_runtime_only_on_a_devnet() {
     )
     .await
     .expect("replay");
-    let out = nicompute(w.home.path())
+    let out = nicompute(w.w.home.path())
         .args(["miner", "run", "--runtime", "local", "--subtensor.chain_endpoint", &replay.ws_url()])
         .arg("--wallet.path")
-        .arg(w.wallet_dir.path())
-        .args(["--wallet.name", "miner", "--axon.ip", "127.0.0.1", "--axon.port", "0"])
+        .arg(w.w.wallets.path())
+        .args(["--wallet.name", &w.m.wallet, "--axon.ip", "127.0.0.1", "--axon.port", "0"])
         .arg("--state-dir")
-        .arg(w.state_dir.path())
+        .arg(w.m.state.path())
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("isolates nothing"));
-    w.chain.shutdown().await;
+    w.w.chain.shutdown().await;
 }

@@ -111,6 +111,11 @@ impl World {
     /// `nicompute miner run` for `m` with `runtime` and a simulated GPU, on ports it binds itself
     /// (the SSH port is fixed for Docker) and reports.
     pub async fn spawn_miner(&self, m: &MinerSlot, runtime: &str, gpu: &str) -> MinerProc {
+        self.spawn_miner_with(m, runtime, gpu, &[]).await
+    }
+
+    /// [`World::spawn_miner`] with these variables added to its environment.
+    pub async fn spawn_miner_with(&self, m: &MinerSlot, runtime: &str, gpu: &str, env: &[(&str, &str)]) -> MinerProc {
         let ssh_port = match runtime {
             "docker" => m.docker_ssh.get_or_init(PortLease::new).port(),
             _ => 0,
@@ -125,7 +130,8 @@ impl World {
             .args(["--ssh.port", &ssh_port.to_string(), "--ssh.bind_ip", "127.0.0.1"])
             .arg("--state-dir")
             .arg(m.state.path())
-            .args(["--simulate-gpu", gpu]);
+            .args(["--simulate-gpu", gpu])
+            .envs(env.iter().copied());
         // Off the async workers: the devnet answering the miner runs on them.
         tokio::task::spawn_blocking(move || MinerProc::spawn(c)).await.expect("join")
     }

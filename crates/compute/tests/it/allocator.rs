@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bittensor::axon::AxonConfig;
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::subtensor::metagraph::{Axon, Metagraph, Neuron, Prometheus, StakeSource};
 use bittensor::Keypair;
@@ -21,16 +20,18 @@ use compute::allocator::{
 };
 use compute::crypto::AllocationKey;
 use compute::db::DbError;
-use compute::miner::policy::PolicyConfig;
-use compute::miner::{self, MetagraphSource, MinerConfig, MinerHandle};
+use compute::miner::MinerHandle;
 use compute::protocol::Allocate;
 use compute::runtime::local::LocalRuntime;
 use compute::runtime::ContainerRuntime;
-use compute::specs::{GpuRequirement, Requirement, SimulatedGpu, Specs};
+use compute::specs::{GpuRequirement, Requirement, Specs};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::harness::{fixture_key, keygen, on_path, seed_key, ssh_run, ssh_tools, ClosedPort, Login, H100, RTX4090, T};
+use crate::harness::{
+    fixture_key, keygen, local_miner, on_path, seed_key, simulated_specs, ssh_run, ssh_tools, ClosedPort, Login, H100,
+    RTX4090, T,
+};
 
 /// A port that refuses connections, held until `held` is dropped.
 fn dead_port(held: &mut Vec<ClosedPort>) -> u16 {
@@ -46,11 +47,6 @@ fn dendrite_key() -> Keypair {
 
 fn key(n: u8) -> Keypair {
     seed_key(n)
-}
-
-async fn specs(gpu: &str) -> Specs {
-    let sim: SimulatedGpu = gpu.parse().expect("gpu");
-    compute::specs::detect(&compute::specs::DetectOptions { simulate_gpu: Some(sim), ..Default::default() }).await
 }
 
 fn h100_80gb() -> Requirement {
@@ -77,22 +73,9 @@ async fn live_miner(seed: u8, gpu: &str) -> Live {
     let dir = tempfile::tempdir().expect("tmp");
     let runtime = Arc::new(LocalRuntime::new(dir.path().join("local")).expect("runtime"));
     let stakes: HashMap<String, f32> = [(dendrite_key().ss58(), 5000.0)].into_iter().collect();
-    // The runtime holds the SSH port from now on: the miner's answers carry it.
-    let ssh_port = runtime.reserve([127, 0, 0, 1].into(), 0).await.expect("reserve the SSH port");
-    let specs = specs(gpu).await;
-    let cfg = MinerConfig {
-        keypair: key(seed),
-        netuid: 27,
-        axon: AxonConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..AxonConfig::default() },
-        ssh_port,
-        ssh_bind_ip: "127.0.0.1".parse().expect("ip"),
-        runtime: runtime.clone() as Arc<dyn ContainerRuntime>,
-        state_dir: dir.path().join("state"),
-        specs: specs.clone(),
-        policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
-        metagraph: MetagraphSource::Static(stakes),
-    };
-    let miner = miner::spawn(cfg).await.expect("miner");
+    let specs = simulated_specs(gpu).await;
+    let (miner, ssh_port) =
+        local_miner(key(seed), specs.clone(), stakes, runtime.clone(), dir.path().join("state")).await;
     let port = miner.axon_addr().port();
     Live { miner: Some(miner), runtime, hotkey: key(seed).ss58(), port, ssh_port, specs, _dir: dir }
 }
@@ -359,26 +342,38 @@ fn login_with_key(dir: &tempfile::TempDir, port: u16) {
     assert!(out.as_deref().is_ok_and(|o| o.contains("via-key")), "{out:?}");
 }
 
-/// A store that lets another renter take the first miner the allocator begins with, between its
-/// "yes" to the check and the allocate request.
-struct StolenFirst {
+/// A [`MemoryStore`] with the failures a test needs: `before_begin` runs before each `begin`
+/// (another renter taking the miner, say), and `commit_fails` makes every commit fail as a full
+/// disk would.
+struct Hooked {
     inner: MemoryStore,
-    dendrite: Dendrite,
-    targets: HashMap<String, AxonTarget>,
-    stolen: Mutex<Option<String>>,
+    before_begin: Box<dyn Fn(&str) + Send + Sync>,
+    commit_fails: bool,
+    commits: AtomicUsize,
 }
 
-impl AllocationStore for StolenFirst {
-    fn begin(&self, hotkey: &str, regkey_pem: &str, expires_ms: u64, ssh_key_injected: bool) -> Result<(), StoreError> {
-        let mut stolen = self.stolen.lock().expect("lock");
-        if stolen.is_none() {
-            *stolen = Some(hotkey.to_owned());
-            let (d, t) = (self.dendrite.clone(), self.targets[hotkey].clone());
-            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(occupy(&d, &t)));
+impl Hooked {
+    fn new(before_begin: impl Fn(&str) + Send + Sync + 'static, commit_fails: bool) -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            before_begin: Box::new(before_begin),
+            commit_fails,
+            commits: AtomicUsize::new(0),
         }
+    }
+}
+
+impl AllocationStore for Hooked {
+    fn begin(&self, hotkey: &str, regkey_pem: &str, expires_ms: u64, ssh_key_injected: bool) -> Result<(), StoreError> {
+        (self.before_begin)(hotkey);
         self.inner.begin(hotkey, regkey_pem, expires_ms, ssh_key_injected)
     }
     fn commit(&self, hotkey: &str, record: &Allocated) -> Result<(), StoreError> {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        if self.commit_fails {
+            let source = std::io::Error::other("disk full");
+            return Err(DbError::Io { action: "write", path: "database.db".into(), source }.into());
+        }
         self.inner.commit(hotkey, record)
     }
     fn abort(&self, hotkey: &str) -> Result<(), StoreError> {
@@ -401,15 +396,25 @@ async fn a_yes_that_is_taken_before_the_allocation_falls_back_to_the_next_yes() 
         miners.iter().map(|m| (m.hotkey.clone(), Some(m.specs.clone()))).collect();
     let req = h100_80gb();
     let (cands, excluded) = allocator::candidates(&specs, &mg, &HashSet::new(), &req);
-    let store = StolenFirst {
-        inner: MemoryStore::new(),
-        dendrite: d.clone(),
-        targets: miners.iter().map(|m| (m.hotkey.clone(), m.target())).collect(),
-        stolen: Mutex::new(None),
-    };
+    // Another renter takes the first miner the allocator begins with, between its "yes" to the
+    // check and the allocate request.
+    let stolen = Arc::new(Mutex::new(None::<String>));
+    let (targets, taker, took): (HashMap<String, AxonTarget>, _, _) =
+        (miners.iter().map(|m| (m.hotkey.clone(), m.target())).collect(), d.clone(), stolen.clone());
+    let store = Hooked::new(
+        move |hotkey| {
+            let mut stolen = took.lock().expect("lock");
+            if stolen.is_none() {
+                *stolen = Some(hotkey.to_owned());
+                let (d, t) = (taker.clone(), targets[hotkey].clone());
+                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(occupy(&d, &t)));
+            }
+        },
+        false,
+    );
     let opts = AllocateOptions { timeline_days: 1, ssh_wait: Duration::from_secs(10), ..AllocateOptions::default() };
     let a = allocator::allocate(&d, cands, excluded, &req, &opts, &store, &quiet).await.expect("allocated");
-    let stolen = store.stolen.lock().expect("lock").clone().expect("one was taken");
+    let stolen = stolen.lock().expect("lock").clone().expect("one was taken");
     assert_ne!(a.hotkey, stolen, "the next yes was used");
     assert_eq!(a.timings.attempts, 2);
     assert_eq!(verdict_of(&a.explain, &stolen), &Verdict::Taken);
@@ -513,38 +518,13 @@ async fn deallocate_releases_refuses_a_wrong_key_and_keeps_unreachable_ones_pend
     }
 }
 
-/// A store whose commit fails: the miner allocated, the renter could not record it.
-struct FailingCommit {
-    inner: MemoryStore,
-    commits: AtomicUsize,
-}
-
-impl AllocationStore for FailingCommit {
-    fn begin(&self, hotkey: &str, regkey_pem: &str, expires_ms: u64, ssh_key_injected: bool) -> Result<(), StoreError> {
-        self.inner.begin(hotkey, regkey_pem, expires_ms, ssh_key_injected)
-    }
-    fn commit(&self, _hotkey: &str, _record: &Allocated) -> Result<(), StoreError> {
-        self.commits.fetch_add(1, Ordering::SeqCst);
-        let source = std::io::Error::other("disk full");
-        Err(DbError::Io { action: "write", path: "database.db".into(), source }.into())
-    }
-    fn abort(&self, hotkey: &str) -> Result<(), StoreError> {
-        self.inner.abort(hotkey)
-    }
-    fn mark_pending(&self, hotkey: &str, error: &str) {
-        self.inner.mark_pending(hotkey, error)
-    }
-    fn finish(&self, hotkey: &str) {
-        self.inner.finish(hotkey)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allocation_that_cannot_be_recorded_is_released_on_the_miner() {
     let d = Dendrite::new(dendrite_key());
     let m = live_miner(1, H100).await;
     let mg = metagraph(&[(m.hotkey.clone(), m.port, true)]);
-    let store = FailingCommit { inner: MemoryStore::new(), commits: AtomicUsize::new(0) };
+    // The miner allocates; the renter cannot record it.
+    let store = Hooked::new(|_| {}, true);
     let req = h100_80gb();
     let cand = Candidate::from_metagraph(&m.hotkey, &mg, Some(m.specs.clone())).expect("candidate");
     let opts = AllocateOptions { timeline_days: 1, ..AllocateOptions::default() };

@@ -46,6 +46,14 @@ async fn runtime() -> Option<DockerRuntime> {
     Some(rt)
 }
 
+/// The runtime, a fresh allocation id whose container is removed at the end whatever happens,
+/// and a port for it.
+async fn one_allocation(tag: &str) -> Option<(DockerRuntime, String, Cleanup, PortLease)> {
+    let rt = runtime().await?;
+    let alloc = unique_id(tag);
+    Some((rt, alloc.clone(), Cleanup(vec![alloc]), PortLease::new()))
+}
+
 fn unique_id(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let suffix = Alphanumeric.sample_string(&mut rand::thread_rng(), 6).to_lowercase();
@@ -227,10 +235,7 @@ async fn start_time_to_ssh_ready() {
 
 #[tokio::test]
 async fn bad_requests_are_refused_without_leftovers() {
-    let Some(rt) = runtime().await else { return };
-    let alloc = unique_id("bad");
-    let _cleanup = Cleanup(vec![alloc.clone()]);
-    let lease = PortLease::new();
+    let Some((rt, alloc, _cleanup, lease)) = one_allocation("bad").await else { return };
     let port = lease.port();
     let multi_line = rt.start(&spec(&alloc, "a\nroot:b", vec![], port)).await;
     assert!(matches!(multi_line, Err(RuntimeError::Failed(_))), "{multi_line:?}");
@@ -266,9 +271,7 @@ async fn unreachable_socket_is_unavailable() {
 
 #[tokio::test]
 async fn port_held_by_another_process_is_port_in_use() {
-    let Some(rt) = runtime().await else { return };
-    let alloc = unique_id("held");
-    let _cleanup = Cleanup(vec![alloc.clone()]);
+    let Some((rt, alloc, _cleanup, _)) = one_allocation("held").await else { return };
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let start = rt.start(&spec(&alloc, "pw", vec![], port)).await;
@@ -280,10 +283,7 @@ async fn port_held_by_another_process_is_port_in_use() {
 /// leaves nothing behind; on a GPU host it starts.
 #[tokio::test]
 async fn gpu_request() {
-    let Some(rt) = runtime().await else { return };
-    let alloc = unique_id("gpu");
-    let _cleanup = Cleanup(vec![alloc.clone()]);
-    let lease = PortLease::new();
+    let Some((rt, alloc, _cleanup, lease)) = one_allocation("gpu").await else { return };
     let port = lease.port();
     let spec = ContainerSpec { gpus: true, ..spec(&alloc, "pw", vec![], port) };
     match rt.start(&spec).await {

@@ -53,6 +53,39 @@ pub fn seed_key(n: u8) -> Keypair {
     Keypair::from_seed(&[n; 32]).unwrap()
 }
 
+/// Simulated specs of one GPU (`H100`, `RTX4090`), detected like a devnet miner's.
+pub async fn simulated_specs(gpu: &str) -> compute::specs::Specs {
+    let sim: compute::specs::SimulatedGpu = gpu.parse().unwrap();
+    compute::specs::detect(&compute::specs::DetectOptions { simulate_gpu: Some(sim), ..Default::default() }).await
+}
+
+/// A miner in this process on `runtime` (the local runtime): its axon on a port of its own,
+/// its SSH port reserved by the runtime (SN27's answers carry it), callers admitted by `stakes`
+/// (1024 TAO needed). The miner and its SSH port.
+pub async fn local_miner(
+    keypair: Keypair,
+    specs: compute::specs::Specs,
+    stakes: std::collections::HashMap<String, f32>,
+    runtime: std::sync::Arc<compute::runtime::local::LocalRuntime>,
+    state_dir: PathBuf,
+) -> (compute::miner::MinerHandle, u16) {
+    use compute::miner::{self, policy::PolicyConfig, MetagraphSource, MinerConfig};
+    let ssh_port = runtime.reserve(Ipv4Addr::LOCALHOST.into(), 0).await.unwrap();
+    let cfg = MinerConfig {
+        keypair,
+        netuid: 27,
+        axon: bittensor::axon::AxonConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() },
+        ssh_port,
+        ssh_bind_ip: Ipv4Addr::LOCALHOST.into(),
+        runtime,
+        state_dir,
+        specs,
+        policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
+        metagraph: MetagraphSource::Static(stakes),
+    };
+    (miner::spawn(cfg).await.unwrap(), ssh_port)
+}
+
 // ---- gates ----
 
 /// Whether `var=1` makes a missing tool a failure here (CI sets it).

@@ -39,6 +39,28 @@ fn runtime(dir: &tempfile::TempDir) -> LocalRuntime {
     LocalRuntime::new(dir.path().join("local")).expect("local runtime")
 }
 
+/// What most tests start from: a runtime in a temporary directory, a renter's key pair, and the
+/// allocation `id` accepting that key on a port of the runtime's choosing.
+struct Setup {
+    dir: tempfile::TempDir,
+    rt: LocalRuntime,
+    key: PathBuf,
+    c: Container,
+    port: u16,
+}
+
+/// [`Setup`], or `None` (after saying why) without the OpenSSH client.
+async fn setup(id: &str) -> Option<Setup> {
+    if !ssh_tools(false) {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(dir.path(), "renter");
+    let rt = runtime(&dir);
+    let (c, port) = started(&rt, id, vec![public]).await;
+    Some(Setup { dir, rt, key, c, port })
+}
+
 /// Starts allocation `id` on a port of the runtime's choosing; the container and its port.
 async fn started(rt: &LocalRuntime, id: &str, keys: Vec<String>) -> (Container, u16) {
     let c = rt.start(&spec(id, 0, keys)).await.expect("start");
@@ -166,13 +188,7 @@ async fn wrong_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_status_and_stderr_propagate() {
-    if !ssh_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(dir.path(), "renter");
-    let rt = runtime(&dir);
-    let (c, port) = started(&rt, "exit", vec![public]).await;
+    let Some(Setup { dir: _dir, rt, key, c, port }) = setup("exit").await else { return };
     let out = ssh_key(port, &key, "exit 7").await;
     assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
     let out = ssh_key(port, &key, "echo out; echo err >&2; false").await;
@@ -188,13 +204,7 @@ async fn exit_status_and_stderr_propagate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_run_in_the_allocation_dir() {
-    if !ssh_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(dir.path(), "renter");
-    let rt = runtime(&dir);
-    let (c, port) = started(&rt, "pwd", vec![public]).await;
+    let Some(Setup { dir: _dir, rt, key, c, port }) = setup("pwd").await else { return };
     let alloc_dir = rt.allocation_dir("pwd");
     let mode = std::fs::metadata(&alloc_dir).expect("allocation dir").permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
@@ -208,13 +218,7 @@ async fn commands_run_in_the_allocation_dir() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shell_without_a_pty_reads_stdin() {
-    if !ssh_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(dir.path(), "renter");
-    let rt = runtime(&dir);
-    let (c, port) = started(&rt, "shell", vec![public]).await;
+    let Some(Setup { dir: _dir, rt, key, c, port }) = setup("shell").await else { return };
     let out = ssh_key_with(port, &key, &["-T"], Some(b"echo hi; exit 3\n")).await;
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(stdout(&out), "hi\n");
@@ -228,13 +232,7 @@ async fn shell_without_a_pty_reads_stdin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pty_request_gets_an_emulated_terminal() {
-    if !ssh_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(dir.path(), "renter");
-    let rt = runtime(&dir);
-    let (c, port) = started(&rt, "pty", vec![public]).await;
+    let Some(Setup { dir: _dir, rt, key, c, port }) = setup("pty").await else { return };
     // -tt forces a PTY request although our stdin is a pipe; the keys arrive as typed.
     let out = ssh_key_with(port, &key, &["-tt"], Some(b"echo hi-there\rexit 4\r")).await;
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
@@ -269,13 +267,7 @@ async fn set_authorized_keys_swaps_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_refuses_new_logins_and_unpause_allows_them() {
-    if !ssh_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(dir.path(), "renter");
-    let rt = runtime(&dir);
-    let (c, port) = started(&rt, "pause", vec![public]).await;
+    let Some(Setup { dir: _dir, rt, key, c, port }) = setup("pause").await else { return };
     let out = ssh_key(port, &key, "nohup sleep 300 >/dev/null 2>&1 & echo $!").await;
     let pid: u32 = stdout(&out).trim().parse().expect("a pid");
     rt.pause(&c.id).await.expect("pause");
@@ -295,13 +287,7 @@ async fn pause_refuses_new_logins_and_unpause_allows_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_drops_sessions_and_keeps_serving() {
-    if !ssh_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(dir.path(), "renter");
-    let rt = runtime(&dir);
-    let (c, port) = started(&rt, "restart", vec![public]).await;
+    let Some(Setup { dir: _dir, rt, key, c, port }) = setup("restart").await else { return };
     let mut long = tokio::process::Command::from(ssh(port, Login::Key(&key), &[]));
     long.arg("echo started; sleep 60; echo finished").stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
     let mut long = long.spawn().expect("ssh");
@@ -323,13 +309,7 @@ async fn restart_drops_sessions_and_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_frees_the_port_deletes_the_dir_and_kills_processes() {
-    if !ssh_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(dir.path(), "renter");
-    let rt = runtime(&dir);
-    let (c, port) = started(&rt, "gone", vec![public]).await;
+    let Some(Setup { dir: _dir, rt, key, c, port }) = setup("gone").await else { return };
     // A background process that outlives its command (as with sshd) until the allocation goes.
     let out = ssh_key(port, &key, "nohup sleep 300 >/dev/null 2>&1 & echo $!").await;
     let pid: u32 = stdout(&out).trim().parse().expect("a pid");
@@ -466,13 +446,7 @@ async fn scp_copies_files_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_runtime_stops_its_servers_and_processes() {
-    if !ssh_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (key, public) = keygen(dir.path(), "renter");
-    let rt = runtime(&dir);
-    let (_c, port) = started(&rt, "dropped", vec![public]).await;
+    let Some(Setup { dir: _dir, rt, key, c: _c, port }) = setup("dropped").await else { return };
     let out = ssh_key(port, &key, "nohup sleep 300 >/dev/null 2>&1 & echo $!").await;
     let pid: u32 = stdout(&out).trim().parse().expect("a pid");
     drop(rt);

@@ -11,28 +11,22 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittensor::axon::AxonConfig;
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::Keypair;
 use compute::crypto::AllocationKey;
-use compute::miner::policy::PolicyConfig;
 use compute::miner::state::{Allocation, Phase, StateStore};
-use compute::miner::{self, MetagraphSource, MinerConfig, MinerHandle};
+use compute::miner::MinerHandle;
 use compute::protocol::{Allocate, Specs as SpecsSynapse};
 use compute::runtime::local::LocalRuntime;
 use compute::runtime::{ContainerRuntime, ContainerSpec};
-use compute::specs::{SimulatedGpu, Specs};
 use serde_json::{json, Map, Value};
 
-use crate::harness::{self, command, fixture_key, fixture_mnemonic, root, ssh, ssh_tools, Login, T};
+use crate::harness::{
+    self, command, fixture_key, fixture_mnemonic, local_miner, root, simulated_specs, ssh, ssh_tools, Login, H100, T,
+};
 
 fn kp(name: &str) -> Keypair {
     fixture_key(name)
-}
-
-async fn simulated_specs() -> Specs {
-    let sim: SimulatedGpu = "NVIDIA H100 80GB HBM3:81559:1".parse().expect("gpu");
-    compute::specs::detect(&compute::specs::DetectOptions { simulate_gpu: Some(sim), ..Default::default() }).await
 }
 
 struct Net {
@@ -47,21 +41,9 @@ async fn start_miner(dir: tempfile::TempDir, runtime: Option<Arc<LocalRuntime>>)
     let runtime = runtime.unwrap_or_else(|| Arc::new(LocalRuntime::new(dir.path().join("local")).expect("runtime")));
     let stakes: HashMap<String, f32> =
         [(kp("dendrite_hotkey").ss58(), 5000.0), (kp("denied_hotkey").ss58(), 1.0)].into_iter().collect();
-    // The runtime holds the SSH port from now on: the miner's answers carry it.
-    let ssh_port = runtime.reserve([127, 0, 0, 1].into(), 0).await.expect("reserve the SSH port");
-    let cfg = MinerConfig {
-        keypair: kp("axon_hotkey"),
-        netuid: 27,
-        axon: AxonConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..AxonConfig::default() },
-        ssh_port,
-        ssh_bind_ip: "127.0.0.1".parse().expect("ip"),
-        runtime: runtime.clone() as Arc<dyn ContainerRuntime>,
-        state_dir: dir.path().join("state"),
-        specs: simulated_specs().await,
-        policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
-        metagraph: MetagraphSource::Static(stakes),
-    };
-    let miner = miner::spawn(cfg).await.expect("miner");
+    let specs = simulated_specs(H100).await;
+    let (miner, ssh_port) =
+        local_miner(kp("axon_hotkey"), specs, stakes, runtime.clone(), dir.path().join("state")).await;
     let target = AxonTarget::new("127.0.0.1", miner.axon_addr().port(), &kp("axon_hotkey").account_id());
     Net { miner, runtime, target, ssh_port, _dir: dir }
 }
