@@ -1,4 +1,5 @@
-//! What the compute tests share, written once: fixture keys, the gates for tools a test needs
+//! What the compute tests share, written once (the CLI tests include this file too, as
+//! `common`): fixture keys, in-process miners, the gates for tools a test needs
 //! (skipped with a reason here, a failure in CI), ports, SSH keys and logins, and the one builder
 //! of child processes, which clears every `NICOMPUTE_*`, `BT_*` and `WANDB_*` variable and gives
 //! the child a home of its own, so no test reads the developer's environment or `~/.ssh`.
