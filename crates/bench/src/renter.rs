@@ -551,6 +551,8 @@ fn lists(bin: &Path, dir: &Path, specs_json: &str, rows: &mut Vec<Row>) -> Resul
                 resource: "NVIDIA H100 80GB HBM3".into(),
                 regkey: pem.clone(),
                 version: json!(183),
+                ssh_key: None,
+                uuid: None,
             };
             db.commit_allocation(&hotkey, &details)?;
         }

@@ -36,6 +36,11 @@ pub use allocation::{key_fingerprint, AllocationDetails, AllocationDetailsError,
 pub use miners::{MinerRecord, NO_SPECS_LIMIT};
 pub use wandb::PublicationRecord;
 
+/// How long an allocation being made is claimed by the handle that began it: within it, while
+/// that process lives, no other handle takes it for an interrupted one
+/// ([`ComputeDb::interrupted_unclaimed`]). Longer than any one allocate call.
+pub const CLAIM_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// How long a write waits for another process's lock before giving up with [`DbError::Locked`].
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -120,6 +125,8 @@ pub struct ComputeDb {
     path: PathBuf,
     /// Stamps the allocation steps (`created_ms`, `updated_ms`).
     clock: Clock,
+    /// Who this handle is in `nc_allocation_claim`: `pid:random`, unique per open.
+    holder: String,
 }
 
 impl ComputeDb {
@@ -194,7 +201,8 @@ impl ComputeDb {
                 restrict_mode(&side);
             }
         }
-        Ok(Self { conn: Mutex::new(conn), path, clock: Clock::system() })
+        let holder = format!("{}:{:016x}", std::process::id(), rand::random::<u64>());
+        Ok(Self { conn: Mutex::new(conn), path, clock: Clock::system(), holder })
     }
 
     /// The file this database lives in.

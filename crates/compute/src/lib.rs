@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod db;
 pub mod miner;
 pub mod protocol;
+pub mod renter;
 pub mod runtime;
 pub mod specs;
 pub mod ssh_banner;

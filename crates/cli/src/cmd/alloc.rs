@@ -12,17 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use bittensor::dendrite::Dendrite;
-use bittensor::subtensor::metagraph::Metagraph;
 use bittensor::AccountId;
 use clap::Args;
-use compute::allocator::{self, AllocateOptions, Allocated, Candidate, Explain, Stage};
-use compute::db::ComputeDb;
+use compute::allocator::{AllocateOptions, Allocated, Explain, Stage};
+use compute::renter::{RenterError, Target};
 use compute::specs::{GpuRequirement, Requirement};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::cmd::open_db;
 use crate::duration::parse_duration;
 use crate::opts::GlobalOpts;
 use crate::output::{table, Output, Reported, UsageError};
@@ -253,23 +250,6 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool, now: u64) {
     }
 }
 
-/// Releases allocations this CLI started but never recorded (Ctrl-C, a crash).
-pub async fn release_interrupted(db: &ComputeDb, dendrite: &Dendrite, mg: &Metagraph) -> usize {
-    let Ok(rows) = db.interrupted() else { return 0 };
-    let mut released = 0;
-    for (hotkey, regkey) in rows {
-        let Ok(c) = Candidate::from_metagraph(&hotkey, mg, None) else { continue };
-        match allocator::deallocate(dendrite, &c.target, &hotkey, &regkey, db, Duration::from_secs(30)).await {
-            allocator::DeallocOutcome::Released | allocator::DeallocOutcome::NotHolder(_) => {
-                let _ = db.abort_allocation(&hotkey);
-                released += 1;
-            }
-            _ => {}
-        }
-    }
-    released
-}
-
 async fn run_alloc(
     g: &GlobalOpts,
     out: &mut Output,
@@ -280,51 +260,31 @@ async fn run_alloc(
 ) -> anyhow::Result<()> {
     let requirement = req.resolve(hotkey.is_none())?;
     let options = opts.options(g, out, timeline_days)?;
-    let db = open_db(g)?;
-    let chain = g.subtensor.client()?;
-    let keypair = g.wallet.hotkey()?;
-    let dendrite = Dendrite::new(keypair);
-    let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
-    release_interrupted(&db, &dendrite, &mg).await;
-    let specs: Vec<(String, Option<compute::specs::Specs>)> =
-        db.miner_details()?.into_iter().map(|m| (m.hotkey, m.specs)).collect();
+    let renter = crate::cmd::renter(g)?;
+    let mg = renter.metagraph().await?;
+    renter.release_interrupted(&mg).await;
+    let target = match hotkey {
+        Some(hk) => Target::Hotkey(hk.to_owned()),
+        None => Target::Requirement,
+    };
     let work = async {
-        match hotkey {
-            Some(hk) => {
-                let specs = specs.iter().find(|(h, _)| h == hk).and_then(|(_, s)| s.clone());
-                let candidate = Candidate::from_metagraph(hk, &mg, specs)
-                    .map_err(|v| anyhow::anyhow!("{hk} cannot be allocated: {v}"))?;
-                allocator::allocate_hotkey(&dendrite, candidate, &requirement, &options, &db, &progress)
-                    .await
-                    .map_err(anyhow::Error::from)
+        renter.allocate(&mg, &target, &requirement, &options, &progress).await.map_err(|e| {
+            if let (RenterError::Allocate(e), true, Target::Requirement) = (&e, opts.explain, &target) {
+                let _ = writeln!(std::io::stderr(), "{}", explain_table(&e.explain));
             }
-            None => {
-                if specs.is_empty() {
-                    return Err(anyhow::anyhow!("the database knows no miners yet: run `nicompute sync` first"));
-                }
-                let penalized = db.penalized()?.into_iter().collect();
-                let (cands, excluded) = allocator::candidates(&specs, &mg, &penalized, &requirement);
-                allocator::allocate(&dendrite, cands, excluded, &requirement, &options, &db, &progress).await.map_err(
-                    |e| {
-                        if opts.explain {
-                            let _ = writeln!(std::io::stderr(), "{}", explain_table(&e.explain));
-                        }
-                        anyhow::Error::from(e)
-                    },
-                )
-            }
-        }
+            anyhow::Error::from(e)
+        })
     };
     let result = tokio::select! {
         r = work => r,
         _ = tokio::signal::ctrl_c() => {
-            let n = release_interrupted(&db, &dendrite, &mg).await;
+            let n = renter.release_interrupted(&mg).await;
             return Err(Reported(format!("interrupted; {n} half-made allocation(s) released")).into());
         }
     };
     let allocated = result?;
     show(out, &allocated, opts.explain, g.clock.now_ms());
-    crate::shared::publish(g, &db, &[crate::shared::List::Allocated], out).await;
+    crate::shared::publish(g, renter.db(), &[crate::shared::List::Allocated], out).await;
     Ok(())
 }
 

@@ -5,15 +5,11 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::Context;
-use bittensor::dendrite::Dendrite;
 use bittensor::AccountId;
 use clap::Args;
-use compute::allocator::{self, Candidate, DeallocOutcome};
 use serde::Serialize;
 
 use crate::cmd::alloc::prompt;
-use crate::cmd::open_db;
 use crate::duration::parse_duration;
 use crate::opts::GlobalOpts;
 use crate::output::{Output, Reported, UsageError};
@@ -62,42 +58,12 @@ impl DeallocateArgs {
                 return Err(Reported("cancelled".into()).into());
             }
         }
-        let db = open_db(g)?;
-        let chain = g.subtensor.client()?;
-        let keypair = g.wallet.hotkey()?;
-        let dendrite = Dendrite::new(keypair);
-        let mg = chain.metagraph(g.subtensor.netuid()).await.context("reading the metagraph")?;
+        let renter = crate::cmd::renter(g)?;
+        let mg = renter.metagraph().await?;
         let mut outcomes = Vec::new();
         for hk in hotkeys {
-            let Some(rec) = db.allocation(&hk)? else {
-                outcomes.push(DOutcome { hotkey: hk, result: "not allocated", detail: None });
-                continue;
-            };
-            let Some(regkey) = rec.details.as_ref().map(|d| d.regkey.clone()).filter(|r| !r.is_empty()) else {
-                outcomes.push(DOutcome { hotkey: hk, result: "failed", detail: Some("the row has no regkey".into()) });
-                continue;
-            };
-            let target = match Candidate::from_metagraph(&hk, &mg, None) {
-                Ok(c) => c.target,
-                Err(v) => {
-                    let why = format!("the miner cannot be reached: {v}");
-                    db.mark_pending_deallocation(&hk, &why)?;
-                    outcomes.push(DOutcome { hotkey: hk, result: "pending", detail: Some(why) });
-                    continue;
-                }
-            };
-            let o = allocator::deallocate(&dendrite, &target, &hk, &regkey, &db, self.timeout).await;
-            outcomes.push(match o {
-                DeallocOutcome::Released => DOutcome { hotkey: hk, result: "released", detail: None },
-                DeallocOutcome::Unreachable(e) => DOutcome {
-                    hotkey: hk,
-                    result: "pending",
-                    detail: Some(format!("{e}; kept as pending_deallocation — `nicompute reconcile` retries")),
-                },
-                DeallocOutcome::NotHolder(r) | DeallocOutcome::Refused(r) => {
-                    DOutcome { hotkey: hk, result: "refused", detail: Some(r) }
-                }
-            });
+            let r = renter.deallocate(&mg, &hk, self.timeout).await?;
+            outcomes.push(DOutcome { result: r.label(), detail: r.detail().map(str::to_owned), hotkey: hk });
         }
         let failed = outcomes.iter().filter(|o| o.result != "released").count();
         let released = outcomes.len() - failed;
@@ -111,7 +77,7 @@ impl DeallocateArgs {
             Ok(())
         });
         if released > 0 {
-            crate::shared::publish(g, &db, &[crate::shared::List::Allocated], out).await;
+            crate::shared::publish(g, renter.db(), &[crate::shared::List::Allocated], out).await;
         }
         if failed > 0 {
             return Err(Reported(format!("{failed} hotkey(s) not released")).into());

@@ -1,10 +1,11 @@
 //! `list_a`, `list_ah`, `list_r`: what I have allocated, which of those miners are still in the
 //! metagraph, and what the network offers (SN27's tables, plus the age of each miner's specs).
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 
 use clap::{Args, ValueEnum};
 use compute::db::AllocationRecord;
+use compute::renter::{gpu_summary, resources, Resource, ResourceQuery, SortKey};
 use serde::Serialize;
 
 use crate::cmd::open_db;
@@ -114,6 +115,21 @@ pub enum SortBy {
     Age,
 }
 
+impl From<SortBy> for SortKey {
+    fn from(s: SortBy) -> Self {
+        match s {
+            SortBy::Hotkey => SortKey::Hotkey,
+            SortBy::Gpu => SortKey::Gpu,
+            SortBy::GpuSize => SortKey::GpuSize,
+            SortBy::GpuCount => SortKey::GpuCount,
+            SortBy::Cpu => SortKey::Cpu,
+            SortBy::Ram => SortKey::Ram,
+            SortBy::Disk => SortKey::Disk,
+            SortBy::Age => SortKey::Age,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ListResourcesArgs {
     /// Only miners whose GPU name contains this (case-insensitive).
@@ -145,65 +161,46 @@ pub struct ResourceRow {
     pub stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    #[serde(skip)]
-    pub age_ms: u64,
 }
 
-const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+impl ResourceRow {
+    fn new(r: &Resource, now: u64) -> Self {
+        Self {
+            hotkey: r.hotkey.clone(),
+            gpu_name: r.gpu_name.clone(),
+            gpu_size_gb: r.gpu_size_gb,
+            gpu_count: r.gpu_count,
+            vcpus: r.vcpus,
+            ram_gb: r.ram_gb,
+            disk_gb: r.disk_gb,
+            status: r.status(),
+            simulated: r.simulated,
+            specs_age: age(now, r.specs_updated_ms),
+            stale: r.stale,
+            last_error: r.last_error.clone(),
+        }
+    }
+}
 
 impl ListResourcesArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let db = open_db(g)?;
-        let mut allocated: std::collections::HashSet<String> =
-            db.allocations()?.into_iter().map(|r| r.hotkey).collect();
         // With wandb on, "Res." also covers machines any validator lists as allocated.
         let network = crate::shared::network_state(g, ::wandb::Lists::Allocated, out).await;
-        if let Some(n) = &network {
-            allocated.extend(n.allocated.iter().cloned());
-        }
+        let extra: HashSet<String> =
+            network.as_ref().map(|n| n.allocated.iter().cloned().collect()).unwrap_or_default();
         let now = g.clock.now_ms();
-        let mut rows: Vec<ResourceRow> = db
-            .miner_details()?
-            .into_iter()
-            .filter_map(|m| {
-                let specs = m.specs?;
-                let first = specs.gpu.details.first();
-                Some(ResourceRow {
-                    gpu_name: first.map(|d| d.name.clone()).unwrap_or_else(|| "No GPU".into()),
-                    gpu_size_gb: first.map_or(0.0, |d| d.capacity as f64 / 1024.0),
-                    gpu_count: specs.gpu.count,
-                    vcpus: specs.cpu.count,
-                    ram_gb: specs.ram.available as f64 / GIB,
-                    disk_gb: specs.hard_disk.free as f64 / GIB,
-                    status: if allocated.contains(&m.hotkey) { "Res." } else { "Avail." },
-                    simulated: specs.simulated,
-                    specs_age: age(now, m.specs_updated_ms.or(m.last_seen_ms)),
-                    stale: m.failures > 0 || m.no_specs_count > 0,
-                    last_error: m.last_error.clone(),
-                    age_ms: m.specs_updated_ms.map_or(u64::MAX, |t| now.saturating_sub(t)),
-                    hotkey: m.hotkey,
-                })
-            })
-            .filter(|r| self.gpu.as_ref().is_none_or(|g| r.gpu_name.to_lowercase().contains(&g.to_lowercase())))
-            .filter(|r| self.min_gpu_size.is_none_or(|s| r.gpu_size_gb >= s))
-            .filter(|r| !self.available || r.status == "Avail.")
-            .collect();
-        match self.sort {
-            SortBy::Hotkey => rows.sort_by(|a, b| a.hotkey.cmp(&b.hotkey)),
-            SortBy::Gpu => rows.sort_by(|a, b| a.gpu_name.cmp(&b.gpu_name)),
-            SortBy::GpuSize => rows.sort_by(|a, b| b.gpu_size_gb.total_cmp(&a.gpu_size_gb)),
-            SortBy::GpuCount => rows.sort_by_key(|r| std::cmp::Reverse(r.gpu_count)),
-            SortBy::Cpu => rows.sort_by_key(|r| std::cmp::Reverse(r.vcpus)),
-            SortBy::Ram => rows.sort_by(|a, b| b.ram_gb.total_cmp(&a.ram_gb)),
-            SortBy::Disk => rows.sort_by(|a, b| b.disk_gb.total_cmp(&a.disk_gb)),
-            SortBy::Age => rows.sort_by_key(|r| r.age_ms),
-        }
-        let mut instances: BTreeMap<(String, u64), u64> = BTreeMap::new();
-        let mut gpus: BTreeMap<String, u64> = BTreeMap::new();
-        for r in rows.iter().filter(|r| r.gpu_count > 0) {
-            *instances.entry((r.gpu_name.clone(), r.gpu_count)).or_default() += 1;
-            *gpus.entry(r.gpu_name.clone()).or_default() += r.gpu_count;
-        }
+        let all = resources(&db, &extra)?;
+        let query = ResourceQuery {
+            gpu: self.gpu.clone(),
+            gpu_size_min: self.min_gpu_size,
+            available: self.available.then_some(true),
+            sort: self.sort.into(),
+            ..ResourceQuery::default()
+        };
+        let chosen = query.apply(&all);
+        let summary = gpu_summary(chosen.iter().copied());
+        let rows: Vec<ResourceRow> = chosen.iter().map(|r| ResourceRow::new(r, now)).collect();
         #[derive(Serialize)]
         struct Doc<'a> {
             resources: &'a [ResourceRow],
@@ -214,8 +211,8 @@ impl ListResourcesArgs {
         }
         let doc = Doc {
             resources: &rows,
-            summary_instances: instances.iter().map(|((n, c), k)| (n.clone(), *c, *k)).collect(),
-            summary_gpus: gpus.iter().map(|(n, c)| (n.clone(), *c)).collect(),
+            summary_instances: summary.instances.iter().map(|((n, c), k)| (n.clone(), *c, *k)).collect(),
+            summary_gpus: summary.gpus.iter().map(|(n, c)| (n.clone(), *c)).collect(),
             status_from: match &network {
                 Some(n) => format!("local+wandb ({} validator runs)", n.runs_counted),
                 None => "local".into(),

@@ -31,6 +31,15 @@ pub fn open_db(g: &GlobalOpts) -> anyhow::Result<ComputeDb> {
     Ok(ComputeDb::open(&path)?.with_clock(g.clock.clone()))
 }
 
+/// The renter facade over the allocation database, the chain and the wallet's hotkey (the one
+/// implementation behind `a`, `d`, `sync`, `reconcile` and `serve`).
+pub fn renter(g: &GlobalOpts) -> anyhow::Result<compute::renter::Renter> {
+    let db = std::sync::Arc::new(open_db(g)?);
+    let chain = g.subtensor.client()?;
+    let keypair = g.wallet.hotkey()?;
+    Ok(compute::renter::Renter::new(db, chain, g.subtensor.netuid(), keypair))
+}
+
 /// Runs a command parsed by `Cli::parse_args`, its settings completed by the config file.
 pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
     let Cli { command, global } = crate::config::resolve(cli).map_err(|e| UsageError(e.to_string()))?;

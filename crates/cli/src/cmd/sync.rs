@@ -2,17 +2,15 @@
 //! and store them in `miner_details` with SN27's `no_specs_count` rule and our last-seen time.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use bittensor::dendrite::Dendrite;
 use bittensor::subtensor::Subtensor;
 use bittensor::Keypair;
 use clap::Args;
 use compute::db::ComputeDb;
-use serde::Serialize;
+use compute::renter::Renter;
 
-use crate::cmd::open_db;
 use crate::duration::parse_duration;
 use crate::opts::GlobalOpts;
 use crate::output::{table, Output};
@@ -27,19 +25,13 @@ pub struct SyncArgs {
     pub concurrency: usize,
 }
 
-/// What one sync did: how many serving miners were asked, how many answered with specs, and
-/// why each of the others has none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SyncReport {
-    pub asked: usize,
-    pub answered: usize,
-    pub failed: Vec<(String, String)>,
-}
+pub use compute::renter::SyncReport;
 
 /// Asks every serving miner of `netuid` for its specs as `keypair` and records the answers (and
-/// the failures, for SN27's `no_specs_count`) in `db`. `progress` gets (done, total).
+/// the failures, for SN27's `no_specs_count`) in `db`: [`Renter::sync`] for callers holding the
+/// parts (`devnet up`). `progress` gets (done, total).
 pub async fn sync_specs(
-    db: &ComputeDb,
+    db: Arc<ComputeDb>,
     chain: &Subtensor,
     keypair: Keypair,
     netuid: u16,
@@ -47,37 +39,20 @@ pub async fn sync_specs(
     concurrency: usize,
     progress: &(dyn Fn(usize, usize) + Send + Sync),
 ) -> anyhow::Result<SyncReport> {
-    let mg = chain.metagraph(netuid).await.context("reading the metagraph")?;
-    let dendrite = Dendrite::new(keypair);
-    let results = compute::allocator::sync_specs(&dendrite, &mg, timeout, concurrency, progress).await;
-    let now = db.clock().now_ms();
-    let mut failed = Vec::new();
-    for (hotkey, r) in &results {
-        match r {
-            Ok(specs) => db.upsert_specs(hotkey, specs, now)?,
-            Err(e) => {
-                let why = e.to_string();
-                db.record_no_specs(hotkey, &why, now)?;
-                failed.push((hotkey.clone(), why));
-            }
-        }
-    }
-    Ok(SyncReport { asked: results.len(), answered: results.len() - failed.len(), failed })
+    let renter = Renter::new(db, chain.clone(), netuid, keypair);
+    Ok(renter.sync(timeout, concurrency, progress).await?)
 }
 
 impl SyncArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
-        let db = open_db(g)?;
-        let chain = g.subtensor.client()?;
-        let keypair = g.wallet.hotkey()?;
+        let renter = crate::cmd::renter(g)?;
         let tty = std::io::stderr().is_terminal();
         let progress = move |done: usize, total: usize| {
             if tty {
                 let _ = write!(std::io::stderr(), "\rsync: {done}/{total} miners answered or failed");
             }
         };
-        let report =
-            sync_specs(&db, &chain, keypair, g.subtensor.netuid(), self.timeout, self.concurrency, &progress).await;
+        let report = renter.sync(self.timeout, self.concurrency, &progress).await;
         if tty {
             let _ = writeln!(std::io::stderr());
         }

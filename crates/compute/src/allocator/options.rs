@@ -35,6 +35,9 @@ pub struct AllocateOptions {
     pub ssh_wait: Duration,
     /// What time it is: the lease's end is reckoned from it.
     pub clock: Clock,
+    /// An id recorded with the allocation as `register_api.py`'s `uuid` (with the SSH key), for
+    /// allocations made through the API; `None` writes the row as `register.py` does.
+    pub uuid: Option<String>,
 }
 
 impl Default for AllocateOptions {
@@ -49,6 +52,7 @@ impl Default for AllocateOptions {
             concurrency: 32,
             ssh_wait: Duration::from_secs(60),
             clock: Clock::system(),
+            uuid: None,
         }
     }
 }
@@ -140,6 +144,10 @@ pub struct Allocated {
     pub ssh_key_injected: bool,
     /// Whether the SSH server greeted within `ssh_wait`.
     pub ssh_ready: bool,
+    /// The SSH public key given to the miner.
+    pub ssh_key: Option<String>,
+    /// [`AllocateOptions::uuid`].
+    pub uuid: Option<String>,
     pub explain: Vec<Explain>,
     pub timings: Timings,
 }
@@ -157,6 +165,7 @@ impl fmt::Debug for Allocated {
             .field("expires_ms", &self.expires_ms)
             .field("ssh_key_injected", &self.ssh_key_injected)
             .field("ssh_ready", &self.ssh_ready)
+            .field("uuid", &self.uuid)
             .field("explain", &self.explain)
             .field("timings", &self.timings)
             .finish_non_exhaustive()

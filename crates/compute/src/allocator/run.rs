@@ -16,9 +16,10 @@ use tokio::time::Instant;
 use super::release::send_release;
 use super::{
     failure_text, refusal, status_of, AllocateError, AllocateFailure, AllocateOptions, Allocated, AllocationStore,
-    Candidate, DeallocOutcome, Explain, Stage, Timings, Verdict,
+    Candidate, DeallocOutcome, Explain, Stage, StoreError, Timings, Verdict,
 };
 use crate::crypto::AllocationKey;
+use crate::db::DbError;
 use crate::protocol::Allocate;
 use crate::specs::Requirement;
 use crate::ssh_banner::wait_for_ssh;
@@ -108,7 +109,13 @@ pub async fn allocate(
                 progress(Stage::Done);
                 return Ok(record);
             }
-            Err(verdict) => {
+            Err(Failed::NotAsked(verdict)) => {
+                // Another allocation (a concurrent request, another process on the same
+                // database) holds this miner: not an attempt; on to the next yes.
+                run.attempts -= 1;
+                run.verdicts[i] = Some(verdict);
+            }
+            Err(Failed::Asked(verdict)) => {
                 tracing::info!(hotkey = %cand.hotkey, %verdict, "allocation attempt failed");
                 last_failure = Some(format!("{}: {verdict}", cand.hotkey));
                 run.verdicts[i] = Some(verdict);
@@ -306,15 +313,34 @@ struct Attempt<'a> {
     store: &'a dyn AllocationStore,
 }
 
+/// Why an [`Attempt`] allocated nothing.
+enum Failed {
+    /// The miner was not asked: another allocation holds it in the store.
+    NotAsked(Verdict),
+    /// The miner was asked (or the attempt failed after the store let it through).
+    Asked(Verdict),
+}
+
+impl From<Verdict> for Failed {
+    fn from(v: Verdict) -> Self {
+        Self::Asked(v)
+    }
+}
+
 impl Attempt<'_> {
-    async fn run(&self) -> Result<(Allocated, Duration), Verdict> {
+    async fn run(&self) -> Result<(Allocated, Duration), Failed> {
         let (cand, store, opts) = (self.cand, self.store, self.opts);
         let pem =
             self.key.public_pem().map_err(|e| Verdict::Error(format!("cannot encode the allocation key: {e}")))?;
         let expires_ms = opts.clock.now_ms().saturating_add(opts.lease_ms());
         let ssh_key = opts.ssh_key();
-        store.begin(&cand.hotkey, &pem, expires_ms, ssh_key.is_some()).map_err(|e| {
-            Verdict::Error(format!("cannot record the allocation locally, so it was not requested: {e}"))
+        store.begin(&cand.hotkey, &pem, expires_ms, ssh_key.is_some()).map_err(|e| match e {
+            StoreError::AlreadyRecorded { .. } | StoreError::Db(DbError::AlreadyAllocated { .. }) => {
+                Failed::NotAsked(Verdict::Taken)
+            }
+            e => Failed::Asked(Verdict::Error(format!(
+                "cannot record the allocation locally, so it was not requested: {e}"
+            ))),
         })?;
 
         let mut synapse = Allocate {
@@ -336,23 +362,23 @@ impl Attempt<'_> {
             // The miner may have allocated before the answer was lost: release with the same key.
             let what = failure_text(&r);
             let note = self.release(&pem, &format!("the allocate request failed: {what}")).await;
-            return Err(Verdict::Error(format!("the allocate request failed: {what}; {note}")));
+            return Err(Failed::Asked(Verdict::Error(format!("the allocate request failed: {what}; {note}"))));
         }
         let output = &r.synapse.output;
         if !status_of(output) {
             if let Err(e) = store.abort(&cand.hotkey) {
                 tracing::warn!(hotkey = %cand.hotkey, error = %e, "cannot drop the refused allocation's record");
             }
-            return Err(refusal(output));
+            return Err(refusal(output).into());
         }
         let info = output.get("info").and_then(Value::as_str).unwrap_or("");
         let creds = match self.key.decrypt_credentials(info) {
             Ok(c) => c,
             Err(e) => {
                 let note = self.release(&pem, &format!("unusable credentials: {e}")).await;
-                return Err(Verdict::Error(format!(
+                return Err(Failed::Asked(Verdict::Error(format!(
                     "the miner allocated but its credentials are unusable ({e}); {note}"
-                )));
+                ))));
             }
         };
         let record = Allocated {
@@ -367,12 +393,16 @@ impl Attempt<'_> {
             expires_ms,
             ssh_key_injected: ssh_key.is_some(),
             ssh_ready: false,
+            ssh_key: ssh_key.map(str::to_owned),
+            uuid: opts.uuid.clone(),
             explain: Vec::new(),
             timings: Timings::default(),
         };
         if let Err(e) = store.commit(&cand.hotkey, &record) {
             let note = self.release(&pem, &format!("recording it locally failed: {e}")).await;
-            return Err(Verdict::Error(format!("the miner allocated but recording it locally failed ({e}); {note}")));
+            return Err(Failed::Asked(Verdict::Error(format!(
+                "the miner allocated but recording it locally failed ({e}); {note}"
+            ))));
         }
         Ok((record, took))
     }

@@ -196,6 +196,9 @@ impl AllocationStore for ComputeDb {
                 CredentialsVersion::Number(n) => serde_json::Value::from(*n),
                 CredentialsVersion::Text(t) => serde_json::Value::from(t.clone()),
             },
+            // register_api.py's two keys, for allocations that carry its uuid.
+            ssh_key: a.uuid.as_ref().map(|_| a.ssh_key.clone().unwrap_or_default()),
+            uuid: a.uuid.clone(),
         };
         Ok(self.commit_allocation(hotkey, &details)?)
     }

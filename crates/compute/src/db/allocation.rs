@@ -74,6 +74,12 @@ pub struct AllocationDetails {
     pub regkey: String,
     /// The miner's `__version_as_int__`, kept as it came.
     pub version: Value,
+    /// The SSH public key given to the miner, as SN27's `register_api.py` records it (`None`:
+    /// not recorded, as `register.py` does).
+    pub ssh_key: Option<String>,
+    /// `register_api.py`'s `uuid`: the allocation's id, which its deallocate, lifecycle routes
+    /// and webhooks carry (`None` for allocations made by `register.py` or the CLI).
+    pub uuid: Option<String>,
 }
 
 impl fmt::Debug for AllocationDetails {
@@ -86,6 +92,8 @@ impl fmt::Debug for AllocationDetails {
             .field("resource", &self.resource)
             .field("regkey", &self.regkey)
             .field("version", &self.version)
+            .field("ssh_key", &self.ssh_key)
+            .field("uuid", &self.uuid)
             .finish()
     }
 }
@@ -120,11 +128,14 @@ impl AllocationDetails {
             resource: text_field(obj, "resource").unwrap_or_default(),
             regkey: text_field(obj, "regkey").unwrap_or_default(),
             version: obj.get("version").cloned().unwrap_or(Value::Null),
+            ssh_key: text_field(obj, "ssh_key"),
+            uuid: text_field(obj, "uuid"),
         })
     }
 
     /// The JSON object, keys in the order SN27's `register.py` leaves them (the miner's four,
-    /// then `ip`, `resource`, `regkey`). Holds the password in clear.
+    /// then `ip`, `resource`, `regkey`), then `register_api.py`'s `ssh_key` and `uuid` when
+    /// recorded. Holds the password in clear.
     pub fn to_value(&self) -> Value {
         let mut obj = Map::new();
         obj.insert("username".into(), self.username.clone().into());
@@ -134,6 +145,12 @@ impl AllocationDetails {
         obj.insert("ip".into(), self.ip.clone().into());
         obj.insert("resource".into(), self.resource.clone().into());
         obj.insert("regkey".into(), self.regkey.clone().into());
+        if let Some(k) = &self.ssh_key {
+            obj.insert("ssh_key".into(), k.clone().into());
+        }
+        if let Some(u) = &self.uuid {
+            obj.insert("uuid".into(), u.clone().into());
+        }
         Value::Object(obj)
     }
 
@@ -268,6 +285,21 @@ fn allocation_row(conn: &Connection, hotkey: &str) -> rusqlite::Result<Option<Op
         .optional()
 }
 
+/// Drops the claim on `hotkey`: the allocation is no longer being made.
+fn unclaim(conn: &Connection, hotkey: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM nc_allocation_claim WHERE hotkey = ?1", [hotkey])?;
+    Ok(())
+}
+
+/// Whether process `pid` of this machine exists (signal 0; "permission denied" exists too).
+fn process_alive(pid: i64) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else { return false };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
+
 fn regkey_of(details: Option<&str>) -> Option<String> {
     details.and_then(|t| AllocationDetails::from_json(t).ok()).map(|d| d.regkey).filter(|k| !k.is_empty())
 }
@@ -298,6 +330,11 @@ impl ComputeDb {
                  created_ms, expires_ms, last_error, updated_ms) VALUES (?1, 'allocating', ?2, ?3, ?4, ?5, ?6, NULL, ?5)",
                 params![hotkey, regkey_pem, key_fingerprint(regkey_pem), ssh_key_injected, now, sql_ms(expires_ms)],
             )?;
+            let until = sql_ms(self.clock.now_ms().saturating_add(super::CLAIM_TTL.as_millis() as u64));
+            tx.execute(
+                "INSERT OR REPLACE INTO nc_allocation_claim (hotkey, holder, pid, until_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![hotkey, self.holder, std::process::id(), until],
+            )?;
             Ok(())
         })
     }
@@ -326,6 +363,7 @@ impl ComputeDb {
                 "UPDATE nc_allocation_meta SET state = 'active', last_error = NULL, updated_ms = ?2 WHERE hotkey = ?1",
                 params![hotkey, now],
             )?;
+            unclaim(tx, hotkey)?;
             Ok(())
         })
     }
@@ -347,6 +385,7 @@ impl ComputeDb {
                 None => return Ok(false),
             };
             tx.execute("DELETE FROM nc_allocation_meta WHERE hotkey = ?1", [hotkey])?;
+            unclaim(tx, hotkey)?;
             if let Some(details) = row {
                 if regkey.is_some() && regkey_of(details.as_deref()) == regkey {
                     tx.execute("DELETE FROM allocation WHERE hotkey = ?1", [hotkey])?;
@@ -369,6 +408,7 @@ impl ComputeDb {
                      WHERE hotkey = ?1",
                     params![hotkey, error, now],
                 )?;
+                unclaim(tx, hotkey)?;
                 return Ok(());
             }
             let Some(details) = allocation_row(tx, hotkey)? else {
@@ -390,6 +430,7 @@ impl ComputeDb {
         self.write(|tx| {
             let rows = tx.execute("DELETE FROM allocation WHERE hotkey = ?1", [hotkey])?
                 + tx.execute("DELETE FROM nc_allocation_meta WHERE hotkey = ?1", [hotkey])?;
+            unclaim(tx, hotkey)?;
             Ok(rows > 0)
         })
     }
@@ -429,6 +470,27 @@ impl ComputeDb {
         })
     }
 
+    /// [`Self::interrupted`] less the allocations another live handle is making right now: those
+    /// it claimed ([`super::CLAIM_TTL`]) from a process that still runs. What a renter may
+    /// release as interrupted while a server and CLIs share the file.
+    pub fn interrupted_unclaimed(&self) -> Result<Vec<(String, String)>, DbError> {
+        let all = self.interrupted()?;
+        let now = sql_ms(self.clock.now_ms());
+        let claims: Vec<(String, String, Option<i64>, i64)> = self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT hotkey, holder, pid, until_ms FROM nc_allocation_claim")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        let held_elsewhere = |hotkey: &str| {
+            claims.iter().any(|(h, holder, pid, until)| {
+                h == hotkey && *holder != self.holder && *until > now && pid.is_some_and(process_alive)
+            })
+        };
+        Ok(all.into_iter().filter(|(h, _)| !held_elsewhere(h)).collect())
+    }
+
     fn already(&self, hotkey: &str, state: AllocationState) -> DbError {
         DbError::AlreadyAllocated { path: self.path.clone(), hotkey: hotkey.into(), state }
     }
@@ -447,6 +509,8 @@ mod tests {
             resource: "nvidia h100 80gb hbm3".into(),
             regkey: "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n".into(),
             version: Value::from(183),
+            ssh_key: None,
+            uuid: None,
         }
     }
 

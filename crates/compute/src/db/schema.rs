@@ -80,6 +80,15 @@ const NC_DDL: &[(&str, &str)] = &[
         )",
     ),
     (
+        "nc_allocation_claim",
+        "CREATE TABLE IF NOT EXISTS nc_allocation_claim (
+            hotkey TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            pid INTEGER,
+            until_ms INTEGER NOT NULL
+        )",
+    ),
+    (
         "nc_wandb_publication",
         "CREATE TABLE IF NOT EXISTS nc_wandb_publication (
             list TEXT PRIMARY KEY CHECK (list IN ('allocated', 'penalized')),

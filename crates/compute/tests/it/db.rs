@@ -211,6 +211,8 @@ fn details(regkey: &str, password: &str) -> AllocationDetails {
         resource: "nvidia rtx 4090".into(),
         regkey: regkey.into(),
         version: serde_json::json!(183),
+        ssh_key: None,
+        uuid: None,
     }
 }
 

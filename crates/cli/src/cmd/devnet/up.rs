@@ -437,9 +437,9 @@ async fn first_sync(
     chain: &Subtensor,
     validator: Keypair,
 ) -> anyhow::Result<SyncReport> {
-    let db = compute::db::ComputeDb::open(layout.db())?;
+    let db = std::sync::Arc::new(compute::db::ComputeDb::open(layout.db())?);
     let quiet = |_: usize, _: usize| {};
-    sync_specs(&db, chain, validator, state.netuid, Duration::from_secs(5), 64, &quiet).await
+    sync_specs(db, chain, validator, state.netuid, Duration::from_secs(5), 64, &quiet).await
 }
 
 /// Owner-only permissions on the devnet directory (it holds keys).
