@@ -7,6 +7,7 @@
 pub mod axon;
 pub mod dendrite;
 pub mod devnet;
+pub mod extrinsic;
 pub mod keys;
 pub mod subtensor;
 pub mod synapse;

@@ -29,6 +29,19 @@ pub enum ChainError {
     Metagraph { endpoint: String, source: MetagraphError },
 }
 
+/// Whether a `state_call` failed because the runtime has no such function (rather than because
+/// it failed to run it): a real node says "Exported method … is not found", chopsticks "Function
+/// to start was not found".
+pub fn is_missing_runtime_api(e: &ChainError) -> bool {
+    match e {
+        ChainError::Rpc(RpcError::Rpc { method, message, .. }) if method == "state_call" => {
+            let m = message.to_ascii_lowercase();
+            m.contains("not found") && (m.contains("method") || m.contains("function"))
+        }
+        _ => false,
+    }
+}
+
 /// A block header's number and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
@@ -107,8 +120,9 @@ impl Subtensor {
     }
 
     /// `state_call` of a runtime API with SCALE-encoded arguments; returns the raw result bytes.
+    /// The data goes `0x`-prefixed: every node accepts that, and chopsticks accepts nothing else.
     pub async fn state_call(&self, name: &str, args: &[u8], at: Option<&str>) -> Result<Vec<u8>, ChainError> {
-        let v = self.request("state_call", json!([name, hex::encode(args), at])).await?;
+        let v = self.request("state_call", json!([name, format!("0x{}", hex::encode(args)), at])).await?;
         let text = v.as_str().ok_or_else(|| self.bad(name, "result is not a hex string"))?;
         from_hex(text).map_err(|source| ChainError::Decode {
             endpoint: self.endpoint().to_owned(),
@@ -155,11 +169,23 @@ impl Subtensor {
         self.metagraph_at(netuid, &block).await
     }
 
+    /// Neurons and subnet state at one block. A runtime without
+    /// `SubnetInfoRuntimeApi_get_subnet_state` (older than the call) gives the metagraph with the
+    /// stake in `neurons_lite`, as SDKs did before it existed; `stake_source` says which.
     pub async fn metagraph_at(&self, netuid: u16, block: &Block) -> Result<Metagraph, ChainError> {
-        let (neurons, state) = tokio::try_join!(
-            self.neurons_lite(netuid, Some(&block.hash)),
-            self.subnet_state(netuid, Some(&block.hash))
-        )?;
+        let (neurons, state) =
+            tokio::join!(self.neurons_lite(netuid, Some(&block.hash)), self.subnet_state(netuid, Some(&block.hash)));
+        let neurons = neurons?;
+        let state = match state {
+            Err(e) if is_missing_runtime_api(&e) => {
+                tracing::debug!(
+                    endpoint = self.endpoint(),
+                    "no get_subnet_state in this runtime: stake from neurons_lite"
+                );
+                None
+            }
+            other => other?,
+        };
         if neurons.is_empty() && state.is_none() {
             return Err(ChainError::UnknownNetuid { netuid, endpoint: self.endpoint().to_owned() });
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bittensor::devnet::{self, ops, DevnetConfig};
 use bittensor::keys::Keypair;
 use bittensor::subtensor::decode::{decode_result, from_hex};
-use bittensor::subtensor::metagraph::Metagraph;
+use bittensor::subtensor::metagraph::{Metagraph, StakeSource};
 use bittensor::subtensor::rpc::RpcError;
 use bittensor::subtensor::server::{self, Handler, RpcFault};
 use bittensor::subtensor::types::{NeuronInfoLite, SubnetState};
@@ -57,6 +57,46 @@ async fn replayed_finney_traffic_gives_the_same_metagraph_over_ws_and_http() {
 }
 
 #[tokio::test]
+async fn a_runtime_without_get_subnet_state_gives_the_lite_stake_and_says_so() {
+    // The recorded node, except that its runtime predates get_subnet_state (a real node's words).
+    let recorded = replay_handler(FIXTURE_01);
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let handler: Handler = Arc::new(move |method: String, params: Value| {
+        if method == "state_call" {
+            log.lock().expect("lock").push(params[1].as_str().unwrap_or("").to_owned());
+        }
+        if params.get(0).and_then(Value::as_str) == Some("SubnetInfoRuntimeApi_get_subnet_state") {
+            let msg =
+                "Client error: Execution failed: Exported method SubnetInfoRuntimeApi_get_subnet_state is not found";
+            return Box::pin(async move { Err(RpcFault::new(4003, msg)) });
+        }
+        recorded(method, params)
+    });
+    let srv = server::spawn("127.0.0.1:0".parse().expect("addr"), handler).await.expect("server");
+    let got = Subtensor::new(&srv.ws_url()).expect("client").metagraph(1).await.expect("metagraph without state");
+    assert_eq!(got.stake_source, StakeSource::NeuronLite);
+    assert_eq!(got.neurons.len(), 1024);
+    // uid 24's S is then its lite stake (959,873,144,507 rao), not the state's 58036.8 (spec §8).
+    assert_eq!(got.neurons[24].stake_tao, (959_873_144_507f64 / 1e9) as f32);
+    assert_eq!(got.neurons[24].axon, direct_metagraph().neurons[24].axon);
+    // Every state_call went 0x-prefixed.
+    let sent = seen.lock().expect("lock").clone();
+    assert!(!sent.is_empty() && sent.iter().all(|d| d.starts_with("0x")), "{sent:?}");
+
+    // Any other failure of the call is still an error, not a silent fallback.
+    let recorded = replay_handler(FIXTURE_01);
+    let handler: Handler = Arc::new(move |method: String, params: Value| {
+        if params.get(0).and_then(Value::as_str) == Some("SubnetInfoRuntimeApi_get_subnet_state") {
+            return Box::pin(async move { Err(RpcFault::new(4003, "Client error: Execution failed: wasm trap")) });
+        }
+        recorded(method, params)
+    });
+    let srv = server::spawn("127.0.0.1:0".parse().expect("addr"), handler).await.expect("server");
+    assert!(Subtensor::new(&srv.ws_url()).expect("client").metagraph(1).await.is_err());
+}
+
+#[tokio::test]
 async fn failures_are_typed_and_name_the_endpoint() {
     // Nothing listens.
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -81,9 +121,9 @@ async fn failures_are_typed_and_name_the_endpoint() {
             match (method.as_str(), netuid.as_str()) {
                 ("chain_getHead", _) => Ok(json!("0x11")),
                 ("chain_getHeader", _) => Ok(json!({"number": "0x10"})),
-                ("state_call", "0100") => Err(RpcFault::new(-32000, "Client error: Execution failed")),
-                ("state_call", "0200") => Ok(json!("0xzz12")),
-                ("state_call", "0300") => Ok(json!(truncated)),
+                ("state_call", "0x0100") => Err(RpcFault::new(-32000, "Client error: Execution failed")),
+                ("state_call", "0x0200") => Ok(json!("0xzz12")),
+                ("state_call", "0x0300") => Ok(json!(truncated)),
                 ("state_call", _) => Ok(json!("0x00")),
                 _ => Err(RpcFault::method_not_found(&method)),
             }
