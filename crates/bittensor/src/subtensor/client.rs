@@ -1,6 +1,7 @@
 //! The typed Subtensor client: block pinning, runtime-API calls, and the metagraph.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parity_scale_codec::{Decode, Encode};
@@ -10,12 +11,14 @@ use super::decode::{decode_result, from_hex, DecodeError};
 use super::metagraph::{Metagraph, MetagraphError};
 use super::rpc::{self, RpcError, Transport};
 use super::types::{NeuronInfo, NeuronInfoLite, SubnetState};
+use crate::extrinsic::{ExtrinsicError, Metadata};
 
 /// Default time allowed for one call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What can go wrong reading the chain.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChainError {
     #[error(transparent)]
     Rpc(#[from] RpcError),
@@ -27,6 +30,9 @@ pub enum ChainError {
     BadResponse { endpoint: String, call: String, reason: String },
     #[error("metagraph from {endpoint}: {source}")]
     Metagraph { endpoint: String, source: MetagraphError },
+    /// The runtime's metadata, or a value read with it, does not fit.
+    #[error(transparent)]
+    Runtime(#[from] ExtrinsicError),
 }
 
 /// Whether a `state_call` failed because the runtime has no such function (rather than because
@@ -53,6 +59,31 @@ pub struct Block {
 #[derive(Debug, Clone)]
 pub struct Subtensor {
     transport: Arc<dyn Transport>,
+    timeout: Duration,
+    cache: Arc<Cache>,
+}
+
+/// What does not change while a client lives (the genesis hash) or changes only with a runtime
+/// upgrade (the metadata, kept per spec version).
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    genesis: Mutex<Option<[u8; 32]>>,
+    metadata: Mutex<HashMap<u32, Arc<Metadata>>>,
+}
+
+impl Cache {
+    pub(crate) fn genesis(&self) -> Option<[u8; 32]> {
+        *self.genesis.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn put_genesis(&self, g: [u8; 32]) {
+        *self.genesis.lock().unwrap_or_else(|e| e.into_inner()) = Some(g);
+    }
+    pub(crate) fn metadata(&self, spec: u32) -> Option<Arc<Metadata>> {
+        self.metadata.lock().unwrap_or_else(|e| e.into_inner()).get(&spec).cloned()
+    }
+    pub(crate) fn put_metadata(&self, spec: u32, md: Arc<Metadata>) {
+        self.metadata.lock().unwrap_or_else(|e| e.into_inner()).insert(spec, md);
+    }
 }
 
 impl Subtensor {
@@ -62,15 +93,27 @@ impl Subtensor {
     }
 
     pub fn with_timeout(endpoint: &str, timeout: Duration) -> Result<Self, ChainError> {
-        Ok(Self { transport: rpc::connect(endpoint, timeout)? })
+        Ok(Self { transport: rpc::connect(endpoint, timeout)?, timeout, cache: Arc::default() })
     }
 
     pub fn from_transport(transport: Arc<dyn Transport>) -> Self {
-        Self { transport }
+        Self { transport, timeout: DEFAULT_TIMEOUT, cache: Arc::default() }
     }
 
     pub fn endpoint(&self) -> &str {
         self.transport.endpoint()
+    }
+
+    pub(crate) fn transport(&self) -> Arc<dyn Transport> {
+        self.transport.clone()
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// A raw JSON-RPC call (devnet methods, diagnostics).
@@ -159,8 +202,21 @@ impl Subtensor {
         })
     }
 
+    /// One full neuron. Current runtimes return `Option<NeuronInfo>`; legacy ones (spec 218 among
+    /// them) a `Vec<u8>` holding the bare `NeuronInfo`, empty for an unknown uid.
     pub async fn neuron(&self, netuid: u16, uid: u16, at: Option<&str>) -> Result<Option<NeuronInfo>, ChainError> {
-        self.call_decoded("NeuronInfoRuntimeApi_get_neuron", &(netuid, uid).encode(), at).await
+        const NAME: &str = "NeuronInfoRuntimeApi_get_neuron";
+        let bytes = self.state_call(NAME, &(netuid, uid).encode(), at).await?;
+        let decode_err =
+            |source| ChainError::Decode { endpoint: self.endpoint().to_owned(), call: NAME.to_owned(), source };
+        match super::decode::decode_exact::<Option<NeuronInfo>>(&bytes, NAME) {
+            Ok(v) => Ok(v),
+            Err(typed) => match super::decode::decode_exact::<Vec<u8>>(&bytes, NAME) {
+                Ok(inner) if inner.is_empty() => Ok(None),
+                Ok(inner) => super::decode::decode_exact::<NeuronInfo>(&inner, NAME).map(Some).map_err(decode_err),
+                Err(_) => Err(decode_err(typed)),
+            },
+        }
     }
 
     /// The subnet's metagraph at the best block (both calls pinned to one block hash).

@@ -97,6 +97,24 @@ async fn a_runtime_without_get_subnet_state_gives_the_lite_stake_and_says_so() {
 }
 
 #[tokio::test]
+async fn legacy_get_neuron_is_a_bare_neuron_in_a_vec() {
+    // Spec 218's answer for get_neuron(1, 0) (the genesis neuron) and for an unknown uid.
+    const NEURON: &str = "0xed02000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000004010000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000040000000000000000000000000000000000000000000000000000000000000000feff030000c621f6d8000000000000010000feff0300";
+    let handler: Handler = Arc::new(|_method: String, params: Value| {
+        let answer = match params[1].as_str() {
+            Some("0x01000000") => json!(NEURON),
+            _ => json!("0x00"),
+        };
+        Box::pin(async move { Ok(answer) })
+    });
+    let srv = server::spawn("127.0.0.1:0".parse().expect("addr"), handler).await.expect("server");
+    let chain = Subtensor::new(&srv.ws_url()).expect("client");
+    let n = chain.neuron(1, 0, None).await.expect("decodes").expect("present");
+    assert_eq!((n.uid, n.netuid, n.active, n.pruning_score), (0, 1, true, 65535));
+    assert_eq!(chain.neuron(1, 5, None).await.expect("decodes"), None);
+}
+
+#[tokio::test]
 async fn failures_are_typed_and_name_the_endpoint() {
     // Nothing listens.
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -277,4 +295,57 @@ async fn devnet_refuses_forged_replayed_and_malformed_requests() {
     let mg = chain.metagraph(27).await.expect("metagraph");
     assert_eq!(mg.neurons.len(), 1, "only the genuine registration landed");
     node.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscriptions_receive_every_notification_in_order_and_unsubscribe_on_drop() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("handshake");
+        while let Some(Ok(Message::Text(t))) = ws.next().await {
+            let req: Value = serde_json::from_str(&t).expect("json");
+            let _ = seen_tx.send(req.clone());
+            if req["method"] == "author_submitAndWatchExtrinsic" {
+                // The id and three notifications in one burst: none may be lost to the race
+                // between the response and the subscriber registering.
+                let mut burst = vec![json!({"jsonrpc": "2.0", "id": req["id"], "result": "sub-7"})];
+                for r in [json!("ready"), json!({"inBlock": "0xaa"}), json!({"finalized": "0xaa"})] {
+                    burst.push(json!({"jsonrpc": "2.0", "method": "author_extrinsicUpdate", "params": {"subscription": "sub-7", "result": r}}));
+                }
+                // Another subscription's notification is not ours.
+                burst.insert(2, json!({"jsonrpc": "2.0", "method": "x", "params": {"subscription": "sub-8", "result": "no"}}));
+                for m in burst {
+                    ws.send(Message::Text(m.to_string().into())).await.expect("send");
+                }
+            }
+        }
+    });
+    let t = bittensor::subtensor::rpc::WsTransport::new(&format!("ws://127.0.0.1:{port}"), Duration::from_secs(5));
+    let mut sub = bittensor::subtensor::rpc::Transport::subscribe(
+        &t,
+        "author_submitAndWatchExtrinsic",
+        json!(["0x00"]),
+        "author_unwatchExtrinsic",
+    )
+    .await
+    .expect("subscribed");
+    assert_eq!(sub.next().await, Some(json!("ready")));
+    assert_eq!(sub.next().await, Some(json!({"inBlock": "0xaa"})));
+    assert_eq!(sub.next().await, Some(json!({"finalized": "0xaa"})));
+    drop(sub);
+    let first = seen_rx.recv().await.expect("submit seen");
+    assert_eq!(first["method"], "author_submitAndWatchExtrinsic");
+    let unsub = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv()).await.expect("in time").expect("unsub");
+    assert_eq!((unsub["method"].as_str(), &unsub["params"]), (Some("author_unwatchExtrinsic"), &json!(["sub-7"])));
+    // HTTP carries no subscriptions: a clear error, not a hang.
+    let http = bittensor::subtensor::rpc::HttpTransport::new("http://127.0.0.1:9", Duration::from_secs(1)).expect("http");
+    let err = bittensor::subtensor::rpc::Transport::subscribe(&http, "chain_subscribeNewHeads", json!([]), "x")
+        .await
+        .expect_err("no subscriptions over HTTP");
+    assert!(err.to_string().contains("WebSocket"), "{err}");
 }

@@ -291,3 +291,29 @@ fn module_errors_carry_the_runtimes_docs() {
         assert_eq!(found.to_string(), "InvalidIpAddress: An invalid IP address is passed to the serve function.");
     }
 }
+
+#[test]
+fn a_real_failed_serve_reads_back_by_name() {
+    // Recorded from the real runtime (spec 218): our serve_axon to 127.0.0.1 in a block of its own.
+    let text = std::fs::read_to_string(fixtures().join("chain/serve_axon_invalid_ip_spec218.json")).expect("fixture");
+    let doc: Json = serde_json::from_str(&text).expect("json");
+    let md = spec218();
+    let raw = hex::decode(doc["system_events"].as_str().expect("hex").trim_start_matches("0x")).expect("hex");
+    let evs = events::decode_events(&md, &raw).expect("events decode");
+    let labels: Vec<String> = evs.iter().map(|e| e.label()).collect();
+    assert!(labels.contains(&"System.ExtrinsicFailed".to_owned()), "{labels:?}");
+    // Extrinsic 0 is the timestamp inherent, which succeeded; ours is extrinsic 1.
+    assert_eq!(events::outcome(&md, &evs, 0), Some(events::Outcome::Success));
+    let Some(events::Outcome::Failed(f)) = events::outcome(&md, &evs, 1) else { panic!("extrinsic 1 failed") };
+    assert_eq!(f.to_string(), "InvalidIpAddress: An invalid IP address is passed to the serve function.");
+    assert_eq!(f.pallet.as_deref(), Some("SubtensorModule"));
+    assert_eq!(events::outcome(&md, &evs, 2), None);
+    // And our extrinsic decodes: the hotkey's sr25519 signature over serve_axon(127.0.0.1).
+    let xt = hex::decode(doc["extrinsics"][1].as_str().expect("hex").trim_start_matches("0x")).expect("hex");
+    let d = signed::decode(&md, &xt).expect("decodes");
+    let c = call::decode_call(&md, &d.call).expect("call");
+    assert_eq!((c.pallet.as_str(), c.name.as_str()), ("SubtensorModule", "serve_axon"));
+    assert_eq!(c.arg("ip").and_then(call::value_u128), Some(0x7f00_0001));
+    assert_eq!(d.values.nonce, Some(0));
+    assert!(matches!(d.values.era, Some(Era::Mortal { period: 64, .. })));
+}
