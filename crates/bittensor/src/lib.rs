@@ -5,6 +5,7 @@
 //! Nothing in this crate knows about GPUs or the compute subnet.
 
 pub mod axon;
+pub mod chopsticks;
 pub mod dendrite;
 pub mod devnet;
 pub mod extrinsic;

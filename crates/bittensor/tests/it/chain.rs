@@ -318,7 +318,10 @@ async fn subscriptions_receive_every_notification_in_order_and_unsubscribe_on_dr
                     burst.push(json!({"jsonrpc": "2.0", "method": "author_extrinsicUpdate", "params": {"subscription": "sub-7", "result": r}}));
                 }
                 // Another subscription's notification is not ours.
-                burst.insert(2, json!({"jsonrpc": "2.0", "method": "x", "params": {"subscription": "sub-8", "result": "no"}}));
+                burst.insert(
+                    2,
+                    json!({"jsonrpc": "2.0", "method": "x", "params": {"subscription": "sub-8", "result": "no"}}),
+                );
                 for m in burst {
                     ws.send(Message::Text(m.to_string().into())).await.expect("send");
                 }
@@ -343,7 +346,8 @@ async fn subscriptions_receive_every_notification_in_order_and_unsubscribe_on_dr
     let unsub = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv()).await.expect("in time").expect("unsub");
     assert_eq!((unsub["method"].as_str(), &unsub["params"]), (Some("author_unwatchExtrinsic"), &json!(["sub-7"])));
     // HTTP carries no subscriptions: a clear error, not a hang.
-    let http = bittensor::subtensor::rpc::HttpTransport::new("http://127.0.0.1:9", Duration::from_secs(1)).expect("http");
+    let http =
+        bittensor::subtensor::rpc::HttpTransport::new("http://127.0.0.1:9", Duration::from_secs(1)).expect("http");
     let err = bittensor::subtensor::rpc::Transport::subscribe(&http, "chain_subscribeNewHeads", json!([]), "x")
         .await
         .expect_err("no subscriptions over HTTP");

@@ -9,4 +9,5 @@ mod golden_parsing;
 mod golden_wallet;
 mod live;
 mod malformed;
+mod real_runtime;
 mod util;
