@@ -11,6 +11,7 @@ pub mod decode;
 pub mod metagraph;
 pub mod network;
 pub mod rpc;
+pub mod serve;
 pub mod server;
 pub mod tx;
 pub mod types;

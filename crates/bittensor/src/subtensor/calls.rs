@@ -71,6 +71,14 @@ pub fn transfer_keep_alive(dest: &AccountId, rao: u128) -> Call {
     Call::new("Balances", "transfer_keep_alive").arg("dest", multi_address(dest)).arg("value", Value::u128(rao))
 }
 
+/// An account's balances in rao.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Balance {
+    pub free: u128,
+    pub reserved: u128,
+    pub frozen: u128,
+}
+
 /// Formats rao as TAO with all nine decimals trimmed of trailing zeros (`1.5`, `0.000125`).
 pub fn format_tao(rao: u128) -> String {
     let whole = rao / RAO_PER_TAO;
@@ -122,12 +130,19 @@ impl Subtensor {
     /// The free balance of `account` in rao (`System.Account.data.free`, what the SDK's
     /// `get_balance` returns).
     pub async fn free_balance(&self, account_id: &AccountId) -> Result<u128, ChainError> {
+        Ok(self.balance(account_id).await?.free)
+    }
+
+    /// `System.Account.data` of `account`: free, reserved and frozen rao.
+    pub async fn balance(&self, account_id: &AccountId) -> Result<Balance, ChainError> {
         let info = self.storage_value("System", "Account", &[account(account_id)], None).await?;
-        info.as_ref()
-            .and_then(|i| field(i, "data"))
-            .and_then(|d| field(d, "free"))
-            .and_then(value_u128)
-            .ok_or_else(|| ExtrinsicError::Malformed("System.Account has no data.free".into()).into())
+        let data = info.as_ref().and_then(|i| field(i, "data"));
+        let get = |name: &str| data.and_then(|d| field(d, name)).and_then(value_u128);
+        Ok(Balance {
+            free: get("free").ok_or_else(|| ExtrinsicError::Malformed("System.Account has no data.free".into()))?,
+            reserved: get("reserved").unwrap_or(0),
+            frozen: get("frozen").or_else(|| get("misc_frozen")).unwrap_or(0),
+        })
     }
 
     /// The balance a transfer must leave behind (`Balances.ExistentialDeposit`).
@@ -164,6 +179,23 @@ impl Subtensor {
     pub async fn serving_rate_limit(&self, netuid: u16) -> Result<u64, ChainError> {
         let v = self.storage_u128("SubtensorModule", "ServingRateLimit", &[Value::u128(netuid.into())]).await?;
         Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+    }
+
+    /// About how much alpha `tao` rao staked on `netuid` buys now: 1:1 on the root subnet and
+    /// stable subnets, the constant-product swap of the subnet's pool (`SubnetTAO`,
+    /// `SubnetAlphaIn`) on dynamic ones. An estimate for the confirmation, not a quote.
+    pub async fn expected_alpha(&self, netuid: u16, tao: u128) -> Result<u128, ChainError> {
+        let n = [Value::u128(netuid.into())];
+        let (mechanism, tao_in, alpha_in) = tokio::try_join!(
+            self.storage_u128("SubtensorModule", "SubnetMechanism", &n),
+            self.storage_u128("SubtensorModule", "SubnetTAO", &n),
+            self.storage_u128("SubtensorModule", "SubnetAlphaIn", &n),
+        )?;
+        if netuid == 0 || mechanism.unwrap_or(0) == 0 {
+            return Ok(tao);
+        }
+        let (tao_in, alpha_in) = (tao_in.unwrap_or(0), alpha_in.unwrap_or(0));
+        Ok(alpha_in.saturating_mul(tao) / tao_in.saturating_add(tao).max(1))
     }
 
     /// The best block's number.

@@ -75,6 +75,8 @@ pub enum TxError {
         failure: DispatchFailure,
         /// The block that included it (dispatch failures only).
         block: Option<String>,
+        /// The fee charged anyway (dispatch failures of calls that pay one), in rao.
+        fee_paid: Option<u128>,
     },
     /// The pool dropped, replaced or invalidated it after accepting it.
     #[error("{call}: the transaction pool reported it {status} (block {block:?}); nothing is known to have happened on chain. Check the account's nonce and try again")]
@@ -103,7 +105,7 @@ pub struct RuntimeInfo {
     pub metadata: Arc<Metadata>,
 }
 
-/// An extrinsic ready to be signed: the fee is known, no secret was used.
+/// An extrinsic ready to be signed; no secret was used.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub label: String,
@@ -111,8 +113,6 @@ pub struct Prepared {
     pub signer: AccountId,
     pub params: ExtensionParams,
     pub runtime: RuntimeInfo,
-    /// The runtime's fee quote in rao (`TransactionPayment` partial fee: base + length + weight).
-    pub fee: u128,
     prepared_at: Instant,
 }
 
@@ -207,7 +207,7 @@ impl Subtensor {
         })
     }
 
-    /// Encodes `call` for `signer`, picks nonce and era, and asks the runtime for the fee.
+    /// Encodes `call` for `signer` and picks nonce and era; no secret and no fee yet.
     pub async fn prepare(&self, call: &Call, signer: &AccountId, opts: &TxOptions) -> Result<Prepared, TxError> {
         let (runtime, nonce, finalized) = tokio::try_join!(self.runtime(), self.account_next_index(signer), async {
             let hash = self.finalized_hash().await?;
@@ -233,17 +233,22 @@ impl Subtensor {
             nonce,
             tip: opts.tip,
         };
-        let unsigned = signed::unsigned_for_fee(&md, signer, &call_bytes, &params)?;
-        let fee = self.query_fee(&unsigned.bytes).await?;
         Ok(Prepared {
             label: call.label(),
             call: call_bytes,
             signer: *signer,
             params,
             runtime,
-            fee,
             prepared_at: Instant::now(),
         })
+    }
+
+    /// The runtime's fee for a prepared extrinsic, in rao: the same extrinsic with a zero
+    /// signature has the real one's length and weight, so nothing needs to be signed to ask.
+    pub async fn quote(&self, prepared: &Prepared) -> Result<u128, TxError> {
+        let md = &prepared.runtime.metadata;
+        let unsigned = signed::unsigned_for_fee(md, &prepared.signer, &prepared.call, &prepared.params)?;
+        Ok(self.query_fee(&unsigned.bytes).await?)
     }
 
     /// The runtime's fee quote for an encoded extrinsic (`TransactionPaymentApi_query_info`, as
@@ -308,6 +313,7 @@ impl Subtensor {
                         stage: RefusalStage::Pool,
                         failure: pool_failure(&message),
                         block: None,
+                        fee_paid: None,
                     })
                 }
                 Err(e) => return Err(ChainError::from(e).into()),
@@ -391,6 +397,12 @@ impl Subtensor {
         let index = index as u32;
         let records = events::decode_events(md, raw_events.as_deref().unwrap_or(&[0]))?;
         let tx_hash = format!("0x{}", hex::encode(xt.hash));
+        let mine: Vec<extrinsic::Event> = records.iter().filter(|e| e.extrinsic == Some(index)).cloned().collect();
+        let fee_paid = mine
+            .iter()
+            .find(|e| e.pallet == "TransactionPayment" && e.name == "TransactionFeePaid")
+            .and_then(|e| e.field("actual_fee"))
+            .and_then(extrinsic::call::value_u128);
         match events::outcome(md, &records, index) {
             Some(events::Outcome::Success) => {}
             Some(events::Outcome::Failed(failure)) => {
@@ -399,16 +411,11 @@ impl Subtensor {
                     stage: RefusalStage::Dispatch,
                     failure,
                     block: Some(block_hash.to_owned()),
+                    fee_paid: Some(fee_paid.unwrap_or(0)),
                 })
             }
             None => return Err(bad(format!("no ExtrinsicSuccess or ExtrinsicFailed for extrinsic {index}")).into()),
         }
-        let mine: Vec<extrinsic::Event> = records.into_iter().filter(|e| e.extrinsic == Some(index)).collect();
-        let fee_paid = mine
-            .iter()
-            .find(|e| e.pallet == "TransactionPayment" && e.name == "TransactionFeePaid")
-            .and_then(|e| e.field("actual_fee"))
-            .and_then(extrinsic::call::value_u128);
         Ok(Included {
             call: label.to_owned(),
             tx_hash,

@@ -30,12 +30,13 @@ async fn transfer_register_serve_and_refusals() {
     // A transfer: the fee is quoted before signing and the one paid matches it.
     let call = calls::transfer_keep_alive(&other.account_id(), 10 * RAO_PER_TAO);
     let prepared = chain.prepare(&call, &cold.account_id(), &opts).await.expect("prepare");
-    assert!(prepared.fee > 0, "a transfer pays a fee");
+    let fee = chain.quote(&prepared).await.expect("quote");
+    assert!(fee > 0, "a transfer pays a fee");
     let done = chain.submit(&prepared, &cold, &opts).await.expect("transfer");
     assert!(done.events.contains(&"Balances.Transfer".to_owned()), "{:?}", done.events);
-    assert_eq!(done.fee_paid, Some(prepared.fee));
+    assert_eq!(done.fee_paid, Some(fee));
     assert_eq!(chain.free_balance(&other.account_id()).await.expect("balance"), 10 * RAO_PER_TAO);
-    assert_eq!(chain.free_balance(&cold.account_id()).await.expect("balance"), 990 * RAO_PER_TAO - prepared.fee);
+    assert_eq!(chain.free_balance(&cold.account_id()).await.expect("balance"), 990 * RAO_PER_TAO - fee);
 
     // Burned registration on netuid 1, then the hotkey serves its axon.
     let before = chain.free_balance(&cold.account_id()).await.expect("balance");
