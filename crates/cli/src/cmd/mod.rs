@@ -8,6 +8,7 @@ pub mod devnet;
 pub mod list;
 pub mod metagraph;
 pub mod miner;
+pub mod miner_publish;
 pub mod penalty;
 pub mod prometheus;
 pub mod query;

@@ -1,12 +1,13 @@
 //! The chain-writing commands against the real Subtensor runtime (spec 218 under chopsticks, one
 //! per test on a port of its own), read back with `nicompute metagraph` and with the real Python
 //! SDK 9.0.0: `subnet register`, `axon set`, `prometheus set`, `stake add`, `wallet transfer`,
-//! `wallet balance`, and the runtime's refusals by name with exit 1 and nothing half-done.
+//! `wallet balance`, the runtime's refusals by name with exit 1 and nothing half-done, and
+//! `miner run` publishing its axon once.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use bittensor::chopsticks::{self, Chopsticks, ChopsticksConfig};
 use bittensor::subtensor::calls::RAO_PER_TAO;
@@ -15,7 +16,7 @@ use bittensor::AccountId;
 use serde_json::{json, Value};
 
 use crate::peers::{python, root, script};
-use crate::renter_world::{json, text};
+use crate::renter_world::{free_port, json, stop, text};
 
 const PASSWORD: &str = "runtime-Passw0rd";
 
@@ -228,4 +229,69 @@ async fn stake_and_transfer_change_what_the_sdk_reads_and_refusals_leave_nothing
     let sdk = net.sdk(&py, 0, &[&net.cold, &dest], &[]);
     assert_eq!(sdk["balances"][net.cold.to_ss58()].as_u64(), Some(now), "nothing moved");
     assert_eq!(sdk["balances"][dest.to_ss58()].as_u64(), Some(2_500_000_000));
+}
+
+/// Starts `miner run` and returns it with its start document (printed once it published).
+fn start_miner(net: &Net, state: &Path, axon_port: u16, ssh_port: u16) -> (Child, Value) {
+    let mut child = net
+        .command()
+        .args(["--json", "miner", "run", "--runtime", "local", "--min-stake", "0"])
+        .args(["--axon.ip", "127.0.0.2", "--axon.port", &axon_port.to_string()])
+        .args(["--ssh.port", &ssh_port.to_string(), "--ssh.bind_ip", "127.0.0.1"])
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--simulate-gpu", "NVIDIA H100 80GB HBM3:81559:1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("miner run");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut doc = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            doc.push_str(&line);
+            doc.push('\n');
+            if line == "}" {
+                let _ = tx.send(doc.clone());
+                doc.clear();
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let doc = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+        panic!("the miner printed no start document: {err}")
+    });
+    (child, serde_json::from_str(&doc).expect("start document"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miner_run_publishes_its_axon_and_a_second_start_sends_nothing() {
+    let Some(node) = runtime() else { return };
+    let net = Net::new(node, 1_000).await;
+    ok(&net.cli(&["subnet", "register", "-y", "--json"]));
+    let state = tempfile::tempdir().expect("tmp");
+    let (axon_port, ssh_port) = (free_port(), free_port());
+
+    let (miner, doc) = start_miner(&net, state.path(), axon_port, ssh_port);
+    stop(miner);
+    assert_eq!(doc["publication"]["ok"], true, "{doc}");
+    assert_eq!(doc["publication"]["action"], "published", "{doc}");
+    let n = net.chain.neuron_of(1, &net.hot).await.expect("neuron").expect("registered");
+    assert_eq!(n.axon.addr(), Some(format!("127.0.0.2:{axon_port}")));
+    assert_eq!(n.axon.version, 183);
+    let nonce = net.chain.account_next_index(&net.hot).await.expect("nonce");
+
+    let (miner, doc) = start_miner(&net, state.path(), axon_port, ssh_port);
+    stop(miner);
+    assert_eq!(doc["publication"]["action"], "unchanged", "{doc}");
+    assert_eq!(net.chain.account_next_index(&net.hot).await.expect("nonce"), nonce, "nothing was sent");
+
+    // Off loopback, the address to publish must be given.
+    let out = net.cli(&["miner", "run", "--runtime", "local", "--axon.ip", "0.0.0.0", "--state-dir", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--axon.external_ip is required"), "{}", text(&out.stderr));
 }
