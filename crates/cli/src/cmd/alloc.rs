@@ -16,8 +16,9 @@ use bittensor::dendrite::Dendrite;
 use bittensor::subtensor::metagraph::Metagraph;
 use bittensor::AccountId;
 use clap::Args;
-use compute::allocator::{self, AllocateOptions, Allocated, Candidate, Explain, Stage};
+use compute::allocator::{self, AllocateOptions, Allocated, Candidate, Explain, Stage, Verdict};
 use compute::db::ComputeDb;
+use compute::gate::{self, CallerRefusal};
 use compute::specs::{GpuRequirement, Requirement};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -197,17 +198,65 @@ struct AllocatedView<'a> {
     expires_in: String,
     elapsed_ms: u128,
     #[serde(skip_serializing_if = "Option::is_none")]
-    explain: Option<&'a [Explain]>,
+    explain: Option<Vec<ExplainView<'a>>>,
+}
+
+/// A verdict with, when the miner refused our hotkey itself, what to do about it.
+#[derive(Debug, Serialize)]
+struct ExplainView<'a> {
+    #[serde(flatten)]
+    explain: &'a Explain,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused_caller: Option<CallerRefusal>,
+}
+
+/// The miner refused our hotkey (its registration, stake or version), not the request.
+fn caller_refusal(e: &Explain) -> Option<CallerRefusal> {
+    match &e.verdict {
+        Verdict::Error(t) | Verdict::Refused(t) => gate::classify_text(t),
+        _ => None,
+    }
+}
+
+fn explain_views(explain: &[Explain]) -> Vec<ExplainView<'_>> {
+    explain.iter().map(|e| ExplainView { explain: e, refused_caller: caller_refusal(e) }).collect()
+}
+
+/// One line per gate the miners closed on our hotkey: how many, and the fix.
+fn gate_notes(explain: &[Explain]) -> Vec<String> {
+    let mut by_gate: Vec<(gate::Gate, usize)> = Vec::new();
+    for r in explain.iter().filter_map(caller_refusal) {
+        match by_gate.iter_mut().find(|(g, _)| *g == r.gate) {
+            Some((_, n)) => *n += 1,
+            None => by_gate.push((r.gate, 1)),
+        }
+    }
+    by_gate.into_iter().map(|(g, n)| format!("{n} miner(s) refused your hotkey ({}): {}", g.label(), g.fix())).collect()
+}
+
+/// An allocation error, led by what to do when miners refused our hotkey itself.
+fn with_gate_notes(e: allocator::AllocateError) -> anyhow::Error {
+    let notes = gate_notes(&e.explain);
+    let err = anyhow::Error::from(e);
+    if notes.is_empty() {
+        err
+    } else {
+        err.context(notes.join("; "))
+    }
 }
 
 fn explain_table(explain: &[Explain]) -> String {
     let rows = explain
         .iter()
         .map(|e| {
+            let detail = match caller_refusal(e) {
+                Some(r) => format!("{}\n→ {}", e.verdict, r.fix),
+                None => e.verdict.to_string(),
+            };
             vec![
                 e.hotkey.clone(),
                 e.verdict.label().to_owned(),
-                e.verdict.to_string(),
+                detail,
                 e.answer_ms.map_or("-".into(), |m| format!("{m} ms")),
             ]
         })
@@ -229,7 +278,7 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool) {
         ssh_ready: a.ssh_ready,
         expires_in: crate::cmd::list::human_duration_ms(i128::from(a.expires_ms) - i128::from(now)),
         elapsed_ms: a.timings.total.as_millis(),
-        explain: with_explain.then_some(a.explain.as_slice()),
+        explain: with_explain.then(|| explain_views(&a.explain)),
     };
     out.result(&view, |o| {
         writeln!(o, "Hotkey:     {}", view.hotkey)?;
@@ -297,7 +346,7 @@ async fn run_alloc(
                     .map_err(|v| anyhow::anyhow!("{hk} cannot be allocated: {v}"))?;
                 allocator::allocate_hotkey(&dendrite, candidate, &requirement, &options, &store, &progress)
                     .await
-                    .map_err(anyhow::Error::from)
+                    .map_err(with_gate_notes)
             }
             None => {
                 if specs.is_empty() {
@@ -311,7 +360,7 @@ async fn run_alloc(
                         if opts.explain {
                             let _ = writeln!(std::io::stderr(), "{}", explain_table(&e.explain));
                         }
-                        anyhow::Error::from(e)
+                        with_gate_notes(e)
                     })
             }
         }

@@ -162,6 +162,9 @@ pub struct ResourceRow {
     pub stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The last `sync` was refused because of our hotkey (registration, stake, version): the fix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_caller: Option<compute::gate::CallerRefusal>,
     #[serde(skip)]
     pub age_ms: u64,
 }
@@ -179,8 +182,13 @@ impl ListRArgs {
             allocated.extend(n.allocated.iter().cloned());
         }
         let now = now_ms();
-        let mut rows: Vec<ResourceRow> = db
-            .miner_details()?
+        let details = db.miner_details()?;
+        // Miners that refused our hotkey itself at the last sync, with or without specs on file.
+        let refusals: Vec<(String, compute::gate::CallerRefusal)> = details
+            .iter()
+            .filter_map(|m| Some((m.hotkey.clone(), compute::gate::classify_text(m.last_error.as_deref()?)?)))
+            .collect();
+        let mut rows: Vec<ResourceRow> = details
             .into_iter()
             .filter_map(|m| {
                 let specs = m.specs?;
@@ -196,6 +204,7 @@ impl ListRArgs {
                     simulated: specs.simulated,
                     specs_age: age(m.specs_updated_ms.or(m.last_seen_ms)),
                     stale: m.failures > 0 || m.no_specs_count > 0,
+                    refused_caller: m.last_error.as_deref().and_then(compute::gate::classify_text),
                     last_error: m.last_error.clone(),
                     age_ms: m.specs_updated_ms.map_or(u64::MAX, |t| now.saturating_sub(t)),
                     hotkey: m.hotkey,
@@ -228,6 +237,8 @@ impl ListRArgs {
             summary_gpus: Vec<(String, u64)>,
             /// Where Status comes from: `local`, or `local+wandb` with the validator runs counted.
             status_from: String,
+            /// Miners that refused our hotkey at the last sync, and the fix.
+            refused_caller: Vec<serde_json::Value>,
         }
         let doc = Doc {
             resources: &rows,
@@ -237,6 +248,10 @@ impl ListRArgs {
                 Some(n) => format!("local+wandb ({} validator runs)", n.runs_counted),
                 None => "local".into(),
             },
+            refused_caller: refusals
+                .iter()
+                .map(|(h, r)| serde_json::json!({"hotkey": h, "gate": r.gate, "reason": r.reason, "fix": r.fix}))
+                .collect(),
         };
         out.result(&doc, |o| {
             let t = rows
@@ -276,6 +291,16 @@ impl ListRArgs {
             writeln!(o, "{}", table(&["GPU Name", "Total GPU Count"], s2))?;
             if network.is_some() {
                 writeln!(o, "Status: this database and the validators' lists on wandb ({})", doc.status_from)?;
+            }
+            let mut gates: Vec<compute::gate::Gate> = Vec::new();
+            for (_, r) in &refusals {
+                if !gates.contains(&r.gate) {
+                    gates.push(r.gate);
+                }
+            }
+            for g in gates {
+                let n = refusals.iter().filter(|(_, r)| r.gate == g).count();
+                writeln!(o, "{n} miner(s) refused your hotkey at the last sync ({}): {}", g.label(), g.fix())?;
             }
             Ok(())
         });

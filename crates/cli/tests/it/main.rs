@@ -4,6 +4,7 @@
 mod alloc_interrupt;
 mod cli;
 mod devnet;
+mod gate;
 mod interop;
 mod interop_chain;
 mod miner;
