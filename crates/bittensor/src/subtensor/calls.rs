@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::client::{ChainError, Subtensor};
 use super::metagraph::Neuron;
+use super::types::{AxonInfo, PrometheusInfo};
 use crate::extrinsic::call::{account, field, multi_address, value_u128};
 use crate::extrinsic::{storage, Call, ExtrinsicError};
 use crate::keys::AccountId;
@@ -69,6 +70,14 @@ pub fn add_stake(hotkey: &AccountId, netuid: u16, rao: u64) -> Call {
 /// `Balances.transfer_keep_alive`: a transfer that never reaps the sender's account.
 pub fn transfer_keep_alive(dest: &AccountId, rao: u128) -> Call {
     Call::new("Balances", "transfer_keep_alive").arg("dest", multi_address(dest)).arg("value", Value::u128(rao))
+}
+
+/// A registered hotkey's uid and what it published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub uid: u16,
+    pub axon: AxonInfo,
+    pub prometheus: PrometheusInfo,
 }
 
 /// An account's balances in rao.
@@ -167,6 +176,39 @@ impl Subtensor {
     pub async fn uid_of(&self, netuid: u16, hotkey: &AccountId) -> Result<Option<u16>, ChainError> {
         let uid = self.storage_u128("SubtensorModule", "Uids", &[Value::u128(netuid.into()), account(hotkey)]).await?;
         Ok(uid.and_then(|u| u16::try_from(u).ok()))
+    }
+
+    /// The hotkey's uid and published endpoints on `netuid`, from storage (`Uids`, `Axons`,
+    /// `Prometheus`): three reads, no runtime call (which costs a runtime execution on the node).
+    pub async fn endpoints_of(&self, netuid: u16, hotkey: &AccountId) -> Result<Option<Endpoints>, ChainError> {
+        let key = [Value::u128(netuid.into()), account(hotkey)];
+        let (uid, axon, prometheus) = tokio::try_join!(
+            self.storage_u128("SubtensorModule", "Uids", &key),
+            self.storage_value("SubtensorModule", "Axons", &key, None),
+            self.storage_value("SubtensorModule", "Prometheus", &key, None),
+        )?;
+        let Some(uid) = uid.and_then(|u| u16::try_from(u).ok()) else { return Ok(None) };
+        let num = |v: &Option<Value<u32>>, name: &str| {
+            v.as_ref().and_then(|v| field(v, name)).and_then(value_u128).unwrap_or(0)
+        };
+        let axon = AxonInfo {
+            block: num(&axon, "block") as u64,
+            version: num(&axon, "version") as u32,
+            ip: num(&axon, "ip"),
+            port: num(&axon, "port") as u16,
+            ip_type: num(&axon, "ip_type") as u8,
+            protocol: num(&axon, "protocol") as u8,
+            placeholder1: num(&axon, "placeholder1") as u8,
+            placeholder2: num(&axon, "placeholder2") as u8,
+        };
+        let prometheus = PrometheusInfo {
+            block: num(&prometheus, "block") as u64,
+            version: num(&prometheus, "version") as u32,
+            ip: num(&prometheus, "ip"),
+            port: num(&prometheus, "port") as u16,
+            ip_type: num(&prometheus, "ip_type") as u8,
+        };
+        Ok(Some(Endpoints { uid, axon, prometheus }))
     }
 
     /// The hotkey's neuron on `netuid` (the SDK's `get_neuron_for_pubkey_and_subnet`).

@@ -69,6 +69,13 @@ pub struct Subtensor {
 pub(crate) struct Cache {
     genesis: Mutex<Option<[u8; 32]>>,
     metadata: Mutex<HashMap<u32, Arc<Metadata>>>,
+    /// Where metadata is kept between processes, one file per (genesis, spec version).
+    dir: Option<std::path::PathBuf>,
+    /// The runtime as last read, and when: reads in one burst share one `state_getRuntimeVersion`.
+    runtime: Mutex<Option<(std::time::Instant, super::tx::RuntimeInfo)>>,
+    /// Held while the runtime is read, so concurrent callers wait for one read instead of each
+    /// fetching and decoding the metadata.
+    pub(crate) loading: tokio::sync::Mutex<()>,
 }
 
 impl Cache {
@@ -84,6 +91,18 @@ impl Cache {
     pub(crate) fn put_metadata(&self, spec: u32, md: Arc<Metadata>) {
         self.metadata.lock().unwrap_or_else(|e| e.into_inner()).insert(spec, md);
     }
+    /// The runtime read less than `fresh` ago.
+    pub(crate) fn runtime(&self, fresh: Duration) -> Option<super::tx::RuntimeInfo> {
+        let guard = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|(at, _)| at.elapsed() < fresh).map(|(_, r)| r.clone())
+    }
+    pub(crate) fn put_runtime(&self, r: super::tx::RuntimeInfo) {
+        *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), r));
+    }
+    /// The file for a runtime's metadata bytes, when a directory was given.
+    pub(crate) fn file(&self, genesis: &[u8; 32], spec: u32) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{}-{spec}.scale", hex::encode(genesis))))
+    }
 }
 
 impl Subtensor {
@@ -98,6 +117,14 @@ impl Subtensor {
 
     pub fn from_transport(transport: Arc<dyn Transport>) -> Self {
         Self { transport, timeout: DEFAULT_TIMEOUT, cache: Arc::default() }
+    }
+
+    /// Keeps runtime metadata in `dir` between processes (one file per genesis hash and spec
+    /// version), so a command does not fetch the same few hundred kilobytes every time. A file
+    /// that does not decode is fetched again and replaced.
+    pub fn with_metadata_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cache = Arc::new(Cache { dir: Some(dir.into()), ..Cache::default() });
+        self
     }
 
     pub fn endpoint(&self) -> &str {

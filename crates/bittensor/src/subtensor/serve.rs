@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::calls::{ip_to_int, serve_axon, serve_prometheus};
+use super::calls::{ip_to_int, serve_axon, serve_prometheus, Endpoints};
 use super::client::{ChainError, Subtensor};
 use super::metagraph::ip_to_string;
 use super::tx::{Included, TxError, TxOptions};
@@ -69,19 +69,30 @@ pub async fn current(
     hotkey: &AccountId,
     kind: Kind,
 ) -> Result<Option<Current>, ChainError> {
-    let Some(n) = chain.neuron_of(netuid, hotkey).await? else { return Ok(None) };
-    Ok(Some(match kind {
-        Kind::Axon => {
-            Current { uid: n.uid, ip: n.axon.ip, port: n.axon.port, version: n.axon.version, block: n.axon.block }
+    let Some(e) = chain.endpoints_of(netuid, hotkey).await? else { return Ok(None) };
+    Ok(Some(Current::of(&e, kind)))
+}
+
+impl Current {
+    /// The axon or prometheus endpoint of what the chain holds.
+    pub fn of(e: &Endpoints, kind: Kind) -> Self {
+        match kind {
+            Kind::Axon => Current {
+                uid: e.uid,
+                ip: ip_to_string(e.axon.ip),
+                port: e.axon.port,
+                version: e.axon.version,
+                block: e.axon.block,
+            },
+            Kind::Prometheus => Current {
+                uid: e.uid,
+                ip: ip_to_string(e.prometheus.ip),
+                port: e.prometheus.port,
+                version: e.prometheus.version,
+                block: e.prometheus.block,
+            },
         }
-        Kind::Prometheus => Current {
-            uid: n.uid,
-            ip: n.prometheus.ip,
-            port: n.prometheus.port,
-            version: n.prometheus.version,
-            block: n.prometheus.block,
-        },
-    }))
+    }
 }
 
 /// The call that publishes `endpoint`.

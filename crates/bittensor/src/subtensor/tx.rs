@@ -18,6 +18,10 @@ use super::rpc::{RpcError, Transport, WsTransport};
 use crate::extrinsic::{self, events, signed, Call, DispatchFailure, Era, ExtensionParams, ExtrinsicError, Metadata};
 use crate::keys::{AccountId, Keypair};
 
+/// How long a read of the runtime version serves later calls: one command's burst of reads shares
+/// it, and a runtime upgrade (once per many blocks) is seen by the next command.
+const RUNTIME_FRESH: Duration = Duration::from_secs(2);
+
 /// How long to wait and for what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -142,9 +146,17 @@ fn hash32(s: &str, what: &str) -> Result<[u8; 32], ExtrinsicError> {
 }
 
 impl Subtensor {
-    /// The current runtime: its versions (one `state_getRuntimeVersion`), the genesis hash and the
-    /// metadata (fetched once per spec version; later calls reuse it).
+    /// The current runtime: its versions (one `state_getRuntimeVersion`, shared by the calls of
+    /// the next two seconds), the genesis hash and the metadata (fetched once per spec version;
+    /// later calls reuse it).
     pub async fn runtime(&self) -> Result<RuntimeInfo, ChainError> {
+        if let Some(r) = self.cache().runtime(RUNTIME_FRESH) {
+            return Ok(r);
+        }
+        let _one_at_a_time = self.cache().loading.lock().await;
+        if let Some(r) = self.cache().runtime(RUNTIME_FRESH) {
+            return Ok(r);
+        }
         let (version, genesis) = tokio::try_join!(self.runtime_version(None), self.genesis_hash())?;
         let spec_version = version.get("specVersion").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
         let transaction_version =
@@ -156,13 +168,23 @@ impl Subtensor {
                 reason: "no specVersion/transactionVersion".into(),
             });
         };
-        let metadata = self.metadata_for(spec_version).await?;
-        Ok(RuntimeInfo { spec_version, transaction_version, genesis_hash: genesis, metadata })
+        let metadata = self.metadata_for(&genesis, spec_version).await?;
+        let info = RuntimeInfo { spec_version, transaction_version, genesis_hash: genesis, metadata };
+        self.cache().put_runtime(info.clone());
+        Ok(info)
     }
 
-    /// The metadata of runtime `spec_version`, from this client's cache or `state_getMetadata`.
-    pub async fn metadata_for(&self, spec_version: u32) -> Result<Arc<Metadata>, ChainError> {
+    /// The metadata of runtime `spec_version`: this client's copy, the metadata directory's file,
+    /// or `state_getMetadata` (then kept in both).
+    pub async fn metadata_for(&self, genesis: &[u8; 32], spec_version: u32) -> Result<Arc<Metadata>, ChainError> {
         if let Some(md) = self.cache().metadata(spec_version) {
+            return Ok(md);
+        }
+        let file = self.cache().file(genesis, spec_version);
+        if let Some(md) = file.as_ref().and_then(|f| std::fs::read(f).ok()).and_then(|b| Metadata::from_bytes(&b).ok())
+        {
+            let md = Arc::new(md);
+            self.cache().put_metadata(spec_version, md.clone());
             return Ok(md);
         }
         let v = self.request("state_getMetadata", json!([])).await?;
@@ -174,6 +196,14 @@ impl Subtensor {
         let bytes = hex::decode(text.trim_start_matches("0x"))
             .map_err(|_| ExtrinsicError::Malformed("state_getMetadata result: not hex".into()))?;
         let md = Arc::new(Metadata::from_bytes(&bytes)?);
+        if let Some(f) = file {
+            // Best effort, written whole then renamed: a failure only costs a fetch next time.
+            let tmp = f.with_extension(format!("tmp{}", std::process::id()));
+            let saved = f.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&tmp, &bytes));
+            if saved.and_then(|()| std::fs::rename(&tmp, &f)).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
         self.cache().put_metadata(spec_version, md.clone());
         Ok(md)
     }
@@ -207,14 +237,46 @@ impl Subtensor {
         })
     }
 
+    /// The nonce of `account`'s next transaction: its `System.Account` nonce, moved past the
+    /// transactions of it that wait in the pool (`author_pendingExtrinsics`) with consecutive
+    /// nonces — what `system_accountNextIndex` answers, without the runtime call that costs a
+    /// node like chopsticks 150 ms. Where the pool cannot be listed, `system_accountNextIndex`.
+    pub async fn next_nonce(&self, md: &Metadata, account: &AccountId) -> Result<u64, ChainError> {
+        let key = extrinsic::storage::key(md, "System", "Account", &[extrinsic::call::account(account)])?;
+        let (raw, pending) =
+            tokio::join!(self.storage_at(&key, None), self.request("author_pendingExtrinsics", json!([])));
+        let (Ok(raw), Ok(Value::Array(pending))) = (raw, pending) else {
+            return self.account_next_index(account).await;
+        };
+        let info = extrinsic::storage::decode_value(md, "System", "Account", raw.as_deref())?;
+        let Some(mut next) =
+            info.as_ref().and_then(|i| extrinsic::call::field(i, "nonce")).and_then(extrinsic::call::value_u128)
+        else {
+            return self.account_next_index(account).await;
+        };
+        let mine: std::collections::HashSet<u128> = pending
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|x| hex::decode(x.trim_start_matches("0x")).ok())
+            .filter_map(|b| signed::decode(md, &b).ok())
+            .filter(|d| d.signer == *account)
+            .filter_map(|d| d.values.nonce.map(u128::from))
+            .collect();
+        while mine.contains(&next) {
+            next += 1;
+        }
+        u64::try_from(next).map_err(|_| ExtrinsicError::Malformed("a nonce beyond u64".into()).into())
+    }
+
     /// Encodes `call` for `signer` and picks nonce and era; no secret and no fee yet.
     pub async fn prepare(&self, call: &Call, signer: &AccountId, opts: &TxOptions) -> Result<Prepared, TxError> {
-        let (runtime, nonce, finalized) = tokio::try_join!(self.runtime(), self.account_next_index(signer), async {
+        let (runtime, finalized) = tokio::try_join!(self.runtime(), async {
             let hash = self.finalized_hash().await?;
             let number = self.block_number(&hash).await?;
             Ok::<_, ChainError>((hash, number))
         })?;
         let md = runtime.metadata.clone();
+        let nonce = self.next_nonce(&md, signer).await?;
         let call_bytes = call.encode(&md)?;
         // Mortal from the finalized block, which every node knows and no reorganisation undoes.
         let era = Era::mortal(opts.mortality, finalized.1);
@@ -287,7 +349,7 @@ impl Subtensor {
         }
         let mut params = prepared.params.clone();
         if prepared.prepared_at.elapsed() > Duration::from_secs(5) {
-            params.nonce = self.account_next_index(&prepared.signer).await?;
+            params.nonce = self.next_nonce(&prepared.runtime.metadata, &prepared.signer).await?;
         }
         let md = prepared.runtime.metadata.clone();
         let xt = signed::sign(&md, keypair, &prepared.call, &params)?;

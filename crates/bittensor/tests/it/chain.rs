@@ -353,3 +353,41 @@ async fn subscriptions_receive_every_notification_in_order_and_unsubscribe_on_dr
         .expect_err("no subscriptions over HTTP");
     assert!(err.to_string().contains("WebSocket"), "{err}");
 }
+
+#[tokio::test]
+async fn runtime_metadata_is_fetched_once_per_spec_and_kept_between_clients() {
+    let hex = std::fs::read_to_string(fixtures().join("chain/metadata_v14_spec343.hex")).expect("metadata");
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = fetches.clone();
+    let handler: Handler = Arc::new(move |method: String, _params: Value| {
+        let answer = match method.as_str() {
+            "state_getRuntimeVersion" => Ok(json!({"specVersion": 343, "transactionVersion": 1})),
+            "chain_getBlockHash" => Ok(json!(format!("0x{}", "ab".repeat(32)))),
+            "state_getMetadata" => {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(json!(hex.trim()))
+            }
+            _ => Err(RpcFault::method_not_found(&method)),
+        };
+        Box::pin(async move { answer })
+    });
+    let srv = server::spawn("127.0.0.1:0".parse().expect("addr"), handler).await.expect("server");
+    let dir = tempfile::tempdir().expect("tmp");
+    let fetched = || fetches.load(std::sync::atomic::Ordering::SeqCst);
+    let client = || Subtensor::new(&srv.ws_url()).expect("client").with_metadata_dir(dir.path());
+    let a = client();
+    let rt = a.runtime().await.expect("runtime");
+    assert_eq!((rt.spec_version, rt.metadata.version, fetched()), (343, 14, 1));
+    a.runtime().await.expect("again");
+    assert_eq!(fetched(), 1, "the client keeps it");
+    client().runtime().await.expect("a new client");
+    assert_eq!(fetched(), 1, "a new client reads the file");
+    // A damaged file is fetched again and replaced.
+    let file = std::fs::read_dir(dir.path()).expect("dir").next().expect("a file").expect("entry").path();
+    assert!(file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("-343.scale")), "{file:?}");
+    std::fs::write(&file, b"garbage").expect("damage");
+    client().runtime().await.expect("refetched");
+    assert_eq!(fetched(), 2);
+    client().runtime().await.expect("from the new file");
+    assert_eq!(fetched(), 2);
+}

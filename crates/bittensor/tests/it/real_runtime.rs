@@ -38,6 +38,29 @@ async fn transfer_register_serve_and_refusals() {
     assert_eq!(chain.free_balance(&other.account_id()).await.expect("balance"), 10 * RAO_PER_TAO);
     assert_eq!(chain.free_balance(&cold.account_id()).await.expect("balance"), 990 * RAO_PER_TAO - fee);
 
+    // The next nonce counts our transactions waiting in the pool, as system_accountNextIndex does.
+    chain.request("dev_setBlockBuildMode", serde_json::json!(["Manual"])).await.expect("manual blocks");
+    let prepared = chain
+        .prepare(&calls::transfer_keep_alive(&other.account_id(), 1), &cold.account_id(), &opts)
+        .await
+        .expect("prepare");
+    let xt = bittensor::extrinsic::signed::sign(&rt.metadata, &cold, &prepared.call, &prepared.params).expect("sign");
+    chain.request("author_submitExtrinsic", serde_json::json!([xt.hex()])).await.expect("into the pool");
+    let node_says = chain.account_next_index(&cold.account_id()).await.expect("accountNextIndex");
+    assert_eq!(node_says, prepared.params.nonce + 1);
+    assert_eq!(chain.next_nonce(&rt.metadata, &cold.account_id()).await.expect("next nonce"), node_says);
+    chain.request("dev_newBlock", serde_json::json!([])).await.expect("block");
+    chain.request("dev_setBlockBuildMode", serde_json::json!(["Instant"])).await.expect("instant blocks");
+
+    // Waiting for finalization works the same way (chopsticks finalizes each block it builds).
+    let fin = TxOptions { wait: bittensor::subtensor::tx::Wait::Finalization, ..opts };
+    let prepared = chain
+        .prepare(&calls::transfer_keep_alive(&other.account_id(), 1), &cold.account_id(), &fin)
+        .await
+        .expect("prepare");
+    let done = chain.submit(&prepared, &cold, &fin).await.expect("finalized");
+    assert_eq!(chain.finalized_hash().await.expect("finalized head"), done.block_hash);
+
     // Burned registration on netuid 1, then the hotkey serves its axon.
     let before = chain.free_balance(&cold.account_id()).await.expect("balance");
     let burn = chain.burn(1).await.expect("burn");

@@ -37,7 +37,7 @@ impl BalanceArgs {
                 w.coldkeypub().with_context(|| format!("reading the coldkey address of wallet '{}'", w.name))?
             }
         };
-        let chain = g.subtensor.client()?;
+        let chain = g.subtensor.client()?.with_metadata_dir(super::tx::metadata_dir());
         let b = chain.balance(&address).await.with_context(|| format!("reading the balance of {address}"))?;
         let doc = Doc {
             address: address.to_ss58(),

@@ -3,7 +3,6 @@
 //! the hotkey and report the runtime's verdict with `bittensor::subtensor::serve::explain`.
 
 use anyhow::Context;
-use bittensor::subtensor::metagraph::Neuron;
 use bittensor::subtensor::serve::{self, Current, Endpoint, Kind};
 use bittensor::subtensor::tx::TxError;
 use clap::Args;
@@ -29,25 +28,6 @@ pub struct OnChain {
     pub prometheus: Current,
 }
 
-fn on_chain(n: &Neuron) -> OnChain {
-    OnChain {
-        axon: Current {
-            uid: n.uid,
-            ip: n.axon.ip.clone(),
-            port: n.axon.port,
-            version: n.axon.version,
-            block: n.axon.block,
-        },
-        prometheus: Current {
-            uid: n.uid,
-            ip: n.prometheus.ip.clone(),
-            port: n.prometheus.port,
-            version: n.prometheus.version,
-            block: n.prometheus.block,
-        },
-    }
-}
-
 pub async fn run(
     g: &GlobalOpts,
     out: &mut Output,
@@ -59,15 +39,17 @@ pub async fn run(
     let w = g.wallet.wallet();
     let hot = w.hotkey_public().with_context(|| format!("reading hotkey '{}' of wallet '{}'", w.hotkey, w.name))?;
     let chain = tx::chain(g)?;
-    let neuron = chain.neuron_of(netuid, &hot).await.with_context(|| format!("reading the neuron of {hot}"))?;
-    let Some(neuron) = neuron else {
+    let endpoints =
+        chain.endpoints_of(netuid, &hot).await.with_context(|| format!("reading the endpoints of {hot}"))?;
+    let Some(endpoints) = endpoints else {
         return Err(Reported(format!(
             "hotkey {hot} is not registered on netuid {netuid} ({}): register it first (`nicompute subnet register`); nothing was signed",
             chain.endpoint()
         ))
         .into());
     };
-    let now = on_chain(&neuron);
+    let now =
+        OnChain { axon: Current::of(&endpoints, Kind::Axon), prometheus: Current::of(&endpoints, Kind::Prometheus) };
     let want = endpoint(&now)?;
     let current = match kind {
         Kind::Axon => &now.axon,

@@ -73,6 +73,7 @@ impl StakeAddArgs {
             .into());
         }
         let fee = tx::quote_if_asking(&chain, &prepared, &self.tx).await?;
+        let fee = tx::fee_for_check(&chain, &prepared, fee, balance.free, u128::from(amount) + ed).await?;
         let needed = u128::from(amount) + fee.unwrap_or(0) + ed;
         if balance.free < needed {
             return Err(Reported(format!(

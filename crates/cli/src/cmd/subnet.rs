@@ -63,6 +63,7 @@ impl RegisterArgs {
             return Ok(());
         }
         let fee = tx::quote_if_asking(&chain, &prepared, &self.tx).await?;
+        let fee = tx::fee_for_check(&chain, &prepared, fee, balance.free, burn).await?;
         let needed = burn + fee.unwrap_or(0);
         if balance.free < needed {
             return Err(Reported(format!(

@@ -43,6 +43,7 @@ impl TransferArgs {
         )
         .context("preparing the transfer")?;
         let fee = tx::quote_if_asking(&chain, &prepared, &self.tx).await?;
+        let fee = tx::fee_for_check(&chain, &prepared, fee, balance.free, amount + ed).await?;
         let needed = amount + fee.unwrap_or(0) + ed;
         if balance.free < needed {
             return Err(Reported(format!(

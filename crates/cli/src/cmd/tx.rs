@@ -44,10 +44,17 @@ impl TxArgs {
     }
 }
 
-/// A client for writing: the configured endpoint with a timeout long enough for a block.
+/// A client for writing: the configured endpoint with a timeout long enough for a block, and
+/// the runtime metadata kept between commands in the data directory.
 pub fn chain(g: &GlobalOpts) -> anyhow::Result<Subtensor> {
     let endpoint = g.subtensor.endpoint()?;
-    Subtensor::with_timeout(&endpoint, Duration::from_secs(30)).map_err(|e| UsageError(e.to_string()).into())
+    let chain = Subtensor::with_timeout(&endpoint, Duration::from_secs(30)).map_err(|e| UsageError(e.to_string()))?;
+    Ok(chain.with_metadata_dir(metadata_dir()))
+}
+
+/// Where runtime metadata is cached (`<data dir>/metadata`, one file per chain and runtime).
+pub fn metadata_dir() -> std::path::PathBuf {
+    crate::opts::data_dir().join("metadata")
 }
 
 /// `1.5 τ (1500000000 rao)`.
@@ -95,8 +102,9 @@ pub fn coldkey(g: &GlobalOpts) -> anyhow::Result<Keypair> {
     }
 }
 
-/// Signs and submits; with `-y` the fee is asked for while the transaction is on its way (it
-/// was not needed for a question). Returns the inclusion and the fee quote.
+/// Signs and submits. Under `-y` no fee was quoted (nothing was asked): the fee reported is the
+/// one the chain charged (`TransactionFeePaid`), and the quote — a runtime execution on the node
+/// — stays off the way to the block.
 pub async fn submit(
     chain: &Subtensor,
     prepared: &Prepared,
@@ -104,20 +112,34 @@ pub async fn submit(
     args: &TxArgs,
     quoted: Option<u128>,
 ) -> (Result<Included, TxError>, Option<u128>) {
-    let opts = args.options();
-    match quoted {
-        Some(fee) => (chain.submit(prepared, key, &opts).await, Some(fee)),
-        None => {
-            let (done, fee) = tokio::join!(chain.submit(prepared, key, &opts), chain.quote(prepared));
-            (done, fee.ok())
-        }
-    }
+    let done = chain.submit(prepared, key, &args.options()).await;
+    let fee = quoted.or_else(|| done.as_ref().ok().and_then(|i| i.fee_paid));
+    (done, fee)
 }
 
 /// The fee now when a question will be asked, later (during submission) under `-y`.
 pub async fn quote_if_asking(chain: &Subtensor, prepared: &Prepared, args: &TxArgs) -> anyhow::Result<Option<u128>> {
     if args.yes {
         return Ok(None);
+    }
+    Ok(Some(chain.quote(prepared).await.with_context(|| format!("asking the chain the fee of {}", prepared.label))?))
+}
+
+/// More than any fee a call of these commands costs (fees are about 0.0001 τ).
+const FEE_MARGIN: u128 = 100_000_000;
+
+/// The fee to check a balance against. Under `-y` nothing was quoted, and none is needed unless
+/// the balance is within a fee of `needed` (then the runtime is asked): so a call that would fail
+/// for want of funds is refused before signing and never costs a fee.
+pub async fn fee_for_check(
+    chain: &Subtensor,
+    prepared: &Prepared,
+    quoted: Option<u128>,
+    free: u128,
+    needed: u128,
+) -> anyhow::Result<Option<u128>> {
+    if quoted.is_some() || free >= needed.saturating_add(FEE_MARGIN) {
+        return Ok(quoted);
     }
     Ok(Some(chain.quote(prepared).await.with_context(|| format!("asking the chain the fee of {}", prepared.label))?))
 }
@@ -201,10 +223,10 @@ pub fn finish(
     }
 }
 
-/// `fee 0.000135 τ` or `fee: asked after submitting` under `-y`.
+/// `fee 0.000135 τ`, or under `-y` (nothing asked, nothing quoted) the fee charged, reported after.
 pub fn fee_line(fee: Option<u128>) -> String {
     match fee {
         Some(f) => format!("  transaction fee  {}", tao(f)),
-        None => "  transaction fee  (quoted while submitting)".to_owned(),
+        None => "  transaction fee  (reported as charged)".to_owned(),
     }
 }

@@ -67,6 +67,7 @@ impl Net {
             .arg(self.wallets.path())
             .args(["--wallet.name", "w"])
             .env("NICOMPUTE_WALLET_PASSWORD", PASSWORD)
+            .env("XDG_DATA_HOME", self.wallets.path().join("data"))
             .env_remove("NICOMPUTE_CONFIG")
             .env_remove("BT_WALLET_PATH")
             .env_remove("BT_WALLET_NAME")
