@@ -52,6 +52,14 @@ async fn transfer_register_serve_and_refusals() {
     chain.request("dev_newBlock", serde_json::json!([])).await.expect("block");
     chain.request("dev_setBlockBuildMode", serde_json::json!(["Instant"])).await.expect("instant blocks");
 
+    // Over an HTTP endpoint, the watch goes over a WebSocket to the same node.
+    let http = Subtensor::new(&format!("http://127.0.0.1:{}", node.port())).expect("http client");
+    let prepared = http
+        .prepare(&calls::transfer_keep_alive(&other.account_id(), 1), &cold.account_id(), &opts)
+        .await
+        .expect("prepare");
+    http.submit(&prepared, &cold, &opts).await.expect("submitted through an HTTP endpoint");
+
     // Waiting for finalization works the same way (chopsticks finalizes each block it builds).
     let fin = TxOptions { wait: bittensor::subtensor::tx::Wait::Finalization, ..opts };
     let prepared = chain
