@@ -10,6 +10,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod chain;
+mod chainwrite;
 mod decode;
 mod miner;
 mod renter;
@@ -107,6 +108,22 @@ enum Cmd {
         #[arg(long, default_value_t = 256)]
         stats_uids: usize,
     },
+    /// Chain writes on the real runtime (chopsticks): `subnet register` and `axon set` end to end
+    /// beside the Python SDK 9.0.0's burned_register / serve_axon, and `wallet balance` cold start.
+    Chainwrite {
+        /// Registrations and serves per side (one fresh wallet each).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// `wallet balance` cold starts.
+        #[arg(long, default_value_t = 20)]
+        balance_runs: usize,
+        /// Directory with the Python peer venvs (bt9.0.0/).
+        #[arg(long, default_value = "target/python-peers")]
+        peers: PathBuf,
+        /// Skip the Python SDK.
+        #[arg(long)]
+        no_python: bool,
+    },
     /// Serve our axon with a trivial Specs handler; prints `READY <port>`; stops on stdin EOF.
     ServeAxon {
         #[arg(long, default_value_t = 0)]
@@ -137,6 +154,9 @@ fn main() -> Result<()> {
             renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only })
         }
         Cmd::Wandb { runs, iterations, stats_uids } => wandb::run(&wandb::Options { runs, iterations, stats_uids }),
+        Cmd::Chainwrite { runs, balance_runs, peers, no_python } => {
+            chainwrite::run(&chainwrite::Options { runs, balance_runs, peers, no_python })
+        }
         Cmd::ServeAxon { port } => serve_axon(port),
         Cmd::Load { addr, hotkey, concurrency, warmup, duration } => {
             let r = load(&addr, &hotkey, concurrency, warmup, duration)?;

@@ -5,9 +5,11 @@
 //! Nothing in this crate knows about GPUs or the compute subnet.
 
 pub mod axon;
+pub mod chopsticks;
 pub mod clock;
 pub mod dendrite;
 pub mod devnet;
+pub mod extrinsic;
 pub mod keys;
 pub mod subtensor;
 pub mod synapse;

@@ -2,10 +2,12 @@
 //! axon round trips, malformed input, and interop with the real Python SDK.
 
 mod chain;
+mod extrinsic;
 mod golden_chain;
 mod golden_http;
 mod golden_parsing;
 mod golden_wallet;
 mod live;
 mod malformed;
+mod real_runtime;
 mod util;

@@ -46,9 +46,12 @@ pub struct RunArgs {
     /// Address the axon listens on.
     #[arg(long = "axon.ip", visible_alias = "axon-ip", default_value = "0.0.0.0")]
     pub axon_ip: IpAddr,
-    /// The address validators reach this machine at (published on a devnet chain).
+    /// The address validators reach this machine at, published on chain (required unless --axon.ip is loopback).
     #[arg(long = "axon.external_ip", visible_alias = "axon-external-ip")]
     pub external_ip: Option<IpAddr>,
+    /// The version published with the axon [default: the SN27 protocol version nicompute speaks]
+    #[arg(long = "axon.version", visible_alias = "axon-version")]
+    pub axon_version: Option<u32>,
     /// Host port renters' SSH reaches (published to the allocation's port 22; 0 with --runtime
     /// local: any free port, reported at start).
     #[arg(long = "ssh.port", visible_alias = "ssh-port", default_value_t = 4444)]
@@ -95,17 +98,19 @@ impl RunArgs {
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
         let devnet = ops::is_devnet(&chain).await.unwrap_or(false);
-        if !devnet && self.runtime == RuntimeKind::Local {
+        let dev = devnet || super::miner_publish::is_dev_chain(&chain).await;
+        let external = super::miner_publish::external_ip(devnet, self.external_ip, self.axon_ip)?;
+        if !dev && self.runtime == RuntimeKind::Local {
             return Err(UsageError(format!(
-                "--runtime local isolates nothing and runs only against a nicompute devnet chain; {} is not one",
+                "--runtime local isolates nothing and runs only against a development chain (a nicompute devnet or chopsticks); {} is not one",
                 chain.endpoint()
             ))
             .into());
         }
-        if !devnet && self.simulate_gpu.is_some() {
+        if !dev && self.simulate_gpu.is_some() {
             return Err(UsageError("--simulate-gpu is for devnets and tests only".into()).into());
         }
-        if !devnet && self.min_stake < 1024.0 {
+        if !dev && self.min_stake < 1024.0 {
             tracing::warn!(
                 min_stake = self.min_stake,
                 "callers below SN27's validator threshold (1024 TAO) will be served"
@@ -160,20 +165,9 @@ impl RunArgs {
         };
         let handle = miner::spawn(cfg).await.context("starting the miner")?;
         let axon_port = handle.axon_addr().port();
-        let external = self.external_ip.unwrap_or_else(|| if devnet { [127, 0, 0, 1].into() } else { self.axon_ip });
-        if devnet {
-            match ops::serve_axon(&chain, &keypair, netuid, external, axon_port, 9_000_000).await {
-                Ok(()) => tracing::info!(%external, axon_port, "axon published on the devnet chain"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not publish the axon on the devnet chain (is the hotkey registered?)")
-                }
-            }
-        } else {
-            out.note(
-                "Publishing the axon on the real chain (serve_axon) is not done by nicompute yet: \
-                 make sure your hotkey's axon points at this machine's address and --axon.port.",
-            );
-        }
+        let version = self.axon_version.unwrap_or(miner::COMPUTE_VERSION_INT as u32);
+        let endpoint = bittensor::subtensor::serve::Endpoint { ip: external, port: axon_port, version };
+        let publication = super::miner_publish::publish(&chain, &keypair, netuid, devnet, endpoint, out).await;
         let doc = json!({
             "hotkey": keypair.ss58(),
             "netuid": netuid,
@@ -183,6 +177,7 @@ impl RunArgs {
             "state_dir": state_dir.display().to_string(),
             "chain": chain.endpoint(),
             "pid": std::process::id(),
+            "publication": publication,
         });
         out.result(&doc, |o| {
             writeln!(

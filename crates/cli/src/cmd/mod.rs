@@ -1,16 +1,25 @@
 //! One module per command; `dispatch` is a one-line match.
 
 pub mod alloc;
+pub mod axon;
+pub mod balance;
 pub mod dealloc;
 pub mod devnet;
 pub mod list;
 pub mod metagraph;
 pub mod miner;
+pub mod miner_publish;
 pub mod penalty;
+pub mod prometheus;
 pub mod query;
 pub mod reconcile;
+pub mod serving;
 pub mod ssh;
+pub mod stake;
+pub mod subnet;
 pub mod sync;
+pub mod transfer;
+pub mod tx;
 pub mod wallet;
 pub mod wandb;
 
@@ -60,11 +69,15 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Sync(a) => a.run(g, out).await,
         Command::Reconcile(a) => a.run(g, out).await,
         Command::Ssh(a) => a.run(g, out).await,
-        Command::Wallet(c) => c.run(g, out),
+        Command::Wallet(c) => c.run(g, out).await,
         Command::Wandb(c) => c.run(g, out).await,
         Command::Query(a) => a.run(g, out).await,
         Command::Metagraph(a) => a.run(g, out).await,
         Command::Devnet(c) => c.run(g, out).await,
         Command::Miner(c) => c.run(g, out).await,
+        Command::Subnet(c) => c.run(g, out).await,
+        Command::Axon(c) => c.run(g, out).await,
+        Command::Prometheus(c) => c.run(g, out).await,
+        Command::Stake(c) => c.run(g, out).await,
     }
 }
