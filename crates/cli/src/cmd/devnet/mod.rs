@@ -1,15 +1,20 @@
 //! `nicompute devnet`: the whole network on one machine, for newcomers, demos and end-to-end
-//! tests. `up` starts a chain and miners as background processes in a directory and writes a
-//! `config.toml` every other command can use; `status` shows them; `down` stops them and removes
-//! their containers; `demo` runs the main job from `up` to `down`; `chain` is the chain alone.
+//! tests. `up` starts a chain (the embedded one, or the real runtime under chopsticks) and miners
+//! as background processes in a directory, sets the network up on chain with real extrinsics and
+//! writes a `config.toml` every other command can use; `status` shows them; `down` stops them
+//! and removes their containers; `demo` runs the main job from `up` to `down`; `chain` is the
+//! embedded chain alone; `fund` gives an account TAO.
 //!
-//! Where things are: the directory layout, state file and process control in [`net`]; one
-//! module per subcommand.
+//! Where things are: the directory layout, state file and process control in [`net`]; the
+//! set-up on chain in [`setup`]; `--gpus` in [`gpus`]; one module per subcommand.
 
 pub mod chain;
 pub mod demo;
 pub mod down;
+pub mod fund;
+pub mod gpus;
 pub mod net;
+pub mod setup;
 pub mod status;
 pub mod up;
 
@@ -30,8 +35,10 @@ pub enum DevnetCommand {
     Down(down::DownArgs),
     /// The main job end to end: up → list_r → a → ssh → list_a → d → down.
     Demo(demo::DemoArgs),
-    /// Run the devnet chain alone in the foreground until Ctrl-C or SIGTERM.
+    /// Run the embedded devnet chain alone in the foreground until Ctrl-C or SIGTERM.
     Chain(chain::ChainArgs),
+    /// Give an account TAO on the devnet's chain (the owner's sudo call; dev_setStorage on the runtime).
+    Fund(fund::FundArgs),
 }
 
 /// `--dir DIR`: which devnet.
@@ -63,6 +70,7 @@ impl DevnetCommand {
             DevnetCommand::Down(a) => a.run(g, out).await,
             DevnetCommand::Demo(a) => a.run(g, out).await,
             DevnetCommand::Chain(a) => a.run(g, out).await,
+            DevnetCommand::Fund(a) => a.run(g, out).await,
         }
     }
 }
