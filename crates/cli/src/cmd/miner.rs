@@ -96,8 +96,9 @@ impl RunArgs {
         let netuid = g.subtensor.netuid();
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
-        let dev = super::miner_publish::is_dev_chain(&chain).await;
-        let external = super::miner_publish::external_ip(dev, self.external_ip, self.axon_ip)?;
+        let devnet = bittensor::devnet::ops::is_devnet(&chain).await.unwrap_or(false);
+        let dev = devnet || super::miner_publish::is_dev_chain(&chain).await;
+        let external = super::miner_publish::external_ip(devnet, self.external_ip, self.axon_ip)?;
         if !dev && self.runtime == RuntimeKind::Local {
             return Err(UsageError(format!(
                 "--runtime local isolates nothing and runs only against a development chain (a nicompute devnet or chopsticks); {} is not one",

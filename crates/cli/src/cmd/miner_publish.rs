@@ -32,16 +32,17 @@ pub async fn is_dev_chain(chain: &Subtensor) -> bool {
 }
 
 /// The address to publish: `--axon.external_ip`, else the address the axon listens on when that
-/// is a loopback address, else 127.0.0.1 on a development chain whose axon listens on every
-/// address. Otherwise it must be given: the miner cannot know the address validators reach it at.
-pub fn external_ip(dev_chain: bool, external: Option<IpAddr>, bind: IpAddr) -> Result<IpAddr, UsageError> {
+/// is a loopback address, else 127.0.0.1 on the embedded devnet (which accepts it) when the axon
+/// listens on every address. Otherwise it must be given: the miner cannot know the address
+/// validators reach it at (and the real runtime refuses 127.0.0.1).
+pub fn external_ip(devnet: bool, external: Option<IpAddr>, bind: IpAddr) -> Result<IpAddr, UsageError> {
     if let Some(ip) = external {
         return Ok(ip);
     }
     if bind.is_loopback() {
         return Ok(bind);
     }
-    if dev_chain && bind.is_unspecified() {
+    if devnet && bind.is_unspecified() {
         return Ok([127, 0, 0, 1].into());
     }
     Err(UsageError(format!(

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use bittensor::devnet::ops;
 use bittensor::subtensor::calls::RAO_PER_TAO;
-use bittensor::subtensor::serve::Publication;
+use bittensor::subtensor::serve::{Kind, Publication};
 use bittensor::subtensor::Subtensor;
 use bittensor::wallet::{NoPassword, Wallet};
 use bittensor::{AccountId, Keypair};
@@ -155,14 +155,41 @@ async fn ensure_permit(chain: &Subtensor, kind: ChainKind, netuid: u16, hotkey: 
     unreachable!("the loop returns or fails")
 }
 
-/// Checks each miner's axon on chain, publishing it (the miner's own `serve_axon`, with its
-/// hotkey) where the miner's publication at start did not land — after the chain restarted.
-pub async fn axons(layout: &Layout, state: &State, chain: &Subtensor) -> anyhow::Result<Vec<String>> {
+/// Each miner's axon on chain. A miner started by this `up` publishes its own with `serve_axon` at
+/// start: its publication is waited for (a second one now would race it). A miner that kept
+/// running while the chain restarted and lost its axon gets it published again, with its hotkey,
+/// through the same call. Returns the names of the miners published here.
+pub async fn axons(
+    layout: &Layout,
+    state: &State,
+    chain: &Subtensor,
+    started: &[String],
+) -> anyhow::Result<Vec<String>> {
     let mut sent = Vec::new();
+    let version = compute::miner::COMPUTE_VERSION_INT as u32;
     for m in &state.miners {
         let k = keys(layout, &m.name)?;
-        let ip = m.ip.parse().with_context(|| format!("{}'s address {}", m.name, m.ip))?;
-        let version = compute::miner::COMPUTE_VERSION_INT as u32;
+        let ip: std::net::IpAddr = m.ip.parse().with_context(|| format!("{}'s address {}", m.name, m.ip))?;
+        let endpoint = bittensor::subtensor::serve::Endpoint { ip, port: m.axon_port, version };
+        if started.contains(&m.name) {
+            let deadline = Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let now =
+                    bittensor::subtensor::serve::current(chain, state.netuid, &k.hot.account_id(), Kind::Axon).await?;
+                if now.is_some_and(|c| c.matches(&endpoint)) {
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{}'s axon is not on chain 60 s after it started (its publication failed?); the end of its log ({}):\n{}",
+                    m.name,
+                    layout.log(&m.name).display(),
+                    super::net::log_tail(&layout.log(&m.name), 15)
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            continue;
+        }
         match ops::serve_axon(chain, &k.hot, state.netuid, ip, m.axon_port, version).await {
             Ok(Publication::Unchanged { .. }) => {}
             Ok(Publication::Published { .. }) => sent.push(m.name.clone()),

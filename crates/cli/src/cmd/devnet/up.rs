@@ -220,7 +220,7 @@ impl UpArgs {
         for r in futures_util::future::join_all(waits).await {
             r?;
         }
-        let republished = setup::axons(&layout, &state, &client).await?;
+        let republished = setup::axons(&layout, &state, &client, &started).await?;
         write_config(&layout, &state)?;
         let seconds = t0.elapsed().as_secs_f64();
         if !started.is_empty() {
