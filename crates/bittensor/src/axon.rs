@@ -5,7 +5,13 @@
 //! the SDK's pipeline in the SDK's order (route, headers, blacklist, verification, priority,
 //! body hash, handler; see [`pipeline`]) and gets the SDK's status codes and messages. The
 //! pipeline is a plain async function ([`Axon::handle`]) so tests drive it without a socket.
+//!
+//! The server around it (plain hyper) assumes every client may be hostile: connections are
+//! capped globally and per address with idle ones reclaimed first ([`conn`]), each request has
+//! one deadline for headers and body, and a body must keep a minimum rate ([`body`]).
 
+mod body;
+mod conn;
 mod nonce;
 mod pipeline;
 mod priority;
@@ -18,12 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::keys::{AccountId, Keypair};
 use crate::synapse::{Synapse, SynapseHeader, SDK_VERSION_INT};
@@ -120,6 +126,11 @@ where
 }
 
 /// Server settings.
+///
+/// The defaults hold against one hostile machine: it can keep at most
+/// `max_connections_per_ip` connections open, none of them longer than `request_timeout` per
+/// request (headers and body) or idle, and a body no faster than `min_body_bytes_per_s` is cut
+/// off after a two-second grace.
 #[derive(Debug, Clone)]
 pub struct AxonConfig {
     /// Where to listen; port 0 picks a free port (tests).
@@ -128,10 +139,17 @@ pub struct AxonConfig {
     pub max_body_bytes: usize,
     /// Requests with more header lines are refused by the HTTP layer.
     pub max_headers: usize,
-    /// Connections served at once; more wait in the kernel's backlog.
+    /// Bytes of request line and headers; more gets 431.
+    pub max_header_bytes: usize,
+    /// Connections open at once, from everyone.
     pub max_connections: usize,
-    /// Time allowed to receive a request's headers.
-    pub header_read_timeout: Duration,
+    /// Connections open at once from one address (an IPv6 /64 counts as one).
+    pub max_connections_per_ip: usize,
+    /// Time from a request's first byte to its last (headers and body), and the longest a
+    /// connection may sit idle before it sends a request.
+    pub request_timeout: Duration,
+    /// A body must arrive at least this fast (bytes per second, on average, after 2 s).
+    pub min_body_bytes_per_s: u32,
 }
 
 impl Default for AxonConfig {
@@ -139,9 +157,12 @@ impl Default for AxonConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8091)),
             max_body_bytes: 1 << 20,
-            max_headers: 64,
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
             max_connections: 1024,
-            header_read_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 128,
+            request_timeout: Duration::from_secs(10),
+            min_body_bytes_per_s: 1024,
         }
     }
 }
@@ -305,68 +326,116 @@ pub async fn wait_for_signal() {
 }
 
 async fn serve(axon: Arc<Axon>, listener: TcpListener, config: AxonConfig, mut stop: watch::Receiver<bool>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let config = Arc::new(config);
+    let table = conn::Table::new(config.max_connections, config.max_connections_per_ip);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // Hyper's timer runs from the moment it waits for a request head, idle time included:
+        // it closes idle keep-alive connections and bounds the headers; ours bounds the body.
+        .header_read_timeout(config.request_timeout)
+        .max_header_size(config.max_header_bytes)
+        // The read buffer never needs more than the head plus a little; body chunks pass through.
+        .max_buf_size((config.max_header_bytes * 2).max(8192))
+        .keep_alive(true);
+    if config.max_headers != 100 {
+        // Hyper keeps 100 header slots on the stack; any other count costs a heap allocation.
+        builder.max_headers(config.max_headers);
+    }
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "axon accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors, usually: existing connections keep being served.
+                    tracing::warn!(error = %e, open = table.open(), "axon accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             },
             _ = stop.changed() => break,
         };
+        let Some(ticket) = table.admit(peer.ip()) else {
+            tracing::debug!(%peer, "axon: connection refused, its address holds its share of connections");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let axon = axon.clone();
-        let max_body = config.max_body_bytes;
+        let slot = ticket.slot.clone();
+        let (axon, cfg) = (axon.clone(), config.clone());
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let axon = axon.clone();
-            async move { Ok::<_, std::convert::Infallible>(read_and_handle(&axon, req, peer, max_body).await) }
+            let (axon, cfg, slot) = (axon.clone(), cfg.clone(), slot.clone());
+            async move {
+                let started = slot.begin_request();
+                let resp = read_and_handle(&axon, req, peer, &cfg, started).await;
+                slot.end_request();
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .max_headers(config.max_headers)
-            .keep_alive(true);
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let io = TokioIo::new(conn::Tracked { stream, slot: ticket.slot.clone() });
+        let conn = builder.serve_connection(io, svc);
+        let mut stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => Some(r),
+                _ = ticket.slot.reclaimed() => None,
+                _ = stop.changed() => None,
+            };
+            let result = match ended {
+                Some(r) => r,
+                None => {
+                    // Finish the request in flight (if any), then close.
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(Duration::from_secs(30), conn).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "axon connection ended with an error");
             }
-            drop(permit);
+            drop(ticket);
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    table.drained(Duration::from_secs(5)).await;
 }
 
 async fn read_and_handle(
     axon: &Axon,
     req: http::Request<hyper::body::Incoming>,
     peer: SocketAddr,
-    max_body: usize,
+    config: &AxonConfig,
+    started: std::time::Instant,
 ) -> http::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-            let (status, msg) = if too_large {
-                (http::StatusCode::PAYLOAD_TOO_LARGE, format!("Request body larger than {max_body} bytes"))
-            } else {
-                (http::StatusCode::BAD_REQUEST, "Request body could not be read".to_owned())
-            };
-            return pipeline::plain_error(status, &msg);
-        }
+    let declared = hyper::body::Body::size_hint(&body).exact();
+    let bounds = body::Bounds {
+        limit: config.max_body_bytes,
+        deadline: tokio::time::Instant::from_std(started + config.request_timeout),
+        min_rate: config.min_body_bytes_per_s,
+        grace: body::RATE_GRACE,
+    };
+    let body = match body::read(body, declared, bounds).await {
+        Ok(b) => b,
+        Err(e) => return body_error(e),
     };
     axon.handle(http::Request::from_parts(parts, body), peer).await
+}
+
+/// The answer when a body could not be read; the connection closes after it.
+fn body_error(e: body::BodyError) -> http::Response<Full<Bytes>> {
+    use body::BodyError;
+    let (status, msg) = match e {
+        BodyError::TooLarge { limit } => {
+            (http::StatusCode::PAYLOAD_TOO_LARGE, format!("Request body larger than {limit} bytes"))
+        }
+        BodyError::Deadline => (http::StatusCode::REQUEST_TIMEOUT, "Request body not received in time".to_owned()),
+        BodyError::TooSlow { min_rate } => {
+            (http::StatusCode::REQUEST_TIMEOUT, format!("Request body arrived slower than {min_rate} bytes per second"))
+        }
+        BodyError::Broken => (http::StatusCode::BAD_REQUEST, "Request body could not be read".to_owned()),
+    };
+    let mut resp = pipeline::plain_error(status, &msg);
+    resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    resp
 }
