@@ -125,6 +125,10 @@ where
     }
 }
 
+/// The default body limit: SN27's `Allocate` (two public keys and the requirements) and
+/// `Specs` requests are a few KB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
+
 /// Server settings.
 ///
 /// The defaults hold against one hostile machine: it can keep at most
@@ -135,8 +139,11 @@ where
 pub struct AxonConfig {
     /// Where to listen; port 0 picks a free port (tests).
     pub bind: SocketAddr,
-    /// Requests with a larger body get 413.
+    /// The body limit of every synapse without its own in `body_limits`; a larger body gets
+    /// 413, from its `Content-Length` before any of it is read.
     pub max_body_bytes: usize,
+    /// Body limits per synapse name (e.g. `"Allocate"`), overriding `max_body_bytes`.
+    pub body_limits: BTreeMap<String, usize>,
     /// Requests with more header lines are refused by the HTTP layer.
     pub max_headers: usize,
     /// Bytes of request line and headers; more gets 431.
@@ -156,7 +163,8 @@ impl Default for AxonConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8091)),
-            max_body_bytes: 1 << 20,
+            max_body_bytes: DEFAULT_BODY_LIMIT,
+            body_limits: BTreeMap::new(),
             max_headers: 100,
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
@@ -250,9 +258,14 @@ impl Axon {
         &self.ss58
     }
 
-    /// Runs one request through the pipeline. Never panics on any input.
+    /// Runs one request through the pipeline, both phases. Never panics on any input. The
+    /// transport's bounds (body limits, deadlines) are the server's, not applied here.
     pub async fn handle(&self, req: http::Request<Bytes>, peer: SocketAddr) -> http::Response<Full<Bytes>> {
-        pipeline::process(self, req, peer).await
+        let (parts, body) = req.into_parts();
+        match pipeline::admit(self, &parts, peer) {
+            Ok(admitted) => pipeline::finish(self, admitted, &body).await,
+            Err(resp) => resp,
+        }
     }
 
     /// Binds and serves in the background. Dropping the handle (or calling
@@ -400,6 +413,8 @@ async fn serve(axon: Arc<Axon>, listener: TcpListener, config: AxonConfig, mut s
     table.drained(Duration::from_secs(5)).await;
 }
 
+/// One request off the wire: the header phase, then (only if it admits the request) the body
+/// within its synapse's limit and the request's deadline, then the body phase.
 async fn read_and_handle(
     axon: &Axon,
     req: http::Request<hyper::body::Incoming>,
@@ -408,18 +423,27 @@ async fn read_and_handle(
     started: std::time::Instant,
 ) -> http::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
+    let admitted = match pipeline::admit(axon, &parts, peer) {
+        Ok(a) => a,
+        Err(mut resp) => {
+            if !hyper::body::Body::is_end_stream(&body) {
+                // The unread body cannot be skipped cheaply: close instead of draining it.
+                resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            return resp;
+        }
+    };
     let declared = hyper::body::Body::size_hint(&body).exact();
     let bounds = body::Bounds {
-        limit: config.max_body_bytes,
+        limit: config.body_limits.get(&admitted.name).copied().unwrap_or(config.max_body_bytes),
         deadline: tokio::time::Instant::from_std(started + config.request_timeout),
         min_rate: config.min_body_bytes_per_s,
         grace: body::RATE_GRACE,
     };
-    let body = match body::read(body, declared, bounds).await {
-        Ok(b) => b,
-        Err(e) => return body_error(e),
-    };
-    axon.handle(http::Request::from_parts(parts, body), peer).await
+    match body::read(body, declared, bounds).await {
+        Ok(body) => pipeline::finish(axon, admitted, &body).await,
+        Err(e) => body_error(e),
+    }
 }
 
 /// The answer when a body could not be read; the connection closes after it.
