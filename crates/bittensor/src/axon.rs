@@ -12,6 +12,7 @@
 
 mod body;
 mod conn;
+mod journal;
 mod nonce;
 mod pipeline;
 mod priority;
@@ -33,7 +34,11 @@ use tokio::sync::watch;
 
 use crate::keys::{AccountId, Keypair};
 use crate::synapse::{Synapse, SynapseHeader, SDK_VERSION_INT};
-pub use nonce::{Clock, ManualClock, NonceStore, SystemClock};
+pub use nonce::{
+    lane_id, Clock, ManualClock, NonceStore, ReplayBatch, ReplayError, ReplayJournal, ReplayLimits, ReplaySnapshot,
+    ReplayStats, SavedLane, SystemClock, FLOOR_LANE, MAX_FUTURE_SKEW_NS, MAX_UUID_LEN, MAX_WINDOW_TIMEOUT_S,
+    SAVE_INTERVAL, WINDOW_MAX_NS,
+};
 pub use priority::PriorityGate;
 
 /// What a blacklist or priority function sees: the route and the header-built synapse
@@ -248,10 +253,24 @@ impl Axon {
         self
     }
 
-    /// Replaces the wall clock used for nonce windows (tests, recorded traffic).
+    /// Replaces the wall clock used for nonce windows (tests, recorded traffic). Set it before
+    /// [`Axon::replay_journal`].
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Keeps the replay state in `journal` (restored now, saved every [`SAVE_INTERVAL`] while
+    /// served and at a clean stop), so a captured request cannot be replayed after a restart.
+    pub fn replay_journal(mut self, journal: Box<dyn ReplayJournal>) -> Result<Self, ReplayError> {
+        let store = NonceStore::journaled(ReplayLimits::default(), journal, self.clock.now_ns())?;
+        self.nonces = Arc::new(store);
+        Ok(self)
+    }
+
+    /// How full the replay store is.
+    pub fn replay_stats(&self) -> ReplayStats {
+        self.nonces.stats()
     }
 
     pub fn hotkey(&self) -> &str {
@@ -274,9 +293,10 @@ impl Axon {
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let nonces = self.nonces.clone();
         let axon = Arc::new(self);
         let task = tokio::spawn(serve(axon, listener, config, stop_rx));
-        Ok(AxonHandle { addr, stop: stop_tx, task: Some(task) })
+        Ok(AxonHandle { addr, stop: stop_tx, task: Some(task), nonces })
     }
 }
 
@@ -286,15 +306,22 @@ pub struct AxonHandle {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    nonces: Arc<NonceStore>,
 }
 
 impl AxonHandle {
+    /// How full the replay store is.
+    pub fn replay_stats(&self) -> ReplayStats {
+        self.nonces.stats()
+    }
+
     /// The address actually bound (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Stops accepting, waits for in-flight requests (at most 5 s), then returns.
+    /// Stops accepting, waits for in-flight requests (at most 5 s), saves the replay state as
+    /// a clean stop, then returns.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
@@ -338,7 +365,23 @@ pub async fn wait_for_signal() {
     }
 }
 
+/// Saves the replay state every [`SAVE_INTERVAL`] (also when idle: the last save's time is what
+/// a restart after a crash refuses nonces up to).
+async fn save_replay_state(nonces: Arc<NonceStore>, clock: Arc<dyn Clock>) {
+    loop {
+        tokio::time::sleep(SAVE_INTERVAL).await;
+        let (n, now) = (nonces.clone(), clock.now_ns());
+        match tokio::task::spawn_blocking(move || n.save(now, false)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "axon: replay state not saved; retrying"),
+            Err(e) => tracing::error!(error = %e, "axon: the replay state saver failed"),
+        }
+    }
+}
+
 async fn serve(axon: Arc<Axon>, listener: TcpListener, config: AxonConfig, mut stop: watch::Receiver<bool>) {
+    let saver =
+        axon.nonces.is_journaled().then(|| tokio::spawn(save_replay_state(axon.nonces.clone(), axon.clock.clone())));
     let config = Arc::new(config);
     let table = conn::Table::new(config.max_connections, config.max_connections_per_ip);
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -411,6 +454,15 @@ async fn serve(axon: Arc<Axon>, listener: TcpListener, config: AxonConfig, mut s
     }
     drop(listener);
     table.drained(Duration::from_secs(5)).await;
+    if let Some(saver) = saver {
+        saver.abort();
+        let (nonces, now) = (axon.nonces.clone(), axon.clock.now_ns());
+        match tokio::task::spawn_blocking(move || nonces.save(now, true)).await {
+            Ok(Ok(())) => tracing::debug!("axon: replay state saved (clean stop)"),
+            Ok(Err(e)) => tracing::error!(error = %e, "axon: replay state not saved at stop"),
+            Err(e) => tracing::error!(error = %e, "axon: the replay state saver failed at stop"),
+        }
+    }
 }
 
 /// One request off the wire: the header phase, then (only if it admits the request) the body

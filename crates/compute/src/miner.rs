@@ -82,6 +82,8 @@ pub enum MinerError {
     Runtime(#[from] RuntimeError),
     #[error("cannot serve the axon on {addr}: {source}")]
     Axon { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Replay(#[from] bittensor::axon::ReplayError),
 }
 
 struct Miner {
@@ -144,7 +146,9 @@ impl Drop for MinerHandle {
 pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|source| MinerError::StateDir { path: cfg.state_dir.clone(), source })?;
-    let store = StateStore::open(&cfg.state_dir.join("miner.sqlite"))?;
+    let db = cfg.state_dir.join("miner.sqlite");
+    let store = StateStore::open(&db)?;
+    let replay = state::SqliteReplayJournal::open(&db)?;
     let specs_json = cfg.specs.to_json_string();
     let miner = Arc::new(Miner {
         runtime: cfg.runtime.clone(),
@@ -188,6 +192,7 @@ pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
     let (p1, p2) = (policy.clone(), policy);
     let axon = Axon::new(cfg.keypair)
         .version(COMPUTE_VERSION_INT)
+        .replay_journal(Box::new(replay))?
         .attach(move |req: Request<Allocate>| {
             let m = m1.clone();
             async move { Ok::<_, HandlerError>(allocate(&m, req).await) }

@@ -185,16 +185,15 @@ fn verify(axon: &Axon, head: &SynapseHeader, peer: SocketAddr) -> Result<Caller,
     let hotkey = AccountId::from_ss58(hotkey_text).map_err(|e| e.to_string())?;
     let uuid = d.uuid.clone().unwrap_or_else(|| "None".to_owned());
     let nonce = d.nonce.ok_or("Missing Nonce")?;
-    let endpoint_key = format!("{hotkey_text}:{uuid}");
     let now = axon.clock.now_ns();
-    axon.nonces.check(&endpoint_key, nonce, head.timeout, now)?;
+    axon.nonces.check(&hotkey, &uuid, nonce, head.timeout, now)?;
     let message = format!("{nonce}.{hotkey_text}.{}.{uuid}.{}", axon.ss58, head.computed_body_hash);
     let sig_text = d.signature.as_deref().filter(|s| !s.is_empty()).ok_or("Missing Signature")?;
     let signature = Signature::from_hex(sig_text).map_err(|e| e.to_string())?;
     if !hotkey.verify(message.as_bytes(), &signature) {
         return Err(format!("Signature mismatch with {message} and {sig_text}"));
     }
-    axon.nonces.commit(&endpoint_key, nonce, now)?;
+    axon.nonces.commit(&hotkey, &uuid, nonce, now)?;
     Ok(Caller { hotkey, uuid, nonce, version: d.version, peer })
 }
 

