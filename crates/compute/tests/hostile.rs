@@ -12,14 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bittensor::axon::AxonConfig;
+use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::synapse::EMPTY_BODY_HASH;
 use bittensor::Keypair;
+use compute::crypto::AllocationKey;
 use compute::miner::policy::PolicyConfig;
+use compute::miner::state::{Phase, StateStore};
 use compute::miner::{self, MetagraphSource, MinerConfig, MinerHandle};
+use compute::protocol::Allocate;
+use compute::runtime::docker::{DockerConfig, DockerRuntime, DEFAULT_IMAGE};
 use compute::runtime::local::LocalRuntime;
 use compute::runtime::ContainerRuntime;
 use compute::specs::SimulatedGpu;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn root() -> PathBuf {
@@ -106,5 +111,144 @@ async fn a_request_captured_before_a_clean_restart_is_refused_after_it() {
     // A fresh request of the same caller passes.
     let fresh = signed_specs(&kp("dendrite_hotkey"), &kp("axon_hotkey"), now_ns());
     assert_eq!(send(miner.axon_addr(), &fresh).await.0, 200);
+    miner.shutdown().await;
+}
+
+fn docker_required() -> bool {
+    std::env::var("NICOMPUTE_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
+}
+
+/// A Docker runtime whose containers carry a scope of their own (so the miner's start-up
+/// reconciliation never touches anyone else's), or None after saying why there is none.
+async fn docker(image: &str, scope: &str) -> Option<Arc<DockerRuntime>> {
+    let cfg = DockerConfig { image: image.to_owned(), scope: Some(scope.to_owned()), ..DockerConfig::default() };
+    let skip = |why: String| {
+        assert!(!docker_required(), "NICOMPUTE_REQUIRE_DOCKER=1 but {why}");
+        eprintln!("skipped: {why}");
+    };
+    let rt = match DockerRuntime::connect(cfg).await {
+        Ok(rt) => rt,
+        Err(e) => {
+            skip(format!("no Docker daemon ({e})"));
+            return None;
+        }
+    };
+    if let Err(e) = DockerRuntime::connect(DockerConfig::default()).await.expect("daemon").ensure_image().await {
+        skip(format!("no sshd image ({e})"));
+        return None;
+    }
+    Some(Arc::new(rt))
+}
+
+/// Removes every container of the scope when dropped, even when the test panics.
+struct Cleanup(Arc<DockerRuntime>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let rt = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(tokio) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            tokio.block_on(async {
+                for c in rt.list().await.unwrap_or_default() {
+                    let _ = rt.remove(&c.id).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn scope(tag: &str) -> String {
+    format!("test-hostile-{tag}-{}", std::process::id())
+}
+
+fn allocate_with(key: &AllocationKey) -> Allocate {
+    let req = json!({"cpu": {"count": 1}, "gpu": {"count": 1, "capacity": 81920, "type": "h100"},
+                     "hard_disk": {"capacity": 1_073_741_824u64}, "ram": {"capacity": 1_073_741_824u64}});
+    Allocate {
+        timeline: 1,
+        checking: false,
+        public_key: key.public_pem().expect("pem"),
+        device_requirement: req.as_object().cloned().unwrap_or_default(),
+        ..Allocate::default()
+    }
+}
+
+fn reason(a: &Allocate) -> String {
+    a.output.get("reason").and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn docker_a_caller_without_the_key_is_refused_while_an_allocation_starts() {
+    let scope = scope("lock");
+    let Some(rt) = docker(DEFAULT_IMAGE, &scope).await else { return };
+    let _cleanup = Cleanup(rt.clone());
+    let dir = tempfile::tempdir().expect("tmp");
+    let state_dir = dir.path().join("state");
+    let miner = start_miner(state_dir.clone(), rt).await;
+    let target = AxonTarget::new("127.0.0.1", miner.axon_addr().port(), &kp("axon_hotkey").account_id());
+    let d = Dendrite::new(kp("dendrite_hotkey"));
+    let (holder, stranger) = (AllocationKey::generate().expect("key"), AllocationKey::generate().expect("key"));
+
+    let allocating = tokio::spawn({
+        let (d, target, req) = (d.clone(), target.clone(), allocate_with(&holder));
+        async move { d.call(&target, req, Duration::from_secs(60)).await }
+    });
+    // Wait until the allocation holds the lock: its row is written, its container starting.
+    let state = StateStore::open(&state_dir.join("miner.sqlite")).expect("state");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !state.current().expect("read").is_some_and(|a| a.phase == Phase::Starting) {
+        assert!(std::time::Instant::now() < deadline, "the allocation never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let strangers = [
+        Allocate {
+            timeline: 0,
+            checking: false,
+            public_key: stranger.public_pem().expect("pem"),
+            ..Allocate::default()
+        },
+        {
+            let mut a = Allocate { checking: false, docker_change: true, ..allocate_with(&stranger) };
+            a.docker_action.insert("action".into(), json!("restart"));
+            a
+        },
+    ];
+    for req in strangers {
+        let r = d.call(&target, req, Duration::from_secs(60)).await;
+        assert!(r.is_success(), "{:?}", r.status_message());
+        assert_eq!(reason(&r.synapse), "not the holder of the allocation key");
+        // Answered while the allocation still holds the lock (before, the refusal waited for it).
+        let phase = state.current().expect("read").map(|a| a.phase);
+        assert_eq!(phase, Some(Phase::Starting), "the refusal waited for the allocation");
+    }
+
+    let r = allocating.await.expect("task");
+    assert!(r.is_success() && r.synapse.output.get("status") == Some(&json!(true)), "{:?}", r.synapse.output);
+    let end =
+        Allocate { timeline: 0, checking: false, public_key: holder.public_pem().expect("pem"), ..Allocate::default() };
+    assert!(d.call(&target, end, Duration::from_secs(60)).await.synapse.output.get("status") == Some(&json!(true)));
+    miner.shutdown().await;
+}
+
+#[tokio::test]
+async fn docker_runtime_errors_reach_callers_as_plain_messages() {
+    let scope = scope("errors");
+    let image = "nicompute/absent-image-for-tests:never";
+    let Some(rt) = docker(image, &scope).await else { return };
+    let _cleanup = Cleanup(rt.clone());
+    let dir = tempfile::tempdir().expect("tmp");
+    let miner = start_miner(dir.path().join("state"), rt).await;
+    let target = AxonTarget::new("127.0.0.1", miner.axon_addr().port(), &kp("axon_hotkey").account_id());
+    let key = AllocationKey::generate().expect("key");
+    let r = Dendrite::new(kp("dendrite_hotkey")).call(&target, allocate_with(&key), Duration::from_secs(60)).await;
+    assert!(r.is_success(), "{:?}", r.status_message());
+    let why = reason(&r.synapse);
+    assert_eq!(r.synapse.output.get("status"), Some(&json!(false)));
+    assert!(why.starts_with("the machine could not start: "), "{why}");
+    for detail in ["absent-image", "No such image", "docker", "Docker", "/var/run"] {
+        assert!(!why.contains(detail), "the runtime's detail reached the caller: {why}");
+    }
     miner.shutdown().await;
 }
