@@ -6,6 +6,7 @@ mod golden_chain;
 mod golden_http;
 mod golden_parsing;
 mod golden_wallet;
+mod hostile;
 mod live;
 mod malformed;
 mod util;

@@ -4,6 +4,7 @@
 mod alloc_interrupt;
 mod cli;
 mod devnet;
+mod hostile;
 mod interop;
 mod miner;
 mod peers;
