@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proptest::strategy::Strategy;
+
 use bittensor::axon::AxonConfig;
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::synapse::EMPTY_BODY_HASH;
@@ -251,4 +253,62 @@ async fn docker_runtime_errors_reach_callers_as_plain_messages() {
         assert!(!why.contains(detail), "the runtime's detail reached the caller: {why}");
     }
     miner.shutdown().await;
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        "[ -~]{0,40}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::btree_map(
+                prop_oneof![
+                    proptest::sample::select(
+                        &["cpu", "gpu", "ram", "hard_disk", "count", "capacity", "type", "ssh_key", "action"][..]
+                    )
+                    .prop_map(str::to_owned),
+                    "[a-z_]{1,10}"
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
+
+    /// SN27's synapses and the device requirement from arbitrary JSON: typed errors, no panic
+    /// (the fuzz target for the miner's own parsing; the HTTP side is the bittensor crate's).
+    #[test]
+    fn sn27_synapses_and_requirements_parse_or_fail_cleanly(
+        fields in proptest::collection::btree_map(
+            proptest::prelude::prop_oneof![
+                proptest::sample::select(&["timeline", "device_requirement", "checking", "output", "public_key",
+                    "docker_requirement", "docker_change", "docker_action", "specs_input", "specs_output"][..])
+                    .prop_map(str::to_owned),
+                "[a-z_]{1,12}",
+            ],
+            json_value(),
+            0..10,
+        ),
+        requirement in json_value(),
+    ) {
+        use bittensor::Synapse;
+        let map: serde_json::Map<String, Value> = fields.into_iter().collect();
+        if let Ok(a) = Allocate::from_fields(map.clone()) {
+            let _ = a.to_fields();
+        }
+        let _ = compute::protocol::Specs::from_fields(map);
+        let _ = compute::specs::Requirement::from_json(&requirement);
+    }
 }

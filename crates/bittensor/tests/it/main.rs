@@ -2,6 +2,7 @@
 //! axon round trips, malformed input, and interop with the real Python SDK.
 
 mod chain;
+mod fuzz;
 mod golden_chain;
 mod golden_http;
 mod golden_parsing;
