@@ -86,6 +86,27 @@ pub struct RunArgs {
     pub max_connections_per_ip: usize,
 }
 
+/// Lifts the soft open-file limit to the hard one: the axon admits up to `max_connections`
+/// (1,024) connections, and the common soft default of 1,024 would make accept() fail first.
+fn raise_open_file_limit(wanted: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if now.is_some_and(|n| n < wanted as u64) {
+        tracing::warn!(
+            limit = now,
+            wanted,
+            "the open-file limit is below what the axon's connection cap needs; raise it (ulimit -n, LimitNOFILE=)"
+        );
+    }
+}
+
 /// `BYTES` or `SYNAPSE=BYTES`, bytes as a number with an optional `KiB`/`MiB` suffix.
 fn parse_body_limit(s: &str) -> Result<(Option<String>, usize), String> {
     let (name, size) = match s.split_once('=') {
@@ -156,6 +177,8 @@ impl RunArgs {
                 "callers below SN27's validator threshold (1024 TAO) will be served"
             );
         }
+        let axon = self.axon_config();
+        raise_open_file_limit(axon.max_connections + 256);
         let state_dir = self.state_dir.clone().unwrap_or_else(|| data_dir().join("miner"));
         std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
         let runtime: Arc<dyn ContainerRuntime> = match self.runtime {
@@ -184,7 +207,7 @@ impl RunArgs {
         let cfg = MinerConfig {
             keypair: keypair.clone(),
             netuid,
-            axon: self.axon_config(),
+            axon,
             ssh_port: self.ssh_port,
             ssh_bind_ip: self.ssh_bind_ip,
             runtime,
