@@ -194,7 +194,12 @@ pub struct Axon {
     gate: PriorityGate,
     clock: Arc<dyn Clock>,
     nonces: Arc<NonceStore>,
+    /// Callers' keys, decoded once (bounded: cleared when full).
+    keys: std::sync::Mutex<std::collections::HashMap<AccountId, crate::keys::VerifyingKey>>,
 }
+
+/// Decoded caller keys kept at most (a subnet has 256 UIDs).
+const MAX_CACHED_KEYS: usize = 4096;
 
 impl std::fmt::Debug for Axon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,7 +222,22 @@ impl Axon {
             gate: PriorityGate::new(64),
             clock: Arc::new(SystemClock),
             nonces: Arc::new(NonceStore::new()),
+            keys: std::sync::Mutex::default(),
         }
+    }
+
+    /// The caller's key decoded for verification, from the cache when seen before.
+    fn verifying_key(&self, who: &AccountId) -> Option<crate::keys::VerifyingKey> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = keys.get(who) {
+            return Some(k.clone());
+        }
+        let k = who.verifying_key()?;
+        if keys.len() >= MAX_CACHED_KEYS {
+            keys.clear();
+        }
+        keys.insert(*who, k.clone());
+        Some(k)
     }
 
     /// Serves `S` with `handler`.

@@ -12,5 +12,5 @@ pub mod subtensor;
 pub mod synapse;
 pub mod wallet;
 
-pub use keys::{AccountId, KeyError, Keypair, Signature};
+pub use keys::{AccountId, KeyError, Keypair, Signature, VerifyingKey};
 pub use synapse::{RawSynapse, Synapse, SynapseHeader, TerminalInfo};

@@ -85,7 +85,8 @@ pub(super) fn admit(axon: &Axon, parts: &http::request::Parts, peer: SocketAddr)
     if let Some(f) = &axon.blacklist {
         let view = RequestHead { name: &name, header: &head, peer };
         if let Some(reason) = f(&view) {
-            return Err(errors.respond(StatusCode::FORBIDDEN, &format!("Forbidden. Key is blacklisted: {reason}.")));
+            let msg = format!("Forbidden. Key is blacklisted: {reason}.");
+            return Err(errors.refuse(StatusCode::FORBIDDEN, &msg));
         }
     }
 
@@ -93,7 +94,7 @@ pub(super) fn admit(axon: &Axon, parts: &http::request::Parts, peer: SocketAddr)
     //    body; step 6 checks the body against that hash.
     let caller = match verify(axon, &head, peer) {
         Ok(c) => c,
-        Err(e) => return Err(errors.respond(StatusCode::UNAUTHORIZED, &format!("Not Verified with error: {e}"))),
+        Err(e) => return Err(errors.refuse(StatusCode::UNAUTHORIZED, &format!("Not Verified with error: {e}"))),
     };
     Ok(Admitted { name, handler, head, header_hotkey, caller, peer, started })
 }
@@ -190,7 +191,7 @@ fn verify(axon: &Axon, head: &SynapseHeader, peer: SocketAddr) -> Result<Caller,
     let message = format!("{nonce}.{hotkey_text}.{}.{uuid}.{}", axon.ss58, head.computed_body_hash);
     let sig_text = d.signature.as_deref().filter(|s| !s.is_empty()).ok_or("Missing Signature")?;
     let signature = Signature::from_hex(sig_text).map_err(|e| e.to_string())?;
-    if !hotkey.verify(message.as_bytes(), &signature) {
+    if !axon.verifying_key(&hotkey).is_some_and(|k| k.verify(message.as_bytes(), &signature)) {
         return Err(format!("Signature mismatch with {message} and {sig_text}"));
     }
     axon.nonces.commit(&hotkey, &uuid, nonce, now)?;
@@ -218,17 +219,30 @@ impl ErrorCtx<'_> {
 
     /// An error after header parsing: the header-built synapse with the axon's signature.
     fn respond(&self, status: StatusCode, message: &str) -> Response {
+        self.error(status, message, true)
+    }
+
+    /// A refusal of an unknown or unverified caller (403, 401): the same answer without the
+    /// axon's signature. The SDK signs it, but no dendrite checks it, and signing costs about a
+    /// third of a verification: a stranger's flood would make us pay it for every request.
+    fn refuse(&self, status: StatusCode, message: &str) -> Response {
+        self.error(status, message, false)
+    }
+
+    fn error(&self, status: StatusCode, message: &str, sign: bool) -> Response {
         let mut h = self.head.clone();
         h.name = Some(self.name.to_owned());
         h.axon.status_code = Some(i64::from(status.as_u16()));
         h.axon.status_message = Some(message.to_owned());
         h.axon.process_time = Some(self.started.elapsed().as_secs_f64());
-        let axon_nonce = h.axon.nonce.unwrap_or(0);
-        let dendrite_hotkey = h.dendrite.hotkey.as_deref().unwrap_or("None");
-        let axon_hotkey = self.header_hotkey.unwrap_or("None");
-        let uuid = h.axon.uuid.as_deref().unwrap_or("None");
-        let to_sign = format!("{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}");
-        h.axon.signature = Some(self.axon.keypair.sign(to_sign.as_bytes()).to_hex());
+        if sign {
+            let axon_nonce = h.axon.nonce.unwrap_or(0);
+            let dendrite_hotkey = h.dendrite.hotkey.as_deref().unwrap_or("None");
+            let axon_hotkey = self.header_hotkey.unwrap_or("None");
+            let uuid = h.axon.uuid.as_deref().unwrap_or("None");
+            let to_sign = format!("{axon_nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}");
+            h.axon.signature = Some(self.axon.keypair.sign(to_sign.as_bytes()).to_hex());
+        }
         error_response(status, message, &h.to_headers(&h.computed_body_hash.clone()))
     }
 }
