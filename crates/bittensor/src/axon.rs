@@ -433,6 +433,8 @@ async fn serve(axon: Arc<Axon>, listener: TcpListener, config: AxonConfig, mut s
         };
         let Some(ticket) = table.admit(peer.ip()) else {
             tracing::debug!(%peer, "axon: connection refused, its address holds its share of connections");
+            // A reset, not a close: no FIN exchange and no TIME_WAIT state kept for a refusal.
+            let _ = stream.set_zero_linger();
             drop(stream);
             continue;
         };
