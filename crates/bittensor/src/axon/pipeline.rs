@@ -289,9 +289,9 @@ fn success(
         all.entry(k.clone()).or_insert_with(|| v.clone());
     }
     let hash = body_hash(&all, hash_fields);
-    let body = py::to_json(&Value::Object(header.join_body(&all)), false, false);
+    let body = py::to_json(&header.joined(&all), false, false);
     let mut resp = http::Response::new(Full::new(Bytes::from(body)));
-    *resp.headers_mut() = header_map(&header.to_headers(&hash));
+    *resp.headers_mut() = header.to_header_map(&hash);
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
