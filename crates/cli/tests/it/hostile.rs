@@ -74,8 +74,8 @@ async fn world() -> World {
 }
 
 impl World {
-    fn spawn_miner(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_nicompute"))
+    fn spawn_miner(&self) -> Running {
+        let child = Command::new(env!("CARGO_BIN_EXE_nicompute"))
             .args(["miner", "run", "--runtime", "local", "--netuid", "27", "--min-stake", "1000"])
             .args(["--subtensor.chain_endpoint", &self.chain_url])
             .arg("--wallet.path")
@@ -90,7 +90,8 @@ impl World {
             .stderr(Stdio::null())
             .stdin(Stdio::null())
             .spawn()
-            .expect("spawn miner")
+            .expect("spawn miner");
+        Running(Some(child))
     }
 
     fn addr(&self) -> SocketAddr {
@@ -127,6 +128,31 @@ impl World {
             caller.ss58(),
             signer.sign(msg.as_bytes()).to_hex()
         )
+    }
+}
+
+/// A miner process, killed when dropped (a failing assertion must not leave it running).
+struct Running(Option<Child>);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// `kill -9`, as a crash.
+    fn crash(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("reaped");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            stop(c);
+        }
     }
 }
 
@@ -238,7 +264,7 @@ async fn a_thousand_megabyte_bodies_leave_the_miners_memory_bounded() {
     sampler.join().expect("sampler");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (peak, after) = (peak.load(Ordering::Relaxed), rss(pid));
-    stop(miner);
+    drop(miner);
 
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let rounds: Vec<String> = after_rounds.iter().map(|b| format!("{:.1}", mib(*b))).collect();
@@ -282,12 +308,12 @@ async fn a_request_captured_before_kill_9_is_refused_after_the_restart() {
     assert!(send(captured.clone()).await.starts_with("HTTP/1.1 200"), "the original request");
     // Crash right after: the replay state may not have been saved yet.
     let mut miner = miner;
-    miner.kill().expect("kill -9");
-    miner.wait().expect("reaped");
+    miner.crash();
+    drop(miner);
 
     let miner = w.spawn_miner();
     w.wait_answering().await;
     let replay = send(captured).await;
     assert!(replay.starts_with("HTTP/1.1 401"), "the replay after the restart: {}", &replay[..replay.len().min(300)]);
-    stop(miner);
+    drop(miner);
 }
