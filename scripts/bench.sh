@@ -5,7 +5,13 @@
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
-#         9.0.0 and 10.5.0 axons; then the single-request round trip and `wallet show` cold start.
+#         9.0.0 and 10.5.0 axons; then the guard: the same load while each attack runs (slow
+#         body, 1,100 partial bodies, 1 MB bodies, uuid flood, far-future nonces, 100 KB
+#         headers; from another process, on CPUs 2-3 where the machine has them, else on CPU 1)
+#         against our axon (miner configuration) and Python 10.5.0, each beside its clean
+#         figure, with the server's peak RSS; the sr25519 verification ceiling on CPU 0; the
+#         single-request round trip and `wallet show` cold start. --attacks KIND,… or
+#         --no-attacks to choose; --duration/--warmup to shorten.
 # decode: SCALE decoding of a real 1024-neuron finney metagraph (fixture 01).
 # chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
 # chainwrite: on the real Subtensor runtime (chopsticks, Instant blocks): `nicompute subnet register`

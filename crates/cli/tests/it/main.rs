@@ -13,6 +13,7 @@ mod cli;
 mod devnet;
 mod docker_proxy;
 mod gate;
+mod hostile;
 mod interop;
 mod interop_chain;
 mod miner;
