@@ -28,11 +28,13 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 mod allocation;
+mod api;
 mod miners;
 mod schema;
 mod wandb;
 
 pub use allocation::{key_fingerprint, AllocationDetails, AllocationDetailsError, AllocationRecord, AllocationState};
+pub use api::{ApiAllocation, ApiAllocationState, Delivery, DeliveryState, HealthRecord, NewDelivery, TokenRecord};
 pub use miners::{MinerRecord, NO_SPECS_LIMIT};
 pub use wandb::PublicationRecord;
 

@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` is a one-line match.
 
 pub mod alloc;
+pub mod api;
 pub mod dealloc;
 pub mod devnet;
 pub mod list;
@@ -9,6 +10,7 @@ pub mod miner;
 pub mod penalty;
 pub mod query;
 pub mod reconcile;
+pub mod serve;
 pub mod ssh;
 pub mod sync;
 pub mod wallet;
@@ -66,5 +68,7 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Metagraph(a) => a.run(g, out).await,
         Command::Devnet(c) => c.run(g, out).await,
         Command::Miner(c) => c.run(g, out).await,
+        Command::Serve(a) => a.run(g, out).await,
+        Command::Api(c) => c.run(g, out).await,
     }
 }
