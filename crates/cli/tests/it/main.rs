@@ -9,6 +9,8 @@ mod common;
 mod harness;
 
 mod alloc_interrupt;
+mod api;
+mod api_world;
 mod cli;
 mod devnet;
 mod docker_proxy;
