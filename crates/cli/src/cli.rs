@@ -119,7 +119,8 @@ impl Cli {
         let matches = cmd.try_get_matches_from_mut(argv.clone())?;
         for id in ENV_ONLY {
             if given_on_command_line(&matches, id) {
-                let arg = all_arguments(&cmd).into_iter().find(|a| a.get_id() == id);
+                // The declared variable, even when this parse ignores the environment.
+                let arg = all_arguments(&Cli::command()).into_iter().find(|a| a.get_id() == id);
                 let env = arg
                     .as_ref()
                     .and_then(|a| a.get_env())

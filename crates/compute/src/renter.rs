@@ -238,6 +238,7 @@ impl Renter {
             {
                 DeallocOutcome::Released | DeallocOutcome::NotHolder(_) => {
                     let _ = self.db.abort_allocation(&hotkey);
+                    tracing::info!(%hotkey, "released an interrupted allocation");
                     released += 1;
                 }
                 _ => {}

@@ -10,6 +10,7 @@ mod harness;
 
 mod alloc_interrupt;
 mod api;
+mod api_process;
 mod api_world;
 mod cli;
 mod devnet;
