@@ -115,9 +115,8 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<ServerHandl
         Some(t) => Some(tokio_rustls::TlsAcceptor::from(load_tls(t)?)),
         None => None,
     };
-    if !addr.ip().is_loopback() && tls.is_none() && state.db().tokens()?.iter().all(|t| t.revoked_ms.is_some()) {
-        return Err(ServeError::PublicWithoutProtection(addr));
-    }
+    let has_token = state.db().tokens()?.iter().any(|t| t.revoked_ms.is_none());
+    refuse_public(addr, tls.is_some(), has_token)?;
     let failed = state.db().fail_unfinished_api_allocations("interrupted: the server stopped while allocating")?;
     if failed > 0 {
         tracing::warn!(failed, "allocations left unfinished by the last run marked failed (their miners are released)");
@@ -128,6 +127,15 @@ pub async fn serve(state: AppState, listener: TcpListener) -> Result<ServerHandl
     let task = tokio::spawn(accept_loop(state.clone(), listener, tls, stop_rx));
     tracing::info!(%addr, tls = state.config().tls.is_some(), "API listening");
     Ok(ServerHandle { addr, state, stop, task, background })
+}
+
+/// A listener others can reach needs TLS or a token store with a token in it.
+pub fn refuse_public(addr: SocketAddr, tls: bool, has_token: bool) -> Result<(), ServeError> {
+    if addr.ip().is_loopback() || tls || has_token {
+        Ok(())
+    } else {
+        Err(ServeError::PublicWithoutProtection(addr))
+    }
 }
 
 async fn accept_loop(
@@ -218,4 +226,20 @@ fn service(
             app.oneshot(http::Request::from_parts(parts, body)).await
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_address_needs_tls_or_a_token() {
+        let public: SocketAddr = "0.0.0.0:8903".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:8903".parse().expect("addr");
+        assert!(matches!(refuse_public(public, false, false), Err(ServeError::PublicWithoutProtection(_))));
+        assert!(refuse_public(public, true, false).is_ok());
+        assert!(refuse_public(public, false, true).is_ok());
+        assert!(refuse_public(local, false, false).is_ok());
+        assert!(refuse_public("[::1]:1".parse().expect("addr"), false, false).is_ok());
+    }
 }

@@ -140,7 +140,10 @@ impl AppState {
                 return Ok(rows.clone());
             }
         }
-        let rows = Arc::new(compute::renter::resources(self.db(), &HashSet::new())?);
+        let mut rows = compute::renter::resources(self.db(), &HashSet::new())?;
+        // In the default order already: sorting a sorted list is one pass.
+        rows.sort_by(|a, b| a.hotkey.cmp(&b.hotkey));
+        let rows = Arc::new(rows);
         *self.0.resources.lock().unwrap_or_else(PoisonError::into_inner) = Some((stamp, rows.clone()));
         Ok(rows)
     }

@@ -61,9 +61,19 @@ pub struct Paging {
     pub per_page: Option<usize>,
 }
 
+/// One page of a list, serialized straight from the items (no intermediate JSON tree).
+#[derive(Debug, serde::Serialize)]
+pub struct Page<'a, T: serde::Serialize> {
+    pub items: &'a [T],
+    pub page: usize,
+    pub per_page: usize,
+    pub total: usize,
+    pub next_page: Option<usize>,
+}
+
 impl Paging {
-    /// One page of `items` as `{items, page, per_page, total, next_page}`.
-    pub fn page<T: serde::Serialize>(&self, items: &[T]) -> Result<Value, Problem> {
+    /// One page of `items`.
+    pub fn page<'a, T: serde::Serialize>(&self, items: &'a [T]) -> Result<Page<'a, T>, Problem> {
         let page = self.page.unwrap_or(1);
         let per_page = self.per_page.unwrap_or(100);
         if page == 0 || per_page == 0 || per_page > 1000 {
@@ -71,13 +81,13 @@ impl Paging {
         }
         let start = (page - 1).saturating_mul(per_page).min(items.len());
         let end = start.saturating_add(per_page).min(items.len());
-        Ok(json!({
-            "items": &items[start..end],
-            "page": page,
-            "per_page": per_page,
-            "total": items.len(),
-            "next_page": if end < items.len() { Some(page + 1) } else { None },
-        }))
+        Ok(Page {
+            items: &items[start..end],
+            page,
+            per_page,
+            total: items.len(),
+            next_page: (end < items.len()).then_some(page + 1),
+        })
     }
 }
 
@@ -136,12 +146,12 @@ async fn list_resources(
     State(state): State<AppState>,
     caller: Caller,
     q: Result<Query<ResourceParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<axum::response::Response, Problem> {
     caller.require(Level::Read)?;
     let params = query(q)?;
     let all = state.resources()?;
     let rows = params.query().apply(all.iter());
-    Ok(Json(Paging { page: params.page, per_page: params.per_page }.page(&rows)?))
+    Ok(Json(Paging { page: params.page, per_page: params.per_page }.page(&rows)?).into_response())
 }
 
 async fn counts(

@@ -50,7 +50,7 @@ impl Drop for Serve {
     }
 }
 
-fn spawn_serve(bin: &Path, cpu: Option<&str>, args: &[String]) -> Result<Serve> {
+fn spawn_serve(bin: &Path, cpu: Option<&str>, args: &[String], serve_args: &[String]) -> Result<Serve> {
     let mut c = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -61,6 +61,7 @@ fn spawn_serve(bin: &Path, cpu: Option<&str>, args: &[String]) -> Result<Serve> 
     };
     c.args(args)
         .args(["serve", "--listen", "127.0.0.1:0", "--json"])
+        .args(serve_args)
         .env_remove("NICOMPUTE_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -167,7 +168,7 @@ fn resources(rt: &tokio::runtime::Runtime, bin: &Path, dir: &Path, wallets: &Pat
     let t = token(&db, "bench", "read")?;
     drop(db);
     // No chain answers here: the server only reads the database for this route.
-    let serve = spawn_serve(bin, Some("0"), &base_args(&db_path, wallets, "ws://127.0.0.1:9"))?;
+    let serve = spawn_serve(bin, Some("0"), &base_args(&db_path, wallets, "ws://127.0.0.1:9"), &[])?;
     for (label, path) in [("default page (100 rows)", "/v1/resources"), ("1,000 rows", "/v1/resources?per_page=1000")] {
         let (times, total) = rt.block_on(load(serve.addr, &t, path, opts.seconds))?;
         let rps = times.len() as f64 / total.as_secs_f64();
@@ -240,9 +241,8 @@ fn webhooks(rt: &tokio::runtime::Runtime, bin: &Path, dir: &Path, wallets: &Path
                 });
             }
         });
-        let mut args = base_args(&db_path, wallets, "ws://127.0.0.1:9");
-        args.extend(["--webhook-url".into(), url]);
-        let serve = spawn_serve(bin, None, &args)?;
+        let args = base_args(&db_path, wallets, "ws://127.0.0.1:9");
+        let serve = spawn_serve(bin, None, &args, &["--webhook-url".into(), url])?;
         let mut c = Conn::open(serve.addr).await?;
         let mut times = Vec::new();
         for i in 0..opts.runs.max(5) * 2 {
@@ -346,7 +346,7 @@ fn allocation(rt: &tokio::runtime::Runtime, bin: &Path, dir: &Path, opts: &Optio
             ensure!(cli(&["d", &hk, "-y"])?.status.success(), "d failed");
         }
         let t = token(&ComputeDb::open(&db_path)?, "bench", "allocate")?;
-        let serve = spawn_serve(bin, None, &args)?;
+        let serve = spawn_serve(bin, None, &args, &[])?;
         let api_times = rt.block_on(async {
             let mut c = Conn::open(serve.addr).await?;
             let mut times = Vec::new();

@@ -167,7 +167,7 @@ pub async fn list(
             jobs::view(&state, &r, &caller.0, reveal)
         })
         .collect();
-    Ok(Json(Paging { page: p.page, per_page: p.per_page }.page(&rows)?))
+    Ok(Json(json!(Paging { page: p.page, per_page: p.per_page }.page(&rows)?)))
 }
 
 pub async fn get_one(

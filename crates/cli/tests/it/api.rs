@@ -334,3 +334,69 @@ async fn the_openapi_table_matches_the_router() {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} in the document");
     }
 }
+
+/// HTTPS with client certificates, as register_api runs: curl without a certificate is refused
+/// in the handshake, with one it is served at `--mtls-scope`; the allow-list refuses others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_and_the_allow_list() {
+    use crate::common::{on_path, skip};
+    if !on_path("openssl") || !on_path("curl") {
+        skip("CI", "openssl or curl is missing (apt-get install openssl curl)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let sh = |script: &str| {
+        let out = crate::common::command("sh").arg("-c").arg(script).current_dir(d).output().expect("sh");
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca");
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        sh(&format!(
+            "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name} && \
+             printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage={usage}\\n' > {name}.ext && \
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 2 -extfile {name}.ext"
+        ));
+    }
+    let net = World::new().await;
+    let mut cfg = config(&[]);
+    cfg.tls = Some(api::TlsConfig {
+        cert: d.join("server.pem"),
+        key: d.join("server.key"),
+        client_ca: Some(d.join("ca.pem")),
+        client_scope: api::Level::Read,
+    });
+    let server = serve(&net, cfg).await;
+    let url = format!("https://{}", server.addr());
+    let curl = |args: &[&str]| {
+        let out = crate::common::command("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(d.join("ca.pem"))
+            .args(args)
+            .output()
+            .expect("curl");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, _) = curl(&[&format!("{url}/v1/me")]);
+    assert_ne!(code, Some(0), "no client certificate: refused in the handshake");
+    let cert = d.join("client.pem").display().to_string();
+    let key = d.join("client.key").display().to_string();
+    let (code, body) = curl(&["--cert", &cert, "--key", &key, &format!("{url}/v1/me")]);
+    assert_eq!(code, Some(0), "{body}");
+    let me: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(me["level"], "read", "{me}");
+    assert!(me["owner"].as_str().is_some_and(|o| o.starts_with("mtls:")), "{me}");
+    let (_, body) =
+        curl(&["--cert", &cert, "--key", &key, "-X", "POST", &format!("{url}/service/allocate_spec"), "-d", "{}"]);
+    assert!(body.contains("\"success\":false") && body.contains("Not allowed"), "read scope cannot allocate: {body}");
+    server.shutdown().await;
+
+    // Only 192.0.2.1 may call: this machine's loopback is refused.
+    let mut cfg = config(&[]);
+    cfg.allow_ips = vec!["192.0.2.1".parse().expect("ip")];
+    let server = serve(&net, cfg).await;
+    let t = token(&net.db(), "x", "read");
+    assert_eq!(call(server.addr(), "GET", "/v1/me", Some(&t), None).await.0, 403);
+    server.shutdown().await;
+    net.chain.shutdown().await;
+}
