@@ -37,8 +37,19 @@ pub struct Order {
     pub deadline_seconds: u64,
 }
 
-/// Records the allocation (`allocating`) and starts making it; returns at once.
-pub fn start(state: &AppState, owner: &Principal, order: Order) -> Result<ApiAllocation, Problem> {
+/// Whether the request that made an allocation is still waiting for it: the job and the waiting
+/// handler agree through it on who shows the password first, without another write.
+pub type Waiter = std::sync::Arc<std::sync::Mutex<bool>>;
+
+/// Records the allocation (`allocating`) and starts making it; returns at once. With `waiter`
+/// set, the request is waiting: if it still is when the allocation becomes active, the
+/// credentials are marked shown in the same transaction, for that request to show them.
+pub fn start(
+    state: &AppState,
+    owner: &Principal,
+    order: Order,
+    waiter: Option<Waiter>,
+) -> Result<ApiAllocation, Problem> {
     if order.timeline_days < 1 {
         return Err(Problem::bad_request("the timeline must be at least 1 day"));
     }
@@ -51,7 +62,7 @@ pub fn start(state: &AppState, owner: &Principal, order: Order) -> Result<ApiAll
     let rec = state.db().create_api_allocation(&id, &owner.owner, order.hotkey.as_deref(), &request)?;
     state.publish(event(state, &rec));
     let st = state.clone();
-    state.spawn_job(async move { run(st, id, order).await });
+    state.spawn_job(async move { run(st, id, order, waiter).await });
     Ok(rec)
 }
 
@@ -66,7 +77,7 @@ fn event(state: &AppState, rec: &ApiAllocation) -> Event {
     }
 }
 
-async fn run(state: AppState, id: String, order: Order) {
+async fn run(state: AppState, id: String, order: Order, waiter: Option<Waiter>) {
     let started = Instant::now();
     let renter = state.renter().clone();
     let outcome = async {
@@ -89,9 +100,9 @@ async fn run(state: AppState, id: String, order: Order) {
         renter.allocate(&mg, &target, &order.requirement, &opts, &|_| {}).await
     }
     .await;
-    let (new, hotkey, error) = match outcome {
+    let now = state.now_ms();
+    let (new, hotkey, error, health) = match outcome {
         Ok(a) => {
-            let now = state.now_ms();
             let health = compute::db::HealthRecord {
                 hotkey: a.hotkey.clone(),
                 online: true,
@@ -100,15 +111,19 @@ async fn run(state: AppState, id: String, order: Order) {
                 changed_ms: Some(now),
                 expiring_sent_for: None,
             };
-            if let Err(e) = state.db().record_health(&health, &[]) {
-                tracing::warn!(error = %e, "cannot record the new allocation's health");
-            }
-            (ApiAllocationState::Active, Some(a.hotkey), None)
+            (ApiAllocationState::Active, Some(a.hotkey), None, Some(health))
         }
-        Err(e) => (ApiAllocationState::Failed, None, Some(failure_text(&e))),
+        Err(e) => (ApiAllocationState::Failed, None, Some(failure_text(&e)), None),
     };
-    if let Err(e) = state.db().set_api_allocation(&id, new, hotkey.as_deref(), error.as_deref()) {
-        tracing::error!(%id, error = %e, "cannot record the allocation's outcome");
+    {
+        // Held while writing: a waiter that gives up meanwhile sees the outcome afterwards.
+        let guard = waiter.as_ref().map(|w| w.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let shown = new == ApiAllocationState::Active && guard.as_deref() == Some(&true);
+        if let Err(e) =
+            state.db().finish_api_allocation(&id, new, hotkey.as_deref(), error.as_deref(), health.as_ref(), shown)
+        {
+            tracing::error!(%id, error = %e, "cannot record the allocation's outcome");
+        }
     }
     let m = state.metrics();
     m.inc("nicompute_api_allocations_total", labels(&[("result", new.as_str())]));
@@ -131,18 +146,33 @@ fn failure_text(e: &RenterError) -> String {
     text
 }
 
-/// Waits until allocation `id` is no longer `allocating`, for at most `limit`.
-pub async fn wait(state: &AppState, id: &str, limit: Duration) -> Result<ApiAllocation, Problem> {
+/// Waits until allocation `id` is no longer `allocating`, for at most `limit`. With the
+/// creating request's `waiter`: `(record, true)` when this request is the one to show the
+/// password (it was waiting when the allocation became active).
+pub async fn wait(
+    state: &AppState,
+    id: &str,
+    limit: Duration,
+    waiter: Option<&Waiter>,
+) -> Result<(ApiAllocation, bool), Problem> {
     let mut events = state.subscribe();
     let deadline = tokio::time::Instant::now() + limit;
+    let mut timed_out = false;
     loop {
+        if timed_out {
+            if let Some(w) = waiter {
+                *w.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+            }
+        }
         let rec = state.db().api_allocation(id)?.ok_or_else(|| Problem::not_found(format!("no allocation {id}")))?;
-        if rec.state != ApiAllocationState::Allocating {
-            return Ok(rec);
+        if rec.state != ApiAllocationState::Allocating || timed_out {
+            // Marked shown by the job while this request was waiting: this answer shows it.
+            let mine = waiter.is_some() && rec.state == ApiAllocationState::Active && rec.credentials_shown;
+            return Ok((rec, mine));
         }
         // An event (any, lagged or closed) means: look again; the deadline means: done.
         if tokio::time::timeout_at(deadline, events.recv()).await.is_err() {
-            return Ok(rec);
+            timed_out = true;
         }
     }
 }

@@ -199,23 +199,22 @@ fn allocation_model(state: &AppState, hotkey: &str, uuid: &str, reveal: bool) ->
 }
 
 async fn allocate(state: &AppState, caller: &Principal, order: Order) -> Envelope {
-    let rec = match jobs::start(state, caller, order) {
+    let waiter: jobs::Waiter = std::sync::Arc::new(std::sync::Mutex::new(true));
+    let rec = match jobs::start(state, caller, order, Some(waiter.clone())) {
         Ok(r) => r,
         Err(p) => return fail(p.status, "Invalid allocation request", p.detail),
     };
-    let rec = match jobs::wait(state, &rec.id, state.config().max_wait).await {
-        Ok(r) => r,
+    let rec = match jobs::wait(state, &rec.id, state.config().max_wait, Some(&waiter)).await {
+        Ok((r, _)) => r,
         Err(p) => return fail(StatusCode::NOT_FOUND, "Fail to allocate resource", p.detail),
     };
     match (rec.state, rec.hotkey.as_deref()) {
-        (ApiAllocationState::Active, Some(hk)) => {
-            // The allocating answer carries the password, as register_api's does.
-            let _ = state.db().take_credentials(&rec.id);
-            match allocation_model(state, hk, &rec.id, true) {
-                Some(m) => ok("Resource was successfully allocated", Some(m)),
-                None => fail(StatusCode::NOT_FOUND, "Fail to allocate resource", "the allocation ended already"),
-            }
-        }
+        // The allocating answer carries the password, as register_api's does (marked shown by
+        // the job while this request waited).
+        (ApiAllocationState::Active, Some(hk)) => match allocation_model(state, hk, &rec.id, true) {
+            Some(m) => ok("Resource was successfully allocated", Some(m)),
+            None => fail(StatusCode::NOT_FOUND, "Fail to allocate resource", "the allocation ended already"),
+        },
         (ApiAllocationState::Allocating, _) => fail(
             StatusCode::NOT_FOUND,
             "Fail to allocate resource",

@@ -111,20 +111,22 @@ pub async fn create(
         ssh_key: b.ssh_key.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()),
         deadline_seconds: b.deadline_seconds.unwrap_or(10).clamp(1, 120),
     };
-    let rec = jobs::start(&state, &caller.0, order)?;
-    let rec = match wait {
-        Some(s) if s > 0 => {
+    let waiting = wait.filter(|s| *s > 0);
+    let waiter: Option<jobs::Waiter> = waiting.map(|_| std::sync::Arc::new(std::sync::Mutex::new(true)));
+    let rec = jobs::start(&state, &caller.0, order, waiter.clone())?;
+    let (rec, shown_here) = match waiting {
+        Some(s) => {
             let limit = Duration::from_secs(s).min(state.config().max_wait);
-            jobs::wait(&state, &rec.id, limit).await?
+            jobs::wait(&state, &rec.id, limit, waiter.as_ref()).await?
         }
-        _ => rec,
+        None => (rec, false),
     };
     let status = match rec.state {
         ApiAllocationState::Allocating => StatusCode::ACCEPTED,
         ApiAllocationState::Active => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
-    let reveal = jobs::reveal(&state, &rec, &caller.0)?;
+    let reveal = shown_here || jobs::reveal(&state, &rec, &caller.0)?;
     let mut r = (status, Json(jobs::view(&state, &rec, &caller.0, reveal))).into_response();
     if let Ok(loc) = format!("/v1/allocations/{}", rec.id).parse() {
         r.headers_mut().insert(header::LOCATION, loc);
@@ -179,7 +181,7 @@ pub async fn get_one(
     caller.require(Level::Read)?;
     let mut rec = visible(&state, &caller.0, &id)?;
     if let Some(s) = query(q)?.wait.filter(|s| *s > 0) {
-        rec = jobs::wait(&state, &id, Duration::from_secs(s).min(state.config().max_wait)).await?;
+        rec = jobs::wait(&state, &id, Duration::from_secs(s).min(state.config().max_wait), None).await?.0;
     }
     let reveal = jobs::reveal(&state, &rec, &caller.0)?;
     Ok(Json(jobs::view(&state, &rec, &caller.0, reveal)))

@@ -304,6 +304,44 @@ impl ComputeDb {
         })
     }
 
+    /// Ends the making of API allocation `id` in one transaction: its new state (with the miner
+    /// and the error), the miner's first health record, and whether its credentials count as
+    /// shown already (the request that made it is waiting and will show them).
+    pub fn finish_api_allocation(
+        &self,
+        id: &str,
+        state: ApiAllocationState,
+        hotkey: Option<&str>,
+        error: Option<&str>,
+        health: Option<&HealthRecord>,
+        credentials_shown: bool,
+    ) -> Result<(), DbError> {
+        let now = sql_ms(self.clock.now_ms());
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE nc_api_allocation SET state = ?2, hotkey = COALESCE(?3, hotkey), error = ?4, updated_ms = ?5, \
+                 credentials_shown = MAX(credentials_shown, ?6) WHERE id = ?1",
+                params![id, state.as_str(), hotkey, error, now, credentials_shown],
+            )?;
+            if let Some(h) = health {
+                tx.execute(
+                    "INSERT INTO nc_allocation_health (hotkey, status, failures, last_check_ms, changed_ms, \
+                     expiring_sent_for) VALUES (?1, ?2, ?3, ?4, ?5, NULL) ON CONFLICT(hotkey) DO UPDATE SET \
+                     status = excluded.status, failures = excluded.failures, last_check_ms = excluded.last_check_ms, \
+                     changed_ms = excluded.changed_ms, expiring_sent_for = NULL",
+                    params![
+                        h.hotkey,
+                        if h.online { "ONLINE" } else { "OFFLINE" },
+                        h.failures,
+                        h.last_check_ms.map(sql_ms),
+                        h.changed_ms.map(sql_ms)
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn api_allocation(&self, id: &str) -> Result<Option<ApiAllocation>, DbError> {
         self.read(|conn| {
             Ok(conn
