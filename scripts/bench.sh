@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
@@ -22,6 +22,9 @@
 #         then 10 allocate → SSH login → deallocate cycles (--allocations N), p50/p90/max.
 # wandb:  SN27's shared allocation state read from a local endpoint serving 100 signed validator
 #         runs (2 pages of 50, 256 UIDs of stats each): shared_state end to end, p50/p90/max.
+# api:    `nicompute serve`: GET /v1/resources over 1,024 miners (server on CPU 0, load on CPU 1,
+#         32 connections, 10 s), an allocation through the API vs `nicompute a` (devnet, one local
+#         miner, 10 runs each), webhook latency from the event's request to the receiver.
 # demo:   `nicompute devnet demo` end to end, 5 runs per runtime (local; Docker when it answers
 #         and has the image): median and max of the demo's own total, and wall time per run.
 set -euo pipefail
@@ -38,6 +41,7 @@ case "$what" in
   miner) exec "$bench" miner "$@" ;;
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   wandb) exec "$bench" wandb "$@" ;;
+  api) exec "$bench" api "$@" ;;
   demo)
     for runtime in local docker; do
       if [[ $runtime == docker ]] && ! docker image inspect nicompute/sshd:bookworm >/dev/null 2>&1; then
@@ -87,8 +91,9 @@ for name, v in steps.items():
     "$bench" renter
     "$bench" axon
     "$bench" wandb
+    "$bench" api
     scripts/chain-runtime.sh install
     "$bench" chainwrite
     ;;
-  *) echo "usage: scripts/bench.sh [all|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
 esac

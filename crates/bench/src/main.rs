@@ -13,6 +13,7 @@
 // A benchmark's job is to print its figures.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod api;
 mod attack;
 mod axon;
 mod chain;
@@ -120,6 +121,16 @@ enum Cmd {
         #[arg(long)]
         lists_only: bool,
     },
+    /// The API: GET /v1/resources over 1,024 miners (one core), an allocation through the API vs
+    /// `nicompute a`, webhook latency.
+    Api {
+        /// Allocations of each kind, and webhook events / 2.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Seconds of load per resources measurement (after 2 s of warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// SN27's shared state from wandb: 100 signed validator runs from a local endpoint (2 pages).
     Wandb {
         #[arg(long, default_value_t = 100)]
@@ -179,6 +190,7 @@ fn main() -> Result<()> {
         Cmd::Renter { runs, check_runs, peers, no_python, lists_only } => {
             renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only })
         }
+        Cmd::Api { runs, seconds } => api::run(&api::Options { runs, seconds }),
         Cmd::Wandb { runs, iterations, stats_uids } => wandb::run(&wandb::Options { runs, iterations, stats_uids }),
         Cmd::Chainwrite { runs, balance_runs, peers, no_python } => {
             chainwrite::run(&chainwrite::Options { runs, balance_runs, peers, no_python })

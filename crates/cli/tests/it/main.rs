@@ -9,6 +9,9 @@ mod common;
 mod harness;
 
 mod alloc_interrupt;
+mod api;
+mod api_process;
+mod api_world;
 mod cli;
 mod devnet;
 mod docker_proxy;
