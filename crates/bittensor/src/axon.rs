@@ -32,12 +32,12 @@ use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::keys::{AccountId, Keypair};
 use crate::synapse::{Synapse, SynapseHeader, SDK_VERSION_INT};
 pub use nonce::{
-    lane_id, Clock, ManualClock, NonceStore, ReplayBatch, ReplayError, ReplayJournal, ReplayLimits, ReplaySnapshot,
-    ReplayStats, SavedLane, SystemClock, FLOOR_LANE, MAX_FUTURE_SKEW_NS, MAX_UUID_LEN, MAX_WINDOW_TIMEOUT_S,
-    SAVE_INTERVAL, WINDOW_MAX_NS,
+    lane_id, NonceStore, ReplayBatch, ReplayError, ReplayJournal, ReplayLimits, ReplaySnapshot, ReplayStats, SavedLane,
+    FLOOR_LANE, MAX_FUTURE_SKEW_NS, MAX_UUID_LEN, MAX_WINDOW_TIMEOUT_S, SAVE_INTERVAL, WINDOW_MAX_NS,
 };
 pub use priority::PriorityGate;
 
@@ -192,7 +192,7 @@ pub struct Axon {
     blacklist: Option<BlacklistFn>,
     priority: Option<PriorityFn>,
     gate: PriorityGate,
-    clock: Arc<dyn Clock>,
+    clock: Clock,
     nonces: Arc<NonceStore>,
     /// Callers' keys, decoded once (bounded: cleared when full).
     keys: std::sync::Mutex<std::collections::HashMap<AccountId, crate::keys::VerifyingKey>>,
@@ -220,7 +220,7 @@ impl Axon {
             blacklist: None,
             priority: None,
             gate: PriorityGate::new(64),
-            clock: Arc::new(SystemClock),
+            clock: Clock::system(),
             nonces: Arc::new(NonceStore::new()),
             keys: std::sync::Mutex::default(),
         }
@@ -275,7 +275,7 @@ impl Axon {
 
     /// Replaces the wall clock used for nonce windows (tests, recorded traffic). Set it before
     /// [`Axon::replay_journal`].
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
@@ -387,7 +387,7 @@ pub async fn wait_for_signal() {
 
 /// Saves the replay state every [`SAVE_INTERVAL`] (also when idle: the last save's time is what
 /// a restart after a crash refuses nonces up to).
-async fn save_replay_state(nonces: Arc<NonceStore>, clock: Arc<dyn Clock>) {
+async fn save_replay_state(nonces: Arc<NonceStore>, clock: Clock) {
     loop {
         tokio::time::sleep(SAVE_INTERVAL).await;
         let (n, now) = (nonces.clone(), clock.now_ns());

@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use blake2::digest::consts::U8;
 use blake2::{Blake2b, Digest};
@@ -54,40 +54,6 @@ pub const SAVE_INTERVAL: Duration = Duration::from_millis(100);
 const PRUNE_PER_COMMIT: usize = 8;
 /// The lane id that stands for a hotkey's floor in a journal.
 pub const FLOOR_LANE: u64 = i64::MAX as u64;
-
-/// Wall-clock nanoseconds since the Unix epoch (the SDK's `time.time_ns()`).
-pub trait Clock: Send + Sync + Debug {
-    fn now_ns(&self) -> u64;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ns(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-    }
-}
-
-/// A clock that reads a value set by hand (tests, replays of recorded traffic).
-#[derive(Debug, Default)]
-pub struct ManualClock(pub std::sync::atomic::AtomicU64);
-
-impl ManualClock {
-    pub fn new(ns: u64) -> Self {
-        Self(std::sync::atomic::AtomicU64::new(ns))
-    }
-    pub fn set(&self, ns: u64) {
-        self.0.store(ns, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ns(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
 
 /// How much the store may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bittensor::axon::{AxonConfig, Clock, SystemClock};
+use bittensor::axon::AxonConfig;
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::synapse::EMPTY_BODY_HASH;
+use bittensor::Clock;
 use bittensor::Keypair;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -93,7 +94,7 @@ async fn a_trickled_body_is_cut_off_and_a_strangers_body_is_never_waited_for() {
     // A registered, correctly signed caller announces 1,000 bytes and sends one every 500 ms:
     // cut off with 408 after the grace period (2 s), not after 500 s.
     let mut s = attacker_connect(addr).await.expect("connect");
-    let now = SystemClock.now_ns();
+    let now = Clock::system().now_ns();
     s.write_all(signed_head(&key("dendrite_hotkey"), now, "slow-body", 1000).as_bytes()).await.expect("head");
     let started = Instant::now();
     let mut sent = 0;
@@ -133,7 +134,7 @@ async fn a_thousand_partial_bodies_do_not_keep_a_registered_caller_out() {
         let head = if i % 2 == 0 {
             stranger_head(1000)
         } else {
-            signed_head(&key("dendrite_hotkey"), SystemClock.now_ns(), &format!("partial-{i}"), 1000)
+            signed_head(&key("dendrite_hotkey"), Clock::system().now_ns(), &format!("partial-{i}"), 1000)
         };
         if s.write_all(head.as_bytes()).await.is_ok() && s.write_all(&[b' '; 10]).await.is_ok() {
             held.push(s);
@@ -167,14 +168,14 @@ async fn a_uuid_flood_and_far_future_nonces_leave_the_replay_store_bounded() {
 
     // A registered caller sends 3,000 requests with distinct 64-character uuids; an honest
     // caller's requests are interleaved.
-    let first_nonce = SystemClock.now_ns();
+    let first_nonce = Clock::system().now_ns();
     for i in 0..3_000u64 {
         let uuid = format!("{i:064}");
-        let nonce = if i == 0 { first_nonce } else { SystemClock.now_ns() };
+        let nonce = if i == 0 { first_nonce } else { Clock::system().now_ns() };
         let r = axon.handle(request(&hostile, nonce, &uuid), peer()).await;
         assert_eq!(r.status(), 200, "each flood request is itself valid");
         if i % 100 == 0 {
-            let r = axon.handle(request(&honest, SystemClock.now_ns(), "honest-lane"), peer()).await;
+            let r = axon.handle(request(&honest, Clock::system().now_ns(), "honest-lane"), peer()).await;
             assert_eq!(r.status(), 200, "the honest caller is served during the flood");
         }
     }
@@ -187,15 +188,15 @@ async fn a_uuid_flood_and_far_future_nonces_leave_the_replay_store_bounded() {
 
     // Uuids past 64 characters and nonces far in the future are refused and stored nowhere.
     let long = "u".repeat(65);
-    assert_eq!(axon.handle(request(&hostile, SystemClock.now_ns(), &long), peer()).await.status(), 401);
-    for nonce in [SystemClock.now_ns() + 3_600_000_000_000, u64::MAX - 1] {
+    assert_eq!(axon.handle(request(&hostile, Clock::system().now_ns(), &long), peer()).await.status(), 401);
+    for nonce in [Clock::system().now_ns() + 3_600_000_000_000, u64::MAX - 1] {
         let r = axon.handle(request(&hostile, nonce, "future"), peer()).await;
         assert_eq!(r.status(), 401, "nonce {nonce}");
         let msg = r.headers().get("bt_header_axon_status_message").map(|v| v.to_str().unwrap_or("").to_owned());
         assert!(msg.unwrap_or_default().contains("ahead of the axon's clock"));
     }
     // The honest lane still advances normally afterwards.
-    let r = axon.handle(request(&honest, SystemClock.now_ns(), "honest-lane"), peer()).await;
+    let r = axon.handle(request(&honest, Clock::system().now_ns(), "honest-lane"), peer()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(axon.replay_stats().lanes, stats.lanes);
 }

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittensor::axon::{Clock, SystemClock};
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::devnet::{self, ops, DevnetConfig};
 use bittensor::subtensor::Subtensor;
 use bittensor::synapse::EMPTY_BODY_HASH;
 use bittensor::wallet::Wallet;
+use bittensor::Clock;
 use bittensor::Keypair;
 use compute::protocol::Specs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -118,7 +118,7 @@ impl World {
 
     /// A signed `Specs` head as the SDK builds it, for a body of `len` bytes.
     fn signed_head(&self, caller: &Keypair, signer: &Keypair, len: usize, uuid: &str) -> String {
-        let nonce = SystemClock.now_ns();
+        let nonce = Clock::system().now_ns();
         let msg = format!("{nonce}.{}.{}.{uuid}.{EMPTY_BODY_HASH}", caller.ss58(), self.miner_hotkey.ss58());
         format!(
             "POST /Specs HTTP/1.1\r\nhost: miner\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\

@@ -82,7 +82,7 @@ async fn send(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, String) {
 }
 
 fn now_ns() -> u64 {
-    bittensor::axon::Clock::now_ns(&bittensor::axon::SystemClock)
+    bittensor::Clock::system().now_ns()
 }
 
 #[tokio::test]
