@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|api|axon|decode|chain|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
-#         9.0.0 and 10.5.0 axons; then the single-request round trip and `wallet show` cold start.
+#         9.0.0 and 10.5.0 axons; then the guard: the same load while each attack runs (slow
+#         body, 1,100 partial bodies, 1 MB bodies, uuid flood, far-future nonces, 100 KB
+#         headers; from another process, on CPUs 2-3 where the machine has them, else on CPU 1)
+#         against our axon (miner configuration) and Python 10.5.0, each beside its clean
+#         figure, with the server's peak RSS; the sr25519 verification ceiling on CPU 0; the
+#         single-request round trip and `wallet show` cold start. --attacks KIND,… or
+#         --no-attacks to choose; --duration/--warmup to shorten.
 # decode: SCALE decoding of a real 1024-neuron finney metagraph (fixture 01).
 # chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
+# chainwrite: on the real Subtensor runtime (chopsticks, Instant blocks): `nicompute subnet register`
+#         and `axon set` end to end, one process and one fresh wallet each, with the chain's own
+#         block time apart; the Python SDK 9.0.0's burned_register and serve_axon on the same chain;
+#         and the cold start of `nicompute wallet balance` against the RPC calls it makes.
 # miner:  the real `nicompute miner run` (Docker runtime; --runtime local) on a devnet: idle RSS,
 #         then 10 allocate → SSH login → deallocate cycles (--allocations N), p50/p90/max.
 # wandb:  SN27's shared allocation state read from a local endpoint serving 100 signed validator
@@ -27,6 +37,7 @@ case "$what" in
   axon) scripts/python-peers.sh && exec "$bench" axon "$@" ;;
   decode) exec "$bench" decode "$@" ;;
   chain) exec "$bench" chain "$@" ;;
+  chainwrite) scripts/python-peers.sh && scripts/chain-runtime.sh install && exec "$bench" chainwrite "$@" ;;
   miner) exec "$bench" miner "$@" ;;
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   wandb) exec "$bench" wandb "$@" ;;
@@ -81,6 +92,8 @@ for name, v in steps.items():
     "$bench" axon
     "$bench" wandb
     "$bench" api
+    scripts/chain-runtime.sh install
+    "$bench" chainwrite
     ;;
-  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
 esac

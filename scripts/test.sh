@@ -6,9 +6,11 @@
 # Builds (once, cached under target/) the Python venvs holding the real bittensor SDK (9.0.0 and
 # 10.5.0) and wandb (0.19.0) used as interop peers, then: format check, clippy with warnings denied,
 # and every test (unit, golden, property/fuzz, live interop with the real SDK, Docker end to
-# end). Starts a Docker daemon if none answers (installing docker.io where missing) and builds
-# the miner's SSH image without a registry. Interop and Docker tests must run here, never skip:
-# NICOMPUTE_REQUIRE_PEERS=1 and NICOMPUTE_REQUIRE_DOCKER=1 turn a missing peer into a failure.
+# end, and the chain writes against the real Subtensor runtime under chopsticks). Starts a Docker
+# daemon if none answers (installing docker.io where missing), builds the miner's SSH image
+# without a registry, and installs chopsticks from its lockfile (scripts/chain-runtime.sh).
+# Interop, Docker and real-runtime tests must run here, never skip: NICOMPUTE_REQUIRE_PEERS=1,
+# NICOMPUTE_REQUIRE_DOCKER=1 and NICOMPUTE_REQUIRE_RUNTIME=1 turn a missing one into a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,9 @@ step "Docker daemon, SSH client tools and the miner's base image"
 scripts/docker-up.sh
 scripts/build-ssh-image.sh
 
+step "The real Subtensor runtime (chopsticks, from tools/chain-runtime/package-lock.json)"
+scripts/chain-runtime.sh install
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -28,11 +33,11 @@ step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-export NICOMPUTE_REQUIRE_PEERS=1 NICOMPUTE_REQUIRE_DOCKER=1
+export NICOMPUTE_REQUIRE_PEERS=1 NICOMPUTE_REQUIRE_DOCKER=1 NICOMPUTE_REQUIRE_RUNTIME=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
-  # Without nextest's test groups, one thread keeps the Docker tests from overlapping.
+  # Without nextest's test groups, one thread keeps the Docker (and real-runtime) tests from overlapping.
   cargo test --workspace --locked --no-fail-fast -- --test-threads=1
 fi
 cargo test --workspace --locked --doc

@@ -3,6 +3,8 @@
 
 stdin: one JSON object (secrets never go in argv), then stdin stays open:
     {"hotkey_mnemonic": str, "port": int (0 = pick a free one), "denied_hotkeys": [ss58, ...],
+     "deny_reason": str (optional; the blacklist reason for denied hotkeys, default "Blacklisted hotkey";
+                    "{synapse}" and "{hotkey}" are filled in, as SN27 words its version gate),
      "coldkey_ss58": str (optional, only shown in AxonInfo; default: the hotkey's ss58)}
 stdout: exactly one line "READY <port>" once the server listens; nothing else.
 Exits 0 when stdin reaches EOF or on SIGTERM/SIGINT; errors go to stderr with a non-zero exit.
@@ -85,6 +87,9 @@ def build_axon(config: dict) -> "bt.Axon":
     if not isinstance(denied, list) or not all(isinstance(h, str) for h in denied):
         raise ValueError('"denied_hotkeys" must be a list of ss58 strings')
     denied_set = frozenset(denied)
+    deny_reason = config.get("deny_reason", "Blacklisted hotkey")
+    if not isinstance(deny_reason, str):
+        raise ValueError('"deny_reason" must be a string')
 
     try:
         hotkey = Keypair.create_from_mnemonic(mnemonic.strip())
@@ -116,7 +121,7 @@ def build_axon(config: dict) -> "bt.Axon":
     def is_denied(synapse: bt.Synapse) -> typing.Tuple[bool, str]:
         hk = synapse.dendrite.hotkey if synapse.dendrite is not None else None
         if hk in denied_set:
-            return True, "Blacklisted hotkey"
+            return True, deny_reason.replace("{synapse}", type(synapse).__name__).replace("{hotkey}", hk)
         return False, "ok"
 
     def blacklist_allocate(synapse: Allocate) -> typing.Tuple[bool, str]:

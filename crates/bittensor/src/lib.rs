@@ -5,14 +5,16 @@
 //! Nothing in this crate knows about GPUs or the compute subnet.
 
 pub mod axon;
+pub mod chopsticks;
 pub mod clock;
 pub mod dendrite;
 pub mod devnet;
+pub mod extrinsic;
 pub mod keys;
 pub mod subtensor;
 pub mod synapse;
 pub mod wallet;
 
 pub use clock::Clock;
-pub use keys::{AccountId, KeyError, Keypair, Signature};
+pub use keys::{AccountId, KeyError, Keypair, Signature, VerifyingKey};
 pub use synapse::{RawSynapse, Synapse, SynapseHeader, TerminalInfo};

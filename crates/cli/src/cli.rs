@@ -60,7 +60,7 @@ pub enum Command {
     Reconcile(cmd::reconcile::ReconcileArgs),
     /// Log in to an allocation (or run a command there after `--`).
     Ssh(cmd::ssh::SshArgs),
-    /// Create, list and show btcli-compatible wallets.
+    /// btcli-compatible wallets: create, list, show; balance and transfer on the chain.
     #[command(subcommand)]
     Wallet(cmd::wallet::WalletCommand),
     /// The subnet's shared state on wandb: our validator run and its publications.
@@ -76,6 +76,18 @@ pub enum Command {
     /// The whole network on one machine.
     #[command(subcommand)]
     Devnet(cmd::devnet::DevnetCommand),
+    /// Register a hotkey on a subnet (burned registration).
+    #[command(subcommand)]
+    Subnet(cmd::subnet::SubnetCommand),
+    /// Publish where the wallet's hotkey serves its axon (serve_axon).
+    #[command(subcommand)]
+    Axon(cmd::axon::AxonCommand),
+    /// Stamp the wallet hotkey's version on chain (serve_prometheus): SN27 miners gate renters on it.
+    #[command(subcommand)]
+    Prometheus(cmd::prometheus::PrometheusCommand),
+    /// Stake TAO to a hotkey.
+    #[command(subcommand)]
+    Stake(cmd::stake::StakeCommand),
     /// The Resource Allocation API over HTTP (/v1, SN27's register_api routes, webhooks).
     Serve(cmd::serve::ServeArgs),
     /// The API's tokens.

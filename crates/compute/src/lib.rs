@@ -4,6 +4,7 @@
 pub mod allocator;
 pub mod crypto;
 pub mod db;
+pub mod gate;
 pub mod miner;
 pub mod protocol;
 pub mod renter;

@@ -116,11 +116,15 @@ impl Store {
 
     /// Checks and advances a signer's nonce inside the same transaction as the change it guards.
     fn take_nonce(tx: &rusqlite::Transaction<'_>, hotkey: &AccountId, nonce: u64) -> Result<(), StoreError> {
+        // SQLite integers are i64; a larger nonce would wrap negative and pass every check.
+        let nonce_sql = i64::try_from(nonce).map_err(|_| {
+            StoreError::Refused(format!("nonce {nonce} is above 2^63 - 1; devnet nonces are nanosecond timestamps"))
+        })?;
         let last: Option<i64> = tx
             .query_row("SELECT nonce FROM signer_nonces WHERE hotkey = ?1", [&hotkey.0[..]], |r| r.get(0))
             .optional()?;
         if let Some(last) = last {
-            if nonce as i64 <= last {
+            if nonce_sql <= last {
                 return Err(StoreError::Refused(format!(
                     "nonce {nonce} is not newer than {last}, the last one used by {hotkey} (a replayed request?)"
                 )));
@@ -128,7 +132,7 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO signer_nonces (hotkey, nonce) VALUES (?1, ?2) ON CONFLICT(hotkey) DO UPDATE SET nonce = ?2",
-            params![&hotkey.0[..], nonce as i64],
+            params![&hotkey.0[..], nonce_sql],
         )?;
         Ok(())
     }
@@ -275,5 +279,23 @@ impl Store {
         let mut stmt = conn.prepare("SELECT netuid, COUNT(*) FROM neurons GROUP BY netuid ORDER BY netuid")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_above_i64_are_refused_and_do_not_reset_the_sequence() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("chain.sqlite")).expect("open");
+        let (hotkey, coldkey) = (AccountId([1; 32]), AccountId([2; 32]));
+        store.register(27, &hotkey, &coldkey, 1_000, 1).expect("register");
+        // u64::MAX as i64 is -1: it used to pass and store -1, after which any nonce passed.
+        let err = store.register(27, &hotkey, &coldkey, u64::MAX, 1).expect_err("refused");
+        assert!(matches!(err, StoreError::Refused(ref m) if m.contains("2^63")), "{err}");
+        assert!(matches!(store.register(27, &hotkey, &coldkey, 999, 1), Err(StoreError::Refused(_))), "replay");
+        store.register(27, &hotkey, &coldkey, 1_001, 1).expect("next nonce");
     }
 }

@@ -1,6 +1,7 @@
 //! The typed Subtensor client: block pinning, runtime-API calls, and the metagraph.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parity_scale_codec::{Decode, Encode};
@@ -10,6 +11,7 @@ use super::decode::{decode_result, from_hex, DecodeError};
 use super::metagraph::{Metagraph, MetagraphError};
 use super::rpc::{self, RpcError, Transport};
 use super::types::{NeuronInfo, NeuronInfoLite, SubnetState};
+use crate::extrinsic::{ExtrinsicError, Metadata};
 
 /// Default time allowed for one call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,6 +30,22 @@ pub enum ChainError {
     BadResponse { endpoint: String, call: String, reason: String },
     #[error("metagraph from {endpoint}: {source}")]
     Metagraph { endpoint: String, source: MetagraphError },
+    /// The runtime's metadata, or a value read with it, does not fit.
+    #[error(transparent)]
+    Runtime(#[from] ExtrinsicError),
+}
+
+/// Whether a `state_call` failed because the runtime has no such function (rather than because
+/// it failed to run it): a real node says "Exported method … is not found", chopsticks "Function
+/// to start was not found".
+pub fn is_missing_runtime_api(e: &ChainError) -> bool {
+    match e {
+        ChainError::Rpc(RpcError::Rpc { method, message, .. }) if method == "state_call" => {
+            let m = message.to_ascii_lowercase();
+            m.contains("not found") && (m.contains("method") || m.contains("function"))
+        }
+        _ => false,
+    }
 }
 
 /// A block header's number and hash.
@@ -41,6 +59,50 @@ pub struct Block {
 #[derive(Debug, Clone)]
 pub struct Subtensor {
     transport: Arc<dyn Transport>,
+    timeout: Duration,
+    cache: Arc<Cache>,
+}
+
+/// What does not change while a client lives (the genesis hash) or changes only with a runtime
+/// upgrade (the metadata, kept per spec version).
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    genesis: Mutex<Option<[u8; 32]>>,
+    metadata: Mutex<HashMap<u32, Arc<Metadata>>>,
+    /// Where metadata is kept between processes, one file per (genesis, spec version).
+    dir: Option<std::path::PathBuf>,
+    /// The runtime as last read, and when: reads in one burst share one `state_getRuntimeVersion`.
+    runtime: Mutex<Option<(std::time::Instant, super::tx::RuntimeInfo)>>,
+    /// Held while the runtime is read, so concurrent callers wait for one read instead of each
+    /// fetching and decoding the metadata.
+    pub(crate) loading: tokio::sync::Mutex<()>,
+}
+
+impl Cache {
+    pub(crate) fn genesis(&self) -> Option<[u8; 32]> {
+        *self.genesis.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn put_genesis(&self, g: [u8; 32]) {
+        *self.genesis.lock().unwrap_or_else(|e| e.into_inner()) = Some(g);
+    }
+    pub(crate) fn metadata(&self, spec: u32) -> Option<Arc<Metadata>> {
+        self.metadata.lock().unwrap_or_else(|e| e.into_inner()).get(&spec).cloned()
+    }
+    pub(crate) fn put_metadata(&self, spec: u32, md: Arc<Metadata>) {
+        self.metadata.lock().unwrap_or_else(|e| e.into_inner()).insert(spec, md);
+    }
+    /// The runtime read less than `fresh` ago.
+    pub(crate) fn runtime(&self, fresh: Duration) -> Option<super::tx::RuntimeInfo> {
+        let guard = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|(at, _)| at.elapsed() < fresh).map(|(_, r)| r.clone())
+    }
+    pub(crate) fn put_runtime(&self, r: super::tx::RuntimeInfo) {
+        *self.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), r));
+    }
+    /// The file for a runtime's metadata bytes, when a directory was given.
+    pub(crate) fn file(&self, genesis: &[u8; 32], spec: u32) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{}-{spec}.scale", hex::encode(genesis))))
+    }
 }
 
 impl Subtensor {
@@ -50,15 +112,35 @@ impl Subtensor {
     }
 
     pub fn with_timeout(endpoint: &str, timeout: Duration) -> Result<Self, ChainError> {
-        Ok(Self { transport: rpc::connect(endpoint, timeout)? })
+        Ok(Self { transport: rpc::connect(endpoint, timeout)?, timeout, cache: Arc::default() })
     }
 
     pub fn from_transport(transport: Arc<dyn Transport>) -> Self {
-        Self { transport }
+        Self { transport, timeout: DEFAULT_TIMEOUT, cache: Arc::default() }
+    }
+
+    /// Keeps runtime metadata in `dir` between processes (one file per genesis hash and spec
+    /// version), so a command does not fetch the same few hundred kilobytes every time. A file
+    /// that does not decode is fetched again and replaced.
+    pub fn with_metadata_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.cache = Arc::new(Cache { dir: Some(dir.into()), ..Cache::default() });
+        self
     }
 
     pub fn endpoint(&self) -> &str {
         self.transport.endpoint()
+    }
+
+    pub(crate) fn transport(&self) -> Arc<dyn Transport> {
+        self.transport.clone()
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// A raw JSON-RPC call (devnet methods, diagnostics).
@@ -108,8 +190,9 @@ impl Subtensor {
     }
 
     /// `state_call` of a runtime API with SCALE-encoded arguments; returns the raw result bytes.
+    /// The data goes `0x`-prefixed: every node accepts that, and chopsticks accepts nothing else.
     pub async fn state_call(&self, name: &str, args: &[u8], at: Option<&str>) -> Result<Vec<u8>, ChainError> {
-        let v = self.request("state_call", json!([name, hex::encode(args), at])).await?;
+        let v = self.request("state_call", json!([name, format!("0x{}", hex::encode(args)), at])).await?;
         let text = v.as_str().ok_or_else(|| self.bad(name, "result is not a hex string"))?;
         from_hex(text).map_err(|source| ChainError::Decode {
             endpoint: self.endpoint().to_owned(),
@@ -146,8 +229,21 @@ impl Subtensor {
         })
     }
 
+    /// One full neuron. Current runtimes return `Option<NeuronInfo>`; legacy ones (spec 218 among
+    /// them) a `Vec<u8>` holding the bare `NeuronInfo`, empty for an unknown uid.
     pub async fn neuron(&self, netuid: u16, uid: u16, at: Option<&str>) -> Result<Option<NeuronInfo>, ChainError> {
-        self.call_decoded("NeuronInfoRuntimeApi_get_neuron", &(netuid, uid).encode(), at).await
+        const NAME: &str = "NeuronInfoRuntimeApi_get_neuron";
+        let bytes = self.state_call(NAME, &(netuid, uid).encode(), at).await?;
+        let decode_err =
+            |source| ChainError::Decode { endpoint: self.endpoint().to_owned(), call: NAME.to_owned(), source };
+        match super::decode::decode_exact::<Option<NeuronInfo>>(&bytes, NAME) {
+            Ok(v) => Ok(v),
+            Err(typed) => match super::decode::decode_exact::<Vec<u8>>(&bytes, NAME) {
+                Ok(inner) if inner.is_empty() => Ok(None),
+                Ok(inner) => super::decode::decode_exact::<NeuronInfo>(&inner, NAME).map(Some).map_err(decode_err),
+                Err(_) => Err(decode_err(typed)),
+            },
+        }
     }
 
     /// The subnet's metagraph at the best block (both calls pinned to one block hash).
@@ -156,11 +252,23 @@ impl Subtensor {
         self.metagraph_at(netuid, &block).await
     }
 
+    /// Neurons and subnet state at one block. A runtime without
+    /// `SubnetInfoRuntimeApi_get_subnet_state` (older than the call) gives the metagraph with the
+    /// stake in `neurons_lite`, as SDKs did before it existed; `stake_source` says which.
     pub async fn metagraph_at(&self, netuid: u16, block: &Block) -> Result<Metagraph, ChainError> {
-        let (neurons, state) = tokio::try_join!(
-            self.neurons_lite(netuid, Some(&block.hash)),
-            self.subnet_state(netuid, Some(&block.hash))
-        )?;
+        let (neurons, state) =
+            tokio::join!(self.neurons_lite(netuid, Some(&block.hash)), self.subnet_state(netuid, Some(&block.hash)));
+        let neurons = neurons?;
+        let state = match state {
+            Err(e) if is_missing_runtime_api(&e) => {
+                tracing::debug!(
+                    endpoint = self.endpoint(),
+                    "no get_subnet_state in this runtime: stake from neurons_lite"
+                );
+                None
+            }
+            other => other?,
+        };
         if neurons.is_empty() && state.is_none() {
             return Err(ChainError::UnknownNetuid { netuid, endpoint: self.endpoint().to_owned() });
         }

@@ -49,6 +49,68 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait Transport: Send + Sync + std::fmt::Debug {
     fn request<'a>(&'a self, method: &'a str, params: Value) -> BoxFuture<'a, Result<Value, RpcError>>;
     fn endpoint(&self) -> &str;
+
+    /// Opens a subscription (`author_submitAndWatchExtrinsic`, `chain_subscribeNewHeads`…);
+    /// `unsubscribe` is the method that ends it. Only WebSocket transports carry them.
+    fn subscribe<'a>(
+        &'a self,
+        method: &'a str,
+        params: Value,
+        unsubscribe: &'static str,
+    ) -> BoxFuture<'a, Result<Subscription, RpcError>> {
+        let _ = (params, unsubscribe);
+        Box::pin(async move {
+            Err(RpcError::Protocol {
+                endpoint: self.endpoint().to_owned(),
+                method: method.to_owned(),
+                reason: "subscriptions need a WebSocket endpoint (ws:// or wss://)".into(),
+            })
+        })
+    }
+}
+
+/// The notifications of one subscription, in order; ends when the connection closes. Dropping it
+/// unsubscribes.
+pub struct Subscription {
+    id: Value,
+    rx: mpsc::UnboundedReceiver<Value>,
+    out: mpsc::UnboundedSender<Message>,
+    subs: Subs,
+    unsubscribe: &'static str,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").field("id", &self.id).finish()
+    }
+}
+
+impl Subscription {
+    /// The next notification's `result`, or `None` once the connection is gone.
+    pub async fn next(&mut self) -> Option<Value> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(key) = sub_key(&self.id) {
+            self.subs.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        }
+        // Best effort: the node also forgets it when the connection closes. The reply is ignored
+        // (id 0 is never used by a request).
+        let text = json!({"jsonrpc": "2.0", "id": 0, "method": self.unsubscribe, "params": [self.id]}).to_string();
+        let _ = self.out.send(Message::Text(text.into()));
+    }
+}
+
+/// Subscription ids are strings on substrate nodes and may be numbers elsewhere.
+fn sub_key(id: &Value) -> Option<String> {
+    match id {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Opens the transport the URL's scheme asks for.
@@ -69,7 +131,7 @@ fn take_result(endpoint: &str, method: &str, mut resp: Value) -> Result<Value, R
             endpoint: endpoint.to_owned(),
             method: method.to_owned(),
             code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-            message: err.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_owned(),
+            message: error_text(err),
         });
     }
     match resp.get_mut("result") {
@@ -79,6 +141,17 @@ fn take_result(endpoint: &str, method: &str, mut resp: Value) -> Result<Value, R
             method: method.to_owned(),
             reason: "neither result nor error in the response".into(),
         }),
+    }
+}
+
+/// An error object's message, with its `data` when the node gave one: a transaction pool says
+/// "Invalid Transaction" in `message` and why ("Inability to pay some fees…") in `data`.
+fn error_text(err: &Value) -> String {
+    let message = err.get("message").and_then(Value::as_str).unwrap_or("(no message)");
+    match err.get("data") {
+        Some(Value::String(d)) if !d.is_empty() && d != message => format!("{message}: {d}"),
+        Some(d) if !d.is_null() && !d.is_string() => format!("{message}: {d}"),
+        _ => message.to_owned(),
     }
 }
 
@@ -95,11 +168,21 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
 // ---------------------------------------------------------------------------------------------
 // WebSocket
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
+/// A request waiting for its response. A subscription's sender is registered under the
+/// subscription id by the reader itself, before anything else is read, so no notification that
+/// follows the response can be missed.
+enum Waiter {
+    Call(oneshot::Sender<Result<Value, RpcError>>),
+    Subscribe(oneshot::Sender<Result<Value, RpcError>>, mpsc::UnboundedSender<Value>),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, Waiter>>>;
+type Subs = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;
 
 struct Conn {
     out: mpsc::UnboundedSender<Message>,
     pending: Pending,
+    subs: Subs,
     alive: Arc<AtomicBool>,
 }
 
@@ -138,6 +221,7 @@ impl WsTransport {
         let (mut sink, mut stream) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let pending: Pending = Arc::default();
+        let subs: Subs = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         tokio::spawn(async move {
             while let Some(m) = out_rx.recv().await {
@@ -147,7 +231,7 @@ impl WsTransport {
             }
             let _ = sink.close().await;
         });
-        let (p, a, endpoint) = (pending.clone(), alive.clone(), self.url.clone());
+        let (p, s, a, endpoint) = (pending.clone(), subs.clone(), alive.clone(), self.url.clone());
         tokio::spawn(async move {
             while let Some(msg) = stream.next().await {
                 let text = match msg {
@@ -156,37 +240,116 @@ impl WsTransport {
                     Ok(Message::Close(_)) | Err(_) => break,
                     Ok(_) => continue,
                 };
-                let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
-                let Some(id) = v.get("id").and_then(Value::as_u64) else { continue };
-                if let Some(tx) = p.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
-                    let _ = tx.send(Ok(v));
+                let Ok(mut v) = serde_json::from_str::<Value>(&text) else { continue };
+                if let Some(id) = v.get("id").and_then(Value::as_u64) {
+                    match p.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+                        Some(Waiter::Call(tx)) => {
+                            let _ = tx.send(Ok(v));
+                        }
+                        Some(Waiter::Subscribe(tx, notify)) => {
+                            if let Some(key) = v.get("result").and_then(sub_key) {
+                                s.lock().unwrap_or_else(|e| e.into_inner()).insert(key, notify);
+                            }
+                            let _ = tx.send(Ok(v));
+                        }
+                        None => {}
+                    }
+                    continue;
+                }
+                // A notification: {"method", "params": {"subscription", "result"}}.
+                let Some(params) = v.get_mut("params") else { continue };
+                let Some(key) = params.get("subscription").and_then(sub_key) else { continue };
+                let result = params.get_mut("result").map(Value::take).unwrap_or(Value::Null);
+                let mut subs = s.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(tx) = subs.get(&key) {
+                    if tx.send(result).is_err() {
+                        subs.remove(&key);
+                    }
                 }
             }
             a.store(false, Ordering::SeqCst);
+            // Subscriptions end (their receivers see the channel close).
+            s.lock().unwrap_or_else(|e| e.into_inner()).clear();
             // Everything still waiting learns the connection is gone.
-            for (_, tx) in p.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            for (_, w) in p.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+                let tx = match w {
+                    Waiter::Call(tx) | Waiter::Subscribe(tx, _) => tx,
+                };
                 let _ = tx.send(Err(RpcError::Closed { endpoint: endpoint.clone(), method: String::new() }));
             }
         });
-        Ok(Conn { out, pending, alive })
+        Ok(Conn { out, pending, subs, alive })
     }
 
     /// Sends on a live connection (opening one if needed); `Ok(None)` means it was dead.
-    async fn send(&self, id: u64, text: &str) -> Result<Option<oneshot::Receiver<Result<Value, RpcError>>>, RpcError> {
+    async fn send(
+        &self,
+        id: u64,
+        text: &str,
+        notify: Option<mpsc::UnboundedSender<Value>>,
+    ) -> Result<Option<Sent>, RpcError> {
         let mut guard = self.conn.lock().await;
         if guard.as_ref().is_none_or(|c| !c.alive.load(Ordering::SeqCst)) {
             *guard = Some(self.open().await?);
         }
         let conn = guard.as_ref().expect("connection was just ensured");
         let (tx, rx) = oneshot::channel();
-        conn.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        let waiter = match notify {
+            Some(n) => Waiter::Subscribe(tx, n),
+            None => Waiter::Call(tx),
+        };
+        conn.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, waiter);
         if conn.out.send(Message::Text(text.to_owned().into())).is_err() {
             conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             *guard = None;
             return Ok(None);
         }
-        Ok(Some(rx))
+        Ok(Some(Sent { rx, out: conn.out.clone(), subs: conn.subs.clone() }))
     }
+
+    /// Sends a request (retrying once on a connection found dead) and waits for its response.
+    async fn exchange(
+        &self,
+        method: &str,
+        params: Value,
+        notify: Option<mpsc::UnboundedSender<Value>>,
+    ) -> Result<(Value, Sent), RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let text = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+        // One retry when the cached connection turned out to be dead before sending.
+        let mut sent = match self.send(id, &text, notify.clone()).await? {
+            Some(s) => s,
+            None => self
+                .send(id, &text, notify)
+                .await?
+                .ok_or_else(|| RpcError::Closed { endpoint: self.url.clone(), method: method.to_owned() })?,
+        };
+        let resp = match tokio::time::timeout(self.timeout, &mut sent.rx).await {
+            Err(_) => {
+                if let Some(c) = self.conn.lock().await.as_ref() {
+                    c.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                }
+                return Err(RpcError::Timeout {
+                    endpoint: self.url.clone(),
+                    method: method.to_owned(),
+                    seconds: self.timeout.as_secs_f64(),
+                });
+            }
+            Ok(Err(_)) | Ok(Ok(Err(RpcError::Closed { .. }))) => {
+                return Err(RpcError::Closed { endpoint: self.url.clone(), method: method.to_owned() })
+            }
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Ok(Ok(v))) => v,
+        };
+        Ok((take_result(&self.url, method, resp)?, sent))
+    }
+}
+
+/// A request on its way: the response to come, and the connection's handles a subscription keeps.
+struct Sent {
+    rx: oneshot::Receiver<Result<Value, RpcError>>,
+    out: mpsc::UnboundedSender<Message>,
+    subs: Subs,
 }
 
 impl Transport for WsTransport {
@@ -195,35 +358,26 @@ impl Transport for WsTransport {
     }
 
     fn request<'a>(&'a self, method: &'a str, params: Value) -> BoxFuture<'a, Result<Value, RpcError>> {
+        Box::pin(async move { self.exchange(method, params, None).await.map(|(v, _)| v) })
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        method: &'a str,
+        params: Value,
+        unsubscribe: &'static str,
+    ) -> BoxFuture<'a, Result<Subscription, RpcError>> {
         Box::pin(async move {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let text = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
-            // One retry when the cached connection turned out to be dead before sending.
-            let rx = match self.send(id, &text).await? {
-                Some(rx) => rx,
-                None => self
-                    .send(id, &text)
-                    .await?
-                    .ok_or_else(|| RpcError::Closed { endpoint: self.url.clone(), method: method.to_owned() })?,
-            };
-            let resp = match tokio::time::timeout(self.timeout, rx).await {
-                Err(_) => {
-                    if let Some(c) = self.conn.lock().await.as_ref() {
-                        c.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                    }
-                    return Err(RpcError::Timeout {
-                        endpoint: self.url.clone(),
-                        method: method.to_owned(),
-                        seconds: self.timeout.as_secs_f64(),
-                    });
-                }
-                Ok(Err(_)) | Ok(Ok(Err(RpcError::Closed { .. }))) => {
-                    return Err(RpcError::Closed { endpoint: self.url.clone(), method: method.to_owned() })
-                }
-                Ok(Ok(Err(e))) => return Err(e),
-                Ok(Ok(Ok(v))) => v,
-            };
-            take_result(&self.url, method, resp)
+            let (notify, rx) = mpsc::unbounded_channel();
+            let (id, sent) = self.exchange(method, params, Some(notify)).await?;
+            if sub_key(&id).is_none() {
+                return Err(RpcError::Protocol {
+                    endpoint: self.url.clone(),
+                    method: method.to_owned(),
+                    reason: format!("the subscription id {id} is neither a string nor a number"),
+                });
+            }
+            Ok(Subscription { id, rx, out: sent.out, subs: sent.subs, unsubscribe })
         })
     }
 }

@@ -60,11 +60,12 @@ pub fn replay(entries: &[Value]) -> Handler {
     let mut map = std::collections::HashMap::new();
     for e in entries {
         let req = &e["request"];
-        map.insert(format!("{}{}", req["method"].as_str().unwrap_or(""), req["params"]), e["response"].clone());
+        let method = req["method"].as_str().unwrap_or("");
+        map.insert(replay_key(method, &req["params"]), e["response"].clone());
     }
     let map = Arc::new(map);
     Arc::new(move |method: String, params: Value| {
-        let answer = match map.get(&format!("{method}{params}")) {
+        let answer = match map.get(&replay_key(&method, &params)) {
             Some(resp) if resp.get("error").is_some_and(|e| !e.is_null()) => Err(RpcFault::new(
                 resp["error"]["code"].as_i64().unwrap_or(SERVER_ERROR),
                 resp["error"]["message"].as_str().unwrap_or("").to_owned(),
@@ -74,6 +75,20 @@ pub fn replay(entries: &[Value]) -> Handler {
         };
         Box::pin(async move { answer })
     })
+}
+
+/// A request's key in a recording. `state_call` data is compared without its `0x`, since a node
+/// accepts both forms (the SDKs send either).
+fn replay_key(method: &str, params: &Value) -> String {
+    let mut params = params.clone();
+    if method == "state_call" {
+        if let Some(Value::String(data)) = params.get_mut(1) {
+            if let Some(bare) = data.strip_prefix("0x") {
+                *data = bare.to_owned();
+            }
+        }
+    }
+    format!("{method}{params}")
 }
 
 /// A running server.

@@ -215,3 +215,21 @@ pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
 pub fn peer() -> std::net::SocketAddr {
     "127.0.0.1:40000".parse().expect("addr")
 }
+
+/// The real Subtensor runtime under chopsticks, started for one test on a port of its own; `None`
+/// (after saying so) where chopsticks or Node.js is missing, unless `NICOMPUTE_REQUIRE_RUNTIME=1`
+/// (CI, scripts/test.sh), where that is a failure.
+// Saying plainly that a check did not run is the point of the skip message.
+#[allow(clippy::print_stderr)]
+pub fn runtime() -> Option<bittensor::chopsticks::Chopsticks> {
+    use bittensor::chopsticks::{Chopsticks, ChopsticksConfig};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cfg = ChopsticksConfig::in_project(&root);
+    let required = std::env::var("NICOMPUTE_REQUIRE_RUNTIME").is_ok_and(|v| v == "1");
+    if let Err(why) = cfg.installed() {
+        assert!(!required, "NICOMPUTE_REQUIRE_RUNTIME=1 but {why}");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(Chopsticks::start(&cfg).unwrap_or_else(|e| panic!("{e}")))
+}

@@ -14,7 +14,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bittensor::AccountId;
 use clap::Args;
-use compute::allocator::{AllocateOptions, Allocated, Explain, Stage};
+use compute::allocator::{AllocateOptions, Allocated, Explain, Stage, Verdict};
+use compute::gate::{self, CallerRefusal};
 use compute::renter::{RenterError, Target};
 use compute::specs::{GpuRequirement, Requirement};
 use secrecy::ExposeSecret;
@@ -196,17 +197,65 @@ struct AllocatedView<'a> {
     expires_in: String,
     elapsed_ms: u128,
     #[serde(skip_serializing_if = "Option::is_none")]
-    explain: Option<&'a [Explain]>,
+    explain: Option<Vec<ExplainView<'a>>>,
+}
+
+/// A verdict with, when the miner refused our hotkey itself, what to do about it.
+#[derive(Debug, Serialize)]
+struct ExplainView<'a> {
+    #[serde(flatten)]
+    explain: &'a Explain,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused_caller: Option<CallerRefusal>,
+}
+
+/// The miner refused our hotkey (its registration, stake or version), not the request.
+fn caller_refusal(e: &Explain) -> Option<CallerRefusal> {
+    match &e.verdict {
+        Verdict::Error(t) | Verdict::Refused(t) => gate::classify_text(t),
+        _ => None,
+    }
+}
+
+fn explain_views(explain: &[Explain]) -> Vec<ExplainView<'_>> {
+    explain.iter().map(|e| ExplainView { explain: e, refused_caller: caller_refusal(e) }).collect()
+}
+
+/// One line per gate the miners closed on our hotkey: how many, and the fix.
+fn gate_notes(explain: &[Explain]) -> Vec<String> {
+    let mut by_gate: Vec<(gate::Gate, usize)> = Vec::new();
+    for r in explain.iter().filter_map(caller_refusal) {
+        match by_gate.iter_mut().find(|(g, _)| *g == r.gate) {
+            Some((_, n)) => *n += 1,
+            None => by_gate.push((r.gate, 1)),
+        }
+    }
+    by_gate.into_iter().map(|(g, n)| format!("{n} miner(s) refused your hotkey ({}): {}", g.label(), g.fix())).collect()
+}
+
+/// An allocation error, led by what to do when miners refused our hotkey itself.
+fn with_gate_notes(e: compute::allocator::AllocateError) -> anyhow::Error {
+    let notes = gate_notes(&e.explain);
+    let err = anyhow::Error::from(e);
+    if notes.is_empty() {
+        err
+    } else {
+        err.context(notes.join("; "))
+    }
 }
 
 fn explain_table(explain: &[Explain]) -> String {
     let rows = explain
         .iter()
         .map(|e| {
+            let detail = match caller_refusal(e) {
+                Some(r) => format!("{}\n→ {}", e.verdict, r.fix),
+                None => e.verdict.to_string(),
+            };
             vec![
                 e.hotkey.clone(),
                 e.verdict.label().to_owned(),
-                e.verdict.to_string(),
+                detail,
                 e.answer_ms.map_or("-".into(), |m| format!("{m} ms")),
             ]
         })
@@ -227,7 +276,7 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool, now: u64) {
         ssh_ready: a.ssh_ready,
         expires_in: crate::duration::human_duration_ms(i128::from(a.expires_ms) - i128::from(now)),
         elapsed_ms: a.timings.total.as_millis(),
-        explain: with_explain.then_some(a.explain.as_slice()),
+        explain: with_explain.then(|| explain_views(&a.explain)),
     };
     out.result(&view, |o| {
         writeln!(o, "Hotkey:     {}", view.hotkey)?;
@@ -268,11 +317,14 @@ async fn run_alloc(
         None => Target::Requirement,
     };
     let work = async {
-        renter.allocate(&mg, &target, &requirement, &options, &progress).await.map_err(|e| {
-            if let (RenterError::Allocate(e), true, Target::Requirement) = (&e, opts.explain, &target) {
-                let _ = writeln!(std::io::stderr(), "{}", explain_table(&e.explain));
+        renter.allocate(&mg, &target, &requirement, &options, &progress).await.map_err(|e| match e {
+            RenterError::Allocate(e) => {
+                if opts.explain && target == Target::Requirement {
+                    let _ = writeln!(std::io::stderr(), "{}", explain_table(&e.explain));
+                }
+                with_gate_notes(e)
             }
-            anyhow::Error::from(e)
+            e => anyhow::Error::from(e),
         })
     };
     let result = tokio::select! {

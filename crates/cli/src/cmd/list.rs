@@ -161,6 +161,9 @@ pub struct ResourceRow {
     pub stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The last `sync` was refused because of our hotkey (registration, stake, version): the fix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_caller: Option<compute::gate::CallerRefusal>,
 }
 
 impl ResourceRow {
@@ -177,6 +180,7 @@ impl ResourceRow {
             simulated: r.simulated,
             specs_age: age(now, r.specs_updated_ms),
             stale: r.stale,
+            refused_caller: r.last_error.as_deref().and_then(compute::gate::classify_text),
             last_error: r.last_error.clone(),
         }
     }
@@ -201,6 +205,15 @@ impl ListResourcesArgs {
         let chosen = query.apply(&all);
         let summary = gpu_summary(chosen.iter().copied());
         let rows: Vec<ResourceRow> = chosen.iter().map(|r| ResourceRow::new(r, now)).collect();
+        // Miners that refused our hotkey itself at the last sync, with or without specs on file.
+        let refusals: Vec<(String, compute::gate::CallerRefusal)> = db
+            .miner_details()?
+            .into_iter()
+            .filter_map(|m| {
+                let r = compute::gate::classify_text(m.last_error.as_deref()?)?;
+                Some((m.hotkey, r))
+            })
+            .collect();
         #[derive(Serialize)]
         struct Doc<'a> {
             resources: &'a [ResourceRow],
@@ -208,6 +221,8 @@ impl ListResourcesArgs {
             summary_gpus: Vec<(String, u64)>,
             /// Where Status comes from: `local`, or `local+wandb` with the validator runs counted.
             status_from: String,
+            /// Miners that refused our hotkey at the last sync, and the fix.
+            refused_caller: Vec<serde_json::Value>,
         }
         let doc = Doc {
             resources: &rows,
@@ -217,6 +232,10 @@ impl ListResourcesArgs {
                 Some(n) => format!("local+wandb ({} validator runs)", n.runs_counted),
                 None => "local".into(),
             },
+            refused_caller: refusals
+                .iter()
+                .map(|(h, r)| serde_json::json!({"hotkey": h, "gate": r.gate, "reason": r.reason, "fix": r.fix}))
+                .collect(),
         };
         out.result(&doc, |o| {
             let t = rows
@@ -256,6 +275,16 @@ impl ListResourcesArgs {
             writeln!(o, "{}", table(&["GPU Name", "Total GPU Count"], s2))?;
             if network.is_some() {
                 writeln!(o, "Status: this database and the validators' lists on wandb ({})", doc.status_from)?;
+            }
+            let mut gates: Vec<compute::gate::Gate> = Vec::new();
+            for (_, r) in &refusals {
+                if !gates.contains(&r.gate) {
+                    gates.push(r.gate);
+                }
+            }
+            for g in gates {
+                let n = refusals.iter().filter(|(_, r)| r.gate == g).count();
+                writeln!(o, "{n} miner(s) refused your hotkey at the last sync ({}): {}", g.label(), g.fix())?;
             }
             Ok(())
         });

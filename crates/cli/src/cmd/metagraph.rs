@@ -2,7 +2,7 @@
 //! permits and axons — from the endpoint `--subtensor.*` names (finney by default).
 
 use anyhow::Context;
-use bittensor::subtensor::metagraph::Metagraph;
+use bittensor::subtensor::metagraph::{Metagraph, StakeSource};
 use clap::Args;
 use serde::Serialize;
 
@@ -51,14 +51,18 @@ impl MetagraphArgs {
             writeln!(o, "{}", table(&["UID", "Hotkey", "Coldkey", "Stake (τ)", "VPermit", "Axon"], rows))?;
             writeln!(
                 o,
-                "netuid {} at block {} ({}) from {}: {} neurons, {} with a validator permit, {} serving",
+                "netuid {} at block {} ({}) from {}: {} neurons, {} with a validator permit, {} serving{}",
                 mg.netuid,
                 mg.block,
                 mg.block_hash,
                 doc.endpoint,
                 mg.neurons.len(),
                 mg.neurons.iter().filter(|n| n.validator_permit).count(),
-                mg.neurons.iter().filter(|n| n.axon.serving).count()
+                mg.neurons.iter().filter(|n| n.axon.serving).count(),
+                match mg.stake_source {
+                    StakeSource::SubnetState => "",
+                    StakeSource::NeuronLite => "; stake from neurons_lite (no subnet state from this runtime)",
+                }
             )
         });
         Ok(())

@@ -46,9 +46,12 @@ pub struct RunArgs {
     /// Address the axon listens on.
     #[arg(long = "axon.ip", visible_alias = "axon-ip", default_value = "0.0.0.0")]
     pub axon_ip: IpAddr,
-    /// The address validators reach this machine at (published on a devnet chain).
+    /// The address validators reach this machine at, published on chain (required unless --axon.ip is loopback).
     #[arg(long = "axon.external_ip", visible_alias = "axon-external-ip")]
     pub external_ip: Option<IpAddr>,
+    /// The version published with the axon [default: the SN27 protocol version nicompute speaks]
+    #[arg(long = "axon.version", visible_alias = "axon-version")]
+    pub axon_version: Option<u32>,
     /// Host port renters' SSH reaches (published to the allocation's port 22; 0 with --runtime
     /// local: any free port, reported at start).
     #[arg(long = "ssh.port", visible_alias = "ssh-port", default_value_t = 4444)]
@@ -79,6 +82,57 @@ pub struct RunArgs {
     /// How often the metagraph (who may call) is refreshed.
     #[arg(long = "metagraph-refresh", value_parser = parse_duration, default_value = "2m")]
     pub metagraph_refresh: Duration,
+    /// Largest request body, for every synapse (BYTES) or one (SYNAPSE=BYTES, e.g.
+    /// Allocate=32KiB); repeatable [default: 16KiB]
+    #[arg(long = "axon.max_body", visible_alias = "axon-max-body", value_name = "[SYNAPSE=]BYTES", value_parser = parse_body_limit)]
+    pub max_body: Vec<(Option<String>, usize)>,
+    /// Connections one address (an IPv6 /64) may hold open at once.
+    #[arg(long = "axon.max_connections_per_ip", visible_alias = "axon-max-connections-per-ip", default_value_t = 128)]
+    pub max_connections_per_ip: usize,
+}
+
+/// Lifts the soft open-file limit to the hard one: the axon admits up to `max_connections`
+/// (1,024) connections, and the common soft default of 1,024 would make accept() fail first.
+fn raise_open_file_limit(wanted: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if now.is_some_and(|n| n < wanted as u64) {
+        tracing::warn!(
+            limit = now,
+            wanted,
+            "the open-file limit is below what the axon's connection cap needs; raise it (ulimit -n, LimitNOFILE=)"
+        );
+    }
+}
+
+/// `BYTES` or `SYNAPSE=BYTES`, bytes as a number with an optional `KiB`/`MiB` suffix.
+fn parse_body_limit(s: &str) -> Result<(Option<String>, usize), String> {
+    let (name, size) = match s.split_once('=') {
+        Some((n, v)) if !n.trim().is_empty() => (Some(n.trim().to_owned()), v.trim()),
+        Some(_) => return Err(format!("'{s}': the synapse name before '=' is empty")),
+        None => (None, s.trim()),
+    };
+    let lower = size.to_ascii_lowercase();
+    let (digits, unit) = if let Some(d) = lower.strip_suffix("kib").or_else(|| lower.strip_suffix('k')) {
+        (d, 1024)
+    } else if let Some(d) = lower.strip_suffix("mib").or_else(|| lower.strip_suffix('m')) {
+        (d, 1024 * 1024)
+    } else {
+        (lower.as_str(), 1)
+    };
+    let n: usize =
+        digits.trim().parse().map_err(|_| format!("'{size}' is not a size in bytes (e.g. 16384 or 16KiB)"))?;
+    match n.checked_mul(unit) {
+        Some(0) | None => Err(format!("'{size}': a body limit must be between 1 byte and what the machine can hold")),
+        Some(b) => Ok((name, b)),
+    }
 }
 
 impl MinerCommand {
@@ -90,27 +144,48 @@ impl MinerCommand {
 }
 
 impl RunArgs {
+    fn axon_config(&self) -> AxonConfig {
+        let mut cfg = AxonConfig {
+            bind: (self.axon_ip, self.axon_port).into(),
+            max_connections_per_ip: self.max_connections_per_ip,
+            ..AxonConfig::default()
+        };
+        for (name, bytes) in &self.max_body {
+            match name {
+                Some(n) => {
+                    cfg.body_limits.insert(n.clone(), *bytes);
+                }
+                None => cfg.max_body_bytes = *bytes,
+            }
+        }
+        cfg
+    }
+
     async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let netuid = g.subtensor.netuid();
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
         let devnet = ops::is_devnet(&chain).await.unwrap_or(false);
-        if !devnet && self.runtime == RuntimeKind::Local {
+        let dev = devnet || super::miner_publish::is_dev_chain(&chain).await;
+        let external = super::miner_publish::external_ip(devnet, self.external_ip, self.axon_ip)?;
+        if !dev && self.runtime == RuntimeKind::Local {
             return Err(UsageError(format!(
-                "--runtime local isolates nothing and runs only against a nicompute devnet chain; {} is not one",
+                "--runtime local isolates nothing and runs only against a development chain (a nicompute devnet or chopsticks); {} is not one",
                 chain.endpoint()
             ))
             .into());
         }
-        if !devnet && self.simulate_gpu.is_some() {
+        if !dev && self.simulate_gpu.is_some() {
             return Err(UsageError("--simulate-gpu is for devnets and tests only".into()).into());
         }
-        if !devnet && self.min_stake < 1024.0 {
+        if !dev && self.min_stake < 1024.0 {
             tracing::warn!(
                 min_stake = self.min_stake,
                 "callers below SN27's validator threshold (1024 TAO) will be served"
             );
         }
+        let axon = self.axon_config();
+        raise_open_file_limit(axon.max_connections + 256);
         let state_dir = self.state_dir.clone().unwrap_or_else(|| g.dirs.data_dir_or_here().join("miner"));
         std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
         // The local runtime holds the SSH port from the start (0: any free one, reported below).
@@ -145,7 +220,7 @@ impl RunArgs {
         let cfg = MinerConfig {
             keypair: keypair.clone(),
             netuid,
-            axon: AxonConfig { bind: (self.axon_ip, self.axon_port).into(), ..AxonConfig::default() },
+            axon,
             ssh_port,
             ssh_bind_ip: self.ssh_bind_ip,
             runtime,
@@ -160,20 +235,9 @@ impl RunArgs {
         };
         let handle = miner::spawn(cfg).await.context("starting the miner")?;
         let axon_port = handle.axon_addr().port();
-        let external = self.external_ip.unwrap_or_else(|| if devnet { [127, 0, 0, 1].into() } else { self.axon_ip });
-        if devnet {
-            match ops::serve_axon(&chain, &keypair, netuid, external, axon_port, 9_000_000).await {
-                Ok(()) => tracing::info!(%external, axon_port, "axon published on the devnet chain"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not publish the axon on the devnet chain (is the hotkey registered?)")
-                }
-            }
-        } else {
-            out.note(
-                "Publishing the axon on the real chain (serve_axon) is not done by nicompute yet: \
-                 make sure your hotkey's axon points at this machine's address and --axon.port.",
-            );
-        }
+        let version = self.axon_version.unwrap_or(miner::COMPUTE_VERSION_INT as u32);
+        let endpoint = bittensor::subtensor::serve::Endpoint { ip: external, port: axon_port, version };
+        let publication = super::miner_publish::publish(&chain, &keypair, netuid, devnet, endpoint, out).await;
         let doc = json!({
             "hotkey": keypair.ss58(),
             "netuid": netuid,
@@ -183,6 +247,7 @@ impl RunArgs {
             "state_dir": state_dir.display().to_string(),
             "chain": chain.endpoint(),
             "pid": std::process::id(),
+            "publication": publication,
         });
         out.result(&doc, |o| {
             writeln!(
@@ -199,5 +264,20 @@ impl RunArgs {
         tracing::info!("miner: shutting down (allocations keep running; the next start reconciles them)");
         handle.shutdown().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_limits_for_all_or_one_synapse() {
+        assert_eq!(parse_body_limit("16384"), Ok((None, 16384)));
+        assert_eq!(parse_body_limit("Allocate=32KiB"), Ok((Some("Allocate".into()), 32 * 1024)));
+        assert_eq!(parse_body_limit("2m"), Ok((None, 2 << 20)));
+        assert!(parse_body_limit("=5").is_err());
+        assert!(parse_body_limit("0").is_err());
+        assert!(parse_body_limit("lots").is_err());
     }
 }

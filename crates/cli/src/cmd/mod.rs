@@ -2,17 +2,26 @@
 
 pub mod alloc;
 pub mod api;
+pub mod axon;
+pub mod balance;
 pub mod dealloc;
 pub mod devnet;
 pub mod list;
 pub mod metagraph;
 pub mod miner;
+pub mod miner_publish;
 pub mod penalty;
+pub mod prometheus;
 pub mod query;
 pub mod reconcile;
 pub mod serve;
+pub mod serving;
 pub mod ssh;
+pub mod stake;
+pub mod subnet;
 pub mod sync;
+pub mod transfer;
+pub mod tx;
 pub mod wallet;
 pub mod wandb;
 
@@ -62,12 +71,16 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Sync(a) => a.run(g, out).await,
         Command::Reconcile(a) => a.run(g, out).await,
         Command::Ssh(a) => a.run(g, out).await,
-        Command::Wallet(c) => c.run(g, out),
+        Command::Wallet(c) => c.run(g, out).await,
         Command::Wandb(c) => c.run(g, out).await,
         Command::Query(a) => a.run(g, out).await,
         Command::Metagraph(a) => a.run(g, out).await,
         Command::Devnet(c) => c.run(g, out).await,
         Command::Miner(c) => c.run(g, out).await,
+        Command::Subnet(c) => c.run(g, out).await,
+        Command::Axon(c) => c.run(g, out).await,
+        Command::Prometheus(c) => c.run(g, out).await,
+        Command::Stake(c) => c.run(g, out).await,
         Command::Serve(a) => a.run(g, out).await,
         Command::Api(c) => c.run(g, out).await,
     }

@@ -1,4 +1,5 @@
-//! `nicompute wallet create|list|show`: btcli-compatible wallets.
+//! `nicompute wallet create|list|show`: btcli-compatible wallets (`balance` and `transfer`, which
+//! talk to the chain, live in their own modules).
 //!
 //! Reads only public files unless a secret is asked for, so `show` never needs a password.
 //! Mnemonics are printed only with `--show-secrets`.
@@ -19,6 +20,10 @@ pub enum WalletCommand {
     List,
     /// Show one wallet's addresses and public keys.
     Show,
+    /// An account's TAO on the chain [default: the wallet's coldkey].
+    Balance(super::balance::BalanceArgs),
+    /// Send TAO from the wallet's coldkey (transfer_keep_alive).
+    Transfer(super::transfer::TransferArgs),
 }
 
 #[derive(Debug, Args)]
@@ -52,11 +57,13 @@ pub struct WalletView {
 }
 
 impl WalletCommand {
-    pub fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+    pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         match self {
             WalletCommand::Create(a) => create(a, g, out),
             WalletCommand::List => list(g, out),
             WalletCommand::Show => show(g, out),
+            WalletCommand::Balance(a) => a.run(g, out).await,
+            WalletCommand::Transfer(a) => a.run(g, out).await,
         }
     }
 }

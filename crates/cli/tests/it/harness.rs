@@ -88,6 +88,8 @@ pub struct MinerProc {
     pub child: Child,
     pub axon_port: u16,
     pub ssh_port: u16,
+    /// The start-up document it printed (`--json`).
+    pub start: Value,
     /// Kept open: the miner's stdout (it writes nothing after its start-up document).
     _stdout: BufReader<ChildStdout>,
 }
@@ -113,7 +115,7 @@ impl MinerProc {
             .and_then(|(_, p)| p.parse().ok())
             .unwrap_or_else(|| panic!("no axon port in {doc}"));
         let ssh_port = doc["ssh_port"].as_u64().and_then(|p| u16::try_from(p).ok()).expect("ssh_port");
-        MinerProc { child, axon_port, ssh_port, _stdout: stdout }
+        MinerProc { child, axon_port, ssh_port, start: doc, _stdout: stdout }
     }
 
     /// `kill -9`, and reaped.

@@ -59,6 +59,11 @@ pub struct PyAxon {
 
 impl PyAxon {
     pub fn start(py: &PathBuf, denied: &[String]) -> PyAxon {
+        Self::start_with(py, &mnemonic("axon_hotkey"), denied, "Blacklisted hotkey")
+    }
+
+    /// An axon with its own hotkey that refuses `denied` with `deny_reason` (403).
+    pub fn start_with(py: &PathBuf, hotkey_mnemonic: &str, denied: &[String], deny_reason: &str) -> PyAxon {
         let mut child = crate::harness::command(py)
             .arg(script("axon.py"))
             .stdin(Stdio::piped())
@@ -66,7 +71,7 @@ impl PyAxon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start python axon");
-        let doc = json!({"hotkey_mnemonic": mnemonic("axon_hotkey"), "port": 0, "denied_hotkeys": denied});
+        let doc = json!({"hotkey_mnemonic": hotkey_mnemonic, "port": 0, "denied_hotkeys": denied, "deny_reason": deny_reason});
         writeln!(child.stdin.as_mut().expect("stdin"), "{doc}").expect("write config");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read READY");
