@@ -212,12 +212,23 @@ pub async fn release(
     let mg = state.renter().metagraph_within(state.config().metagraph_max_age).await.map_err(renter_problem)?;
     let uuid = uuid_of(state, hotkey, rec);
     let outcome = state.renter().deallocate(&mg, hotkey, Duration::from_secs(30)).await.map_err(renter_problem)?;
+    if let Released::Gone(_) = &outcome {
+        // The miner holds nothing for our key: there is nothing left to release.
+        state.db().finish_deallocation(hotkey)?;
+    }
+    if cause != Cause::Requested {
+        if let Released::Refused(why) = &outcome {
+            // Offline or expired and the miner will not release it: kept pending, retried.
+            state.db().mark_pending_deallocation(hotkey, why)?;
+        }
+    }
     // Offline and expired allocations are over whatever the miner says: the renter stops paying.
-    let ended = matches!(outcome, Released::Released | Released::NotAllocated)
-        || (cause != Cause::Requested && matches!(outcome, Released::Pending(_)));
+    let ended = matches!(outcome, Released::Released | Released::NotAllocated | Released::Gone(_))
+        || (cause != Cause::Requested && matches!(outcome, Released::Pending(_) | Released::Refused(_)));
     let new = match &outcome {
-        Released::Released | Released::NotAllocated => Some(ApiAllocationState::Released),
+        Released::Released | Released::NotAllocated | Released::Gone(_) => Some(ApiAllocationState::Released),
         Released::Pending(_) => Some(ApiAllocationState::Releasing),
+        Released::Refused(_) if cause != Cause::Requested => Some(ApiAllocationState::Releasing),
         Released::Refused(_) | Released::Failed(_) => None,
     };
     state

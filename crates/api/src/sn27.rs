@@ -341,7 +341,9 @@ async fn deallocate(
         .await
         .map_err(|e| fail(StatusCode::FORBIDDEN, "An error occurred during deallocation.", e.detail))?;
     Ok(match outcome {
-        Released::Released | Released::NotAllocated => ok("Resource deallocated successfully.", None),
+        Released::Released | Released::NotAllocated | Released::Gone(_) => {
+            ok("Resource deallocated successfully.", None)
+        }
         Released::Pending(why) => Envelope(
             StatusCode::OK,
             json!({"success": true, "message": "Resource deallocated successfully.",

@@ -83,7 +83,10 @@ pub enum Released {
     /// The miner did not confirm (unreachable, or not in the metagraph): kept as
     /// `pending_deallocation` for `reconcile`.
     Pending(String),
-    /// The miner answered no (not the holder, or it could not remove the machine).
+    /// The miner holds nothing for this key (ended already, or never ours): the row stays for the
+    /// caller to decide (`d` reports it refused; the API forgets it).
+    Gone(String),
+    /// The miner answered no (it could not remove the machine).
     Refused(String),
     /// The row cannot be managed (no deallocation key).
     Failed(String),
@@ -96,7 +99,7 @@ impl Released {
             Self::Released => "released",
             Self::NotAllocated => "not allocated",
             Self::Pending(_) => "pending",
-            Self::Refused(_) => "refused",
+            Self::Gone(_) | Self::Refused(_) => "refused",
             Self::Failed(_) => "failed",
         }
     }
@@ -104,7 +107,7 @@ impl Released {
     pub fn detail(&self) -> Option<&str> {
         match self {
             Self::Released | Self::NotAllocated => None,
-            Self::Pending(d) | Self::Refused(d) | Self::Failed(d) => Some(d),
+            Self::Pending(d) | Self::Gone(d) | Self::Refused(d) | Self::Failed(d) => Some(d),
         }
     }
 }
@@ -300,7 +303,8 @@ impl Renter {
             DeallocOutcome::Unreachable(e) => {
                 Released::Pending(format!("{e}; kept as pending_deallocation — `nicompute reconcile` retries"))
             }
-            DeallocOutcome::NotHolder(r) | DeallocOutcome::Refused(r) => Released::Refused(r),
+            DeallocOutcome::NotHolder(r) => Released::Gone(r),
+            DeallocOutcome::Refused(r) => Released::Refused(r),
         })
     }
 

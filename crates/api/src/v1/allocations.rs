@@ -207,7 +207,9 @@ pub async fn delete(
     let rec = visible(&state, &caller.0, &id)?;
     let view = jobs::view(&state, &rec, &caller.0, false);
     match outcome {
-        Released::Released | Released::NotAllocated => Ok((StatusCode::OK, Json(view)).into_response()),
+        Released::Released | Released::NotAllocated | Released::Gone(_) => {
+            Ok((StatusCode::OK, Json(view)).into_response())
+        }
         Released::Pending(_) => Ok((StatusCode::ACCEPTED, Json(view)).into_response()),
         Released::Refused(r) => Err(Problem::new(StatusCode::BAD_GATEWAY, "miner-refused", "The miner refused", r)),
         Released::Failed(r) => Err(Problem::internal(r)),

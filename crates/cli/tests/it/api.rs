@@ -297,7 +297,21 @@ async fn concurrent_allocations_never_share_a_miner() {
     assert_eq!((n, failed), (3, 5), "three miners, eight clients: {results:?}");
     let rows = compute::db::ComputeDb::open(net.db()).expect("db").allocations().expect("rows");
     assert_eq!(rows.len(), 3);
+
+    // Graceful shutdown finishes an allocation in flight: free one miner, ask without waiting,
+    // stop the server at once.
+    let first = results.iter().find(|(s, _, _)| *s == 201).map(|(_, _, v)| v.clone()).expect("one");
+    let owner = tokens[results.iter().position(|(s, _, _)| *s == 201).expect("one")].clone();
+    let id = first["id"].as_str().expect("id");
+    assert_eq!(call(a, "DELETE", &format!("/v1/allocations/{id}"), Some(&owner), None).await.0, 200);
+    let (s, _, v) =
+        call(a, "POST", "/v1/allocations", Some(&owner), Some(json!({"requirement": {"gpu_type": "4090"}}))).await;
+    assert_eq!(s, 202, "{v}");
+    let pending = v["id"].as_str().expect("id").to_owned();
     server.shutdown().await;
+    let db = compute::db::ComputeDb::open(net.db()).expect("db");
+    let rec = db.api_allocation(&pending).expect("read").expect("row");
+    assert_eq!(rec.state, compute::db::ApiAllocationState::Active, "finished before the server stopped: {rec:?}");
     for m in miners {
         m.stop();
     }
