@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
-#         9.0.0 and 10.5.0 axons; then the single-request round trip and `wallet show` cold start.
+#         9.0.0 and 10.5.0 axons; then the guard: the same load while each attack runs (slow
+#         body, 1,100 partial bodies, 1 MB bodies, uuid flood, far-future nonces, 100 KB
+#         headers; from another process, on CPUs 2-3 where the machine has them, else on CPU 1)
+#         against our axon (miner configuration) and Python 10.5.0, each beside its clean
+#         figure, with the server's peak RSS; the sr25519 verification ceiling on CPU 0; the
+#         single-request round trip and `wallet show` cold start. --attacks KIND,… or
+#         --no-attacks to choose; --duration/--warmup to shorten.
 # decode: SCALE decoding of a real 1024-neuron finney metagraph (fixture 01).
 # chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
 # chainwrite: on the real Subtensor runtime (chopsticks, Instant blocks): `nicompute subnet register`
@@ -16,6 +22,9 @@
 #         then 10 allocate → SSH login → deallocate cycles (--allocations N), p50/p90/max.
 # wandb:  SN27's shared allocation state read from a local endpoint serving 100 signed validator
 #         runs (2 pages of 50, 256 UIDs of stats each): shared_state end to end, p50/p90/max.
+# api:    `nicompute serve`: GET /v1/resources over 1,024 miners (server on CPU 0, load on CPU 1,
+#         32 connections, 10 s), an allocation through the API vs `nicompute a` (devnet, one local
+#         miner, 10 runs each), webhook latency from the event's request to the receiver.
 # demo:   `nicompute devnet demo` end to end, 5 runs per runtime (local; Docker when it answers
 #         and has the image): median and max of the demo's own total, and wall time per run.
 set -euo pipefail
@@ -32,6 +41,7 @@ case "$what" in
   miner) exec "$bench" miner "$@" ;;
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   wandb) exec "$bench" wandb "$@" ;;
+  api) exec "$bench" api "$@" ;;
   demo)
     for runtime in local docker; do
       if [[ $runtime == docker ]] && ! docker image inspect nicompute/sshd:bookworm >/dev/null 2>&1; then
@@ -81,8 +91,9 @@ for name, v in steps.items():
     "$bench" renter
     "$bench" axon
     "$bench" wandb
+    "$bench" api
     scripts/chain-runtime.sh install
     "$bench" chainwrite
     ;;
-  *) echo "usage: scripts/bench.sh [all|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
 esac

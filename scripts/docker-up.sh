@@ -6,7 +6,8 @@
 #
 # When no daemon answers it installs Debian's docker.io (if dockerd is missing), starts dockerd
 # in the background (log: ${NICOMPUTE_DOCKERD_LOG:-/tmp/nicompute-dockerd.log}) and waits up
-# to 60 s for its socket. It also installs the SSH clients the tests drive (ssh, sshpass).
+# to 60 s for its socket. It also installs the SSH clients the tests drive (ssh, sshpass), and
+# openssl and curl for the API's TLS test.
 # Needs root (or sudo) on Debian/Ubuntu. Progress goes to stderr.
 set -euo pipefail
 
@@ -35,6 +36,9 @@ missing=()
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v sshpass >/dev/null 2>&1 || missing+=(sshpass)
+# The API's mutual-TLS test makes its certificates with openssl and calls the server with curl.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
 fi

@@ -3,12 +3,19 @@
 //! `axon` runs the same load generator (our dendrite: 64 requests in flight, each freshly signed)
 //! against our axon and against the real Python SDK axons (9.0.0 and 10.5.0), the server pinned
 //! to CPU 0 and the load generator to CPU 1, 3 s warm-up then 20 s measured, and prints req/s,
-//! p50 and p99 for each and the ratios. It also measures the single-request round trip and the
-//! cold start of `nicompute wallet show`. Never run by the tests: timings are not assertions.
+//! p50 and p99 for each and the ratios. Then the guard: the same load while each attack of
+//! [`attack`] runs from another process, against our axon (the miner's configuration: caller
+//! policy, priority, replay journal) and the Python 10.5.0 axon, with legitimate req/s beside the
+//! clean figure and the server's peak RSS. It also measures the sr25519 verification ceiling on
+//! the server's core, the single-request round trip and the cold start of `nicompute wallet
+//! show`. Never run by the tests: timings are not assertions.
 
 // A benchmark's job is to print its figures.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod api;
+mod attack;
+mod axon;
 mod chain;
 mod chainwrite;
 mod decode;
@@ -64,7 +71,23 @@ enum Cmd {
         /// Skip the Python axons (ours only).
         #[arg(long)]
         no_python: bool,
+        /// Attacks to run the load under (comma-separated); none: the clean figures only.
+        #[arg(long, value_delimiter = ',', default_values_t = attack::Kind::ALL.to_vec())]
+        attacks: Vec<attack::Kind>,
+        #[arg(long)]
+        no_attacks: bool,
     },
+    /// Keep one attack on an axon going until stdin closes; prints one JSON line of counts.
+    Attack {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        axon_hotkey: String,
+        #[arg(long, value_enum)]
+        kind: attack::Kind,
+    },
+    /// sr25519 verifications per second on this core (run it pinned).
+    VerifyCeiling,
     /// Time decoding fixture 01 (1024 neurons + subnet state) into a Metagraph.
     Decode {
         #[arg(long, default_value = "tests/fixtures/metagraph")]
@@ -98,6 +121,16 @@ enum Cmd {
         #[arg(long)]
         lists_only: bool,
     },
+    /// The API: GET /v1/resources over 1,024 miners (one core), an allocation through the API vs
+    /// `nicompute a`, webhook latency.
+    Api {
+        /// Allocations of each kind, and webhook events / 2.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Seconds of load per resources measurement (after 2 s of warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// SN27's shared state from wandb: 100 signed validator runs from a local endpoint (2 pages).
     Wandb {
         #[arg(long, default_value_t = 100)]
@@ -125,9 +158,13 @@ enum Cmd {
         no_python: bool,
     },
     /// Serve our axon with a trivial Specs handler; prints `READY <port>`; stops on stdin EOF.
+    /// By default as the miner configures it (caller policy, priority, replay journal).
     ServeAxon {
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// No caller policy, priority or journal: the axon alone.
+        #[arg(long)]
+        bare: bool,
     },
     /// Drive load at one axon and print one JSON line of results.
     Load {
@@ -153,32 +190,54 @@ fn main() -> Result<()> {
         Cmd::Renter { runs, check_runs, peers, no_python, lists_only } => {
             renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only })
         }
+        Cmd::Api { runs, seconds } => api::run(&api::Options { runs, seconds }),
         Cmd::Wandb { runs, iterations, stats_uids } => wandb::run(&wandb::Options { runs, iterations, stats_uids }),
         Cmd::Chainwrite { runs, balance_runs, peers, no_python } => {
             chainwrite::run(&chainwrite::Options { runs, balance_runs, peers, no_python })
         }
-        Cmd::ServeAxon { port } => serve_axon(port),
+        Cmd::ServeAxon { port, bare } => serve_axon(port, bare),
+        Cmd::Attack { addr, axon_hotkey, kind } => attack::run(addr, &axon_hotkey, kind),
+        Cmd::VerifyCeiling => {
+            let (wall, cpu) = verify_ceiling();
+            println!("{}", json!({ "verifications_per_s": wall, "verifications_per_cpu_s": cpu }));
+            Ok(())
+        }
         Cmd::Load { addr, hotkey, concurrency, warmup, duration } => {
             let r = load(&addr, &hotkey, concurrency, warmup, duration)?;
             println!("{}", r);
             Ok(())
         }
-        Cmd::Axon { peers, duration, warmup, concurrency, no_python } => {
-            axon_suite(&peers, duration, warmup, concurrency, no_python)
+        Cmd::Axon { peers, duration, warmup, concurrency, no_python, attacks, no_attacks } => {
+            let attacks = if no_attacks { Vec::new() } else { attacks };
+            axon::suite(&axon::AxonOptions { peers, duration, warmup, concurrency, no_python, attacks })
         }
     }
 }
 
-fn serve_axon(port: u16) -> Result<()> {
+fn serve_axon(port: u16, bare: bool) -> Result<()> {
     // One worker thread: the comparison is one core against one core.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(async {
         let kp = Keypair::from_mnemonic(AXON_MNEMONIC)?;
-        let axon = Axon::new(kp).attach(|r: Request<Specs>| async move {
+        let mut axon = Axon::new(kp).attach(|r: Request<Specs>| async move {
             let mut s = r.synapse;
             s.specs_output = r#"{"gpu": {"count": 0}}"#.to_owned();
             Ok::<_, HandlerError>(s)
         });
+        let journal_dir = tempfile::tempdir()?;
+        if !bare {
+            // As compute::miner::spawn sets it up: only registered callers, served by stake, the
+            // replay state in SQLite.
+            let admitted = [Keypair::from_mnemonic(DENDRITE_MNEMONIC)?.ss58(), attack::hostile().ss58()];
+            let journal = compute::miner::state::SqliteReplayJournal::open(&journal_dir.path().join("miner.sqlite"))?;
+            axon = axon
+                .replay_journal(Box::new(journal))?
+                .blacklist(move |head| {
+                    let hk = head.header.dendrite.hotkey.as_deref().unwrap_or("");
+                    (!admitted.iter().any(|a| a == hk)).then(|| format!("Unrecognized hotkey: {hk}"))
+                })
+                .priority(16, |_| 5000.0);
+        }
         let cfg = AxonConfig { bind: format!("127.0.0.1:{port}").parse()?, ..AxonConfig::default() };
         let handle = axon.spawn(cfg).await?;
         println!("READY {}", handle.local_addr().port());
@@ -338,86 +397,23 @@ fn run_load(me: &Path, port: u16, hotkey: &str, concurrency: usize, warmup: f64,
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn axon_suite(peers: &Path, duration: f64, warmup: f64, concurrency: usize, no_python: bool) -> Result<()> {
-    let me = std::env::current_exe()?;
-    let hotkey = Keypair::from_mnemonic(AXON_MNEMONIC)?.ss58();
-    let mut rows: Vec<(String, Value)> = Vec::new();
-    eprintln!(
-        "bench: {concurrency} in flight, {warmup} s warm-up + {duration} s measured, axon on CPU 0, load on CPU 1"
-    );
-
-    {
-        let server = start_server(
-            {
-                let mut c = pinned("0", &me);
-                c.arg("serve-axon");
-                c
-            },
-            None,
-        )?;
-        eprintln!("bench: nicompute axon on port {}", server.port);
-        rows.push(("nicompute axon".into(), run_load_on(&server, &me, &hotkey, concurrency, warmup, duration)?));
-        eprintln!("bench: single-request round trip (concurrency 1)");
-        rows.push(("nicompute axon, 1 in flight".into(), run_load_on(&server, &me, &hotkey, 1, 1.0, 5.0)?));
-    }
-    if !no_python {
-        let script = Path::new("tests/peers/axon.py");
-        for version in ["9.0.0", "10.5.0"] {
-            let python = peers.join(format!("bt{version}")).join("bin/python");
-            if !python.exists() {
-                bail!("no Python peer at {} (run scripts/python-peers.sh)", python.display());
-            }
-            let mut c = pinned("0", &python);
-            c.arg(script);
-            let server =
-                start_server(c, Some(json!({"hotkey_mnemonic": AXON_MNEMONIC, "port": 0, "denied_hotkeys": []})))?;
-            eprintln!("bench: Python bittensor {version} axon on port {}", server.port);
-            rows.push((
-                format!("python bittensor {version} axon"),
-                run_load_on(&server, &me, &hotkey, concurrency, warmup, duration)?,
-            ));
-        }
-    }
-
-    println!("{:<34} {:>10} {:>10} {:>10} {:>8} {:>12}", "server", "req/s", "p50 ms", "p99 ms", "errors", "server CPU");
-    for (name, r) in &rows {
-        println!(
-            "{:<34} {:>10.1} {:>10.2} {:>10.2} {:>8} {:>11.0}%",
-            name,
-            r["req_per_s"].as_f64().unwrap_or(f64::NAN),
-            r["p50_ms"].as_f64().unwrap_or(f64::NAN),
-            r["p99_ms"].as_f64().unwrap_or(f64::NAN),
-            r["errors"],
-            r["server_cpu_busy"].as_f64().unwrap_or(f64::NAN) * 100.0
-        );
-    }
-    let rps = |name: &str| rows.iter().find(|(n, _)| n == name).and_then(|(_, r)| r["req_per_s"].as_f64());
-    if let Some(ours) = rps("nicompute axon") {
-        for v in ["9.0.0", "10.5.0"] {
-            if let Some(py) = rps(&format!("python bittensor {v} axon")) {
-                println!("ratio nicompute / python {v}: {:.1}x", ours / py);
-            }
-        }
-    }
-    println!("sr25519 verification ceiling on this core: {:.0} verifications/s", verify_ceiling());
-    cold_start()?;
-    Ok(())
-}
-
-/// How many signature verifications one core does per second: the axon's ceiling.
-fn verify_ceiling() -> f64 {
+/// How many signature verifications one core does per second: the axon's ceiling. Returns
+/// (per wall-clock second, per CPU-second of this process): on a machine shared with other
+/// work the second is the one to compare with the server's requests per CPU-second.
+fn verify_ceiling() -> (f64, f64) {
     let kp = Keypair::from_mnemonic(DENDRITE_MNEMONIC).expect("fixture mnemonic");
     let id = kp.account_id();
     let msg = b"1795527407825162433.5EhvmCjJL3gB4RbsHxPGhzuqErbw2Dkeq5G4RtbrFckYynVJ.5GjRsEzPyDim3bA7UM7v8ax1Z6DkCUVKj4mbnvHK85gF4aDj.18c8a06e-e80c-11f1-813f-02fc00000001.a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a";
     let sig = kp.sign(msg);
-    let n = 20_000;
-    let t = Instant::now();
+    let n = 60_000;
+    let (t, c0) = (Instant::now(), cpu_seconds(std::process::id()).unwrap_or(f64::NAN));
     let mut ok = 0;
     for _ in 0..n {
         ok += usize::from(id.verify(msg, &sig));
     }
     assert_eq!(ok, n);
-    n as f64 / t.elapsed().as_secs_f64()
+    let cpu = cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - c0;
+    (n as f64 / t.elapsed().as_secs_f64(), n as f64 / cpu)
 }
 
 /// `nicompute wallet show` on a plaintext hotkey, new process each time.

@@ -138,7 +138,7 @@ pub fn run(opts: &Options) -> Result<()> {
 }
 
 /// The specs a miner started with `--simulate-gpu` on this machine reports, as stored.
-fn h100_specs_json(disk: &Path) -> String {
+pub(crate) fn h100_specs_json(disk: &Path) -> String {
     let opts = DetectOptions { disk_path: disk.to_owned(), simulate_gpu: GPU.parse().ok(), ..DetectOptions::default() };
     compute::specs::detect_blocking(&opts).to_json_string()
 }
@@ -617,7 +617,7 @@ fn lists(bin: &Path, dir: &Path, specs_json: &str, rows: &mut Vec<Row>) -> Resul
 }
 
 /// A valid, distinct SS58 hotkey for row `i` (from a seed: no mnemonic work).
-fn hotkey(i: u32) -> Result<String> {
+pub(crate) fn hotkey(i: u32) -> Result<String> {
     let mut seed = [0x5a_u8; 32];
     seed[..4].copy_from_slice(&i.to_le_bytes());
     Ok(Keypair::from_seed(&seed)?.ss58())

@@ -16,5 +16,5 @@ pub mod synapse;
 pub mod wallet;
 
 pub use clock::Clock;
-pub use keys::{AccountId, KeyError, Keypair, Signature};
+pub use keys::{AccountId, KeyError, Keypair, Signature, VerifyingKey};
 pub use synapse::{RawSynapse, Synapse, SynapseHeader, TerminalInfo};

@@ -199,6 +199,38 @@ impl SynapseHeader {
         m
     }
 
+    /// [`Self::join_body`] as something to serialize, without building the map (the axon's
+    /// answer to every request: same bytes, no copies of the fields).
+    pub fn joined<'a>(&'a self, fields: &'a Map<String, Value>) -> impl Serialize + 'a {
+        Joined { header: self, fields }
+    }
+
+    /// [`header_map`] of [`Self::to_headers`], built directly: static names, values moved in.
+    pub fn to_header_map(&self, body_hash: &str) -> HeaderMap {
+        let mut m = HeaderMap::with_capacity(32);
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+                m.append(HeaderName::from_static(name), v);
+            }
+        };
+        if let Some(n) = &self.name {
+            put("name", n.clone());
+        }
+        if let Some(t) = self.timeout {
+            put("timeout", py::float_repr(t));
+        }
+        for (k, v) in self.axon.header_pairs() {
+            put(terminal_header(true, k), v);
+        }
+        for (k, v) in self.dendrite.header_pairs() {
+            put(terminal_header(false, k), v);
+        }
+        put("header_size", self.header_size.unwrap_or(0).to_string());
+        put("total_size", self.total_size.unwrap_or(0).to_string());
+        put("computed_body_hash", body_hash.to_owned());
+        m
+    }
+
     /// The SDK's `to_headers()`: `name`, `timeout`, the non-null terminal fields, sizes, hash.
     pub fn to_headers(&self, body_hash: &str) -> Vec<(String, String)> {
         let mut out = Vec::with_capacity(24);
@@ -251,6 +283,56 @@ impl SynapseHeader {
             }
         }
         Ok(h)
+    }
+}
+
+/// The header name of a terminal field (`bt_header_axon_status_code`, …).
+fn terminal_header(axon: bool, field: &'static str) -> &'static str {
+    macro_rules! names {
+        ($($f:literal),*) => {
+            match (axon, field) {
+                $( (true, $f) => concat!("bt_header_axon_", $f), (false, $f) => concat!("bt_header_dendrite_", $f), )*
+                _ => "bt_header_unknown",
+            }
+        };
+    }
+    names!(
+        "status_code",
+        "status_message",
+        "process_time",
+        "ip",
+        "port",
+        "version",
+        "nonce",
+        "uuid",
+        "hotkey",
+        "signature"
+    )
+}
+
+/// The body object of [`SynapseHeader::join_body`], serialized in place.
+struct Joined<'a> {
+    header: &'a SynapseHeader,
+    fields: &'a Map<String, Value>,
+}
+
+impl Serialize for Joined<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let h = self.header;
+        let own = self.fields.iter().filter(|(k, _)| !COMMON_FIELDS.contains(&k.as_str()));
+        let mut m = s.serialize_map(Some(COMMON_FIELDS.len() + own.clone().count()))?;
+        m.serialize_entry("name", &h.name)?;
+        m.serialize_entry("timeout", &h.timeout)?;
+        m.serialize_entry("total_size", &h.total_size)?;
+        m.serialize_entry("header_size", &h.header_size)?;
+        m.serialize_entry("dendrite", &h.dendrite)?;
+        m.serialize_entry("axon", &h.axon)?;
+        m.serialize_entry("computed_body_hash", &h.computed_body_hash)?;
+        for (k, v) in own {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 
@@ -312,6 +394,9 @@ fn parse_float(key: &str, text: &str) -> Result<f64, ParseError> {
 /// The SDK's `body_hash`: SHA3-256 over the concatenated SHA3-256 hex digests of Python `str()`
 /// of each required hash field (missing fields count as `None`).
 pub fn body_hash<S: AsRef<str>>(fields: &Map<String, Value>, hash_fields: &[S]) -> String {
+    if hash_fields.is_empty() {
+        return EMPTY_BODY_HASH.to_owned();
+    }
     let mut outer = Sha3_256::new();
     for f in hash_fields {
         let v = fields.get(f.as_ref()).unwrap_or(&Value::Null);
@@ -361,6 +446,30 @@ pub fn header_map(pairs: &[(String, String)]) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_direct_body_and_header_map_equal_the_built_ones() {
+        let mut h = SynapseHeader { name: Some("Specs".into()), ..SynapseHeader::default() };
+        h.timeout = Some(12.5);
+        h.dendrite.hotkey = Some("5F".into());
+        h.dendrite.nonce = Some(u64::MAX);
+        h.axon.status_code = Some(200);
+        h.axon.process_time = Some(7.152557373046875e-05);
+        h.axon.status_message = Some("Success \u{e9}".into());
+        h.computed_body_hash = "abc".into();
+        let fields = match serde_json::json!({"specs_input": "x", "name": "ignored", "n": [1, 2.5, null], "s": "\u{1F600}"})
+        {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        for (spaced, ascii) in [(false, false), (true, true)] {
+            assert_eq!(
+                py::to_json(&h.joined(&fields), spaced, ascii),
+                py::to_json(&Value::Object(h.join_body(&fields)), spaced, ascii)
+            );
+        }
+        assert_eq!(h.to_header_map("hash"), header_map(&h.to_headers("hash")));
+    }
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -88,11 +88,16 @@ pub enum Command {
     /// Stake TAO to a hotkey.
     #[command(subcommand)]
     Stake(cmd::stake::StakeCommand),
+    /// The Resource Allocation API over HTTP (/v1, SN27's register_api routes, webhooks).
+    Serve(cmd::serve::ServeArgs),
+    /// The API's tokens.
+    #[command(subcommand)]
+    Api(cmd::api::ApiCommand),
 }
 
 /// Settings read from the environment only: a secret in argv is visible to every user of the
 /// machine (`ps`), so a flag spelling of these is refused.
-const ENV_ONLY: [&str; 2] = ["wallet.password", "wandb.api_key"];
+const ENV_ONLY: [&str; 3] = ["wallet.password", "wandb.api_key", "webhook.secret"];
 
 /// Whether settings are read from the process environment: always, except in unit tests, which
 /// must not depend on the developer's environment (the binary's tests set it explicitly).
@@ -125,9 +130,14 @@ impl Cli {
         let mut cmd = without_env(Cli::command(), env);
         let matches = cmd.try_get_matches_from_mut(argv.clone())?;
         for id in ENV_ONLY {
-            if matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
-                let arg = cmd.get_arguments().find(|a| a.get_id() == id);
-                let env = arg.and_then(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+            if given_on_command_line(&matches, id) {
+                // The declared variable, even when this parse ignores the environment.
+                let arg = all_arguments(&Cli::command()).into_iter().find(|a| a.get_id() == id);
+                let env = arg
+                    .as_ref()
+                    .and_then(|a| a.get_env())
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 return Err(cmd.error(
                     clap::error::ErrorKind::ArgumentConflict,
                     format!("this secret is read from {env} only, never from the command line (argv is visible to every user of this machine)"),
@@ -147,6 +157,22 @@ impl Cli {
         writeln!(err, "{}", Cli::command().render_help())?;
         writeln!(err, "error: no command given; the interactive shell needs a terminal")
     }
+}
+
+/// Whether the setting `id` came from argv, in the command or any of its subcommands.
+fn given_on_command_line(m: &clap::ArgMatches, id: &str) -> bool {
+    let here = m.try_get_raw(id).is_ok_and(|v| v.is_some())
+        && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    here || m.subcommand().is_some_and(|(_, sub)| given_on_command_line(sub, id))
+}
+
+/// Every argument of `cmd` and its subcommands.
+fn all_arguments(cmd: &clap::Command) -> Vec<clap::Arg> {
+    let mut out: Vec<clap::Arg> = cmd.get_arguments().cloned().collect();
+    for sub in cmd.get_subcommands() {
+        out.extend(all_arguments(sub));
+    }
+    out
 }
 
 /// `cmd` without the variables that are set but empty (or without any, for [`EnvPolicy::Ignore`]).
@@ -228,5 +254,9 @@ mod tests {
             assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{flag}");
             assert!(!e.to_string().contains("s3cret"), "{e}");
         }
+        let e = Cli::parse_args_with(["nicompute", "serve", "--webhook-secret", "s3cret"], EnvPolicy::Ignore)
+            .expect_err("a subcommand's secret too");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(e.to_string().contains("NICOMPUTE_WEBHOOK_SECRET") && !e.to_string().contains("s3cret"), "{e}");
     }
 }

@@ -44,6 +44,10 @@ fn reason_of(output: &Map<String, Value>) -> Option<String> {
 }
 
 /// What a failed request says, for verdicts and pending notes.
+pub fn failure_text_of<S>(r: &Response<S>) -> String {
+    failure_text(r)
+}
+
 fn failure_text<S>(r: &Response<S>) -> String {
     let code = r.status_code().map_or_else(|| "no status".to_owned(), |c| c.to_string());
     match r.status_message() {

@@ -28,11 +28,13 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
 mod allocation;
+mod api;
 mod miners;
 mod schema;
 mod wandb;
 
 pub use allocation::{key_fingerprint, AllocationDetails, AllocationDetailsError, AllocationRecord, AllocationState};
+pub use api::{ApiAllocation, ApiAllocationState, Delivery, DeliveryState, HealthRecord, NewDelivery, TokenRecord};
 pub use miners::{MinerRecord, NO_SPECS_LIMIT};
 pub use wandb::PublicationRecord;
 
@@ -127,6 +129,55 @@ pub struct ComputeDb {
     clock: Clock,
     /// Who this handle is in `nc_allocation_claim`: `pid:random`, unique per open.
     holder: String,
+    /// Counts this handle among the process's open handles of the file (see [`OpenHandle`]).
+    handle: Option<OpenHandle>,
+}
+
+/// The process's open handles per database file.
+///
+/// POSIX record locks belong to the process, and closing *any* descriptor of a file drops all
+/// of the process's locks on it. SQLite keeps its own descriptors open for that reason, but the
+/// header check ([`check_header`]) opens and closes one: done while another handle of this
+/// process has the file open (a server and its tests, two handles in one program), it silently
+/// dropped that handle's locks, and another process could then checkpoint and truncate the WAL
+/// under it (`disk I/O error`). So the header is read only by the first handle of a file in the
+/// process; later ones know it is a database already.
+#[derive(Debug)]
+struct OpenHandle(PathBuf);
+
+fn open_handles() -> &'static Mutex<std::collections::HashMap<PathBuf, usize>> {
+    static OPEN: std::sync::OnceLock<Mutex<std::collections::HashMap<PathBuf, usize>>> = std::sync::OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+impl OpenHandle {
+    /// Registers a handle of `path`, running `first` (the header check) only when no other
+    /// handle of this process has it open; the registry stays locked meanwhile.
+    fn acquire(path: &Path, first: impl FnOnce(&Path) -> Result<(), DbError>) -> Result<Self, DbError> {
+        let key = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut open = open_handles().lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n == 0 {
+            if let Err(e) = first(path) {
+                open.remove(&key);
+                return Err(e);
+            }
+        }
+        *open.get_mut(&key).unwrap_or(&mut 0) += 1;
+        Ok(Self(key))
+    }
+}
+
+impl Drop for OpenHandle {
+    fn drop(&mut self) {
+        let mut open = open_handles().lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.0) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.0);
+            }
+        }
+    }
 }
 
 impl ComputeDb {
@@ -170,7 +221,13 @@ impl ComputeDb {
     }
 
     fn open_existing(path: PathBuf) -> Result<Self, DbError> {
-        check_header(&path)?;
+        let opened = OpenHandle::acquire(&path, check_header)?;
+        let mut db = Self::connect(path)?;
+        db.handle = Some(opened);
+        Ok(db)
+    }
+
+    fn connect(path: PathBuf) -> Result<Self, DbError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| classify(&path, e))?;
@@ -202,7 +259,7 @@ impl ComputeDb {
             }
         }
         let holder = format!("{}:{:016x}", std::process::id(), rand::random::<u64>());
-        Ok(Self { conn: Mutex::new(conn), path, clock: Clock::system(), holder })
+        Ok(Self { conn: Mutex::new(conn), path, clock: Clock::system(), holder, handle: None })
     }
 
     /// The file this database lives in.

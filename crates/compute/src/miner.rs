@@ -82,6 +82,8 @@ pub enum MinerError {
     Runtime(#[from] RuntimeError),
     #[error("cannot serve the axon on {addr}: {source}")]
     Axon { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Replay(#[from] bittensor::axon::ReplayError),
 }
 
 struct Miner {
@@ -140,7 +142,9 @@ impl Drop for MinerHandle {
 pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
     std::fs::create_dir_all(&cfg.state_dir)
         .map_err(|source| MinerError::StateDir { path: cfg.state_dir.clone(), source })?;
-    let store = StateStore::open(&cfg.state_dir.join("miner.sqlite"))?;
+    let db = cfg.state_dir.join("miner.sqlite");
+    let store = StateStore::open(&db)?;
+    let replay = state::SqliteReplayJournal::open(&db)?;
     let specs_json = cfg.specs.to_json_string();
     let miner = Arc::new(Miner {
         runtime: cfg.runtime.clone(),
@@ -184,6 +188,7 @@ pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
     let (p1, p2) = (policy.clone(), policy);
     let axon = Axon::new(cfg.keypair)
         .version(COMPUTE_VERSION_INT)
+        .replay_journal(Box::new(replay))?
         .attach(move |req: Request<Allocate>| {
             let m = m1.clone();
             async move { Ok::<_, HandlerError>(allocate(&m, req).await) }
@@ -329,13 +334,17 @@ async fn allocate(m: &Miner, req: Request<Allocate>) -> Allocate {
             };
             answer(s, port, alive, None)
         }
-        // Restart, pause, unpause, exchange_key: the key holder only.
+        // Restart, pause, unpause, exchange_key: the key holder only. A caller without the key
+        // is refused before waiting for the allocation lock, so it cannot queue behind one.
         (false, _, true) => {
+            if !current.as_ref().is_some_and(holds_key) {
+                return refuse(s, port, "not the holder of the allocation key");
+            }
             let _guard = m.busy.lock().await;
-            match &current {
-                Some(a) if holds_key(a) => {
+            match m.store.current().ok().flatten() {
+                Some(a) if holds_key(&a) => {
                     let action = s.docker_action.get("action").and_then(Value::as_str).unwrap_or("").to_owned();
-                    match docker_action(m, a, &action, &s.docker_action).await {
+                    match docker_action(m, &a, &action, &s.docker_action).await {
                         Ok(()) => answer(s, port, true, None),
                         Err(e) => refuse(s, port, e),
                     }
@@ -345,8 +354,13 @@ async fn allocate(m: &Miner, req: Request<Allocate>) -> Allocate {
         }
         // Allocate.
         (false, true, false) => start_allocation(m, s, &req.caller.hotkey.to_ss58(), key).await,
-        // Deallocate: the key holder only.
+        // Deallocate: the key holder only, checked before waiting for the allocation lock.
         (false, false, false) => {
+            match &current {
+                None => return refuse(s, port, "no allocation"),
+                Some(a) if !holds_key(a) => return refuse(s, port, "not the holder of the allocation key"),
+                Some(_) => {}
+            }
             let _guard = m.busy.lock().await;
             let Some(a) = m.store.current().ok().flatten() else { return refuse(s, port, "no allocation") };
             if !holds_key(&a) {
@@ -354,9 +368,23 @@ async fn allocate(m: &Miner, req: Request<Allocate>) -> Allocate {
             }
             match end(m, &a).await {
                 Ok(()) => answer(s, port, true, None),
-                Err(e) => refuse(s, port, format!("could not remove the container: {e}")),
+                Err(e) => {
+                    tracing::error!(allocation = %a.allocation_id, error = %e, "deallocation failed");
+                    refuse(s, port, "the miner could not remove the container; its operator's log has the details")
+                }
             }
         }
+    }
+}
+
+/// What a caller may read about a runtime failure; the detail (Docker's own text, paths, ids)
+/// goes to the miner's log only.
+fn plain(e: &RuntimeError) -> &'static str {
+    match e {
+        RuntimeError::Unavailable(_) => "the miner's container runtime is unavailable; try again later",
+        RuntimeError::NotFound(_) => "the allocation's container is gone",
+        RuntimeError::PortInUse { .. } => "the miner's SSH port is taken on its host; its operator must free it",
+        RuntimeError::Failed(_) => "the miner's container runtime failed; its operator's log has the details",
     }
 }
 
@@ -375,7 +403,7 @@ async fn docker_action(m: &Miner, a: &Allocation, action: &str, fields: &Map<Str
             let key = fields.get("ssh_key").and_then(Value::as_str).unwrap_or("").trim().to_owned();
             let key_type = fields.get("key_type").and_then(Value::as_str).unwrap_or("user");
             if !matches!(key_type, "user" | "terminal" | "") {
-                return Err(format!("unknown key_type '{key_type}' (user or terminal)"));
+                return Err("unknown key_type (user or terminal)".into());
             }
             if key.is_empty() || !key.starts_with("ssh-") && !key.starts_with("ecdsa-") {
                 return Err("exchange_key needs an OpenSSH public key in ssh_key".into());
@@ -383,10 +411,14 @@ async fn docker_action(m: &Miner, a: &Allocation, action: &str, fields: &Map<Str
             m.runtime.set_authorized_keys(id, &[key]).await
         }
         other => {
-            return Err(format!("unknown docker action '{other}' (restart, pause, unpause, resume, exchange_key)"))
+            let shown: String = other.chars().take(32).collect();
+            return Err(format!("unknown docker action '{shown}' (restart, pause, unpause, resume, exchange_key)"));
         }
     };
-    r.map_err(|e| e.to_string())
+    r.map_err(|e| {
+        tracing::error!(allocation = %a.allocation_id, action, error = %e, "container action failed");
+        plain(&e).to_owned()
+    })
 }
 
 async fn start_allocation(m: &Miner, s: Allocate, requester: &str, key: Option<String>) -> Allocate {
@@ -415,7 +447,10 @@ async fn start_allocation(m: &Miner, s: Allocate, requester: &str, key: Option<S
     match m.store.begin(&allocation) {
         Ok(true) => {}
         Ok(false) => return refuse(s, port, "already allocated"),
-        Err(e) => return refuse(s, port, format!("the miner's state is unavailable: {e}")),
+        Err(e) => {
+            tracing::error!(error = %e, "miner state unwritable");
+            return refuse(s, port, "the miner's state is unavailable");
+        }
     }
     let password = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 20);
     let ssh_key = s.docker_requirement.get("ssh_key").and_then(Value::as_str).unwrap_or("").trim().to_owned();
@@ -432,9 +467,9 @@ async fn start_allocation(m: &Miner, s: Allocate, requester: &str, key: Option<S
     let container = match m.runtime.start(&spec).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "allocation failed to start");
+            tracing::error!(allocation = %allocation.allocation_id, error = %e, "allocation failed to start");
             let _ = m.store.clear(&allocation.allocation_id);
-            return refuse(s, port, format!("the machine could not start: {e}"));
+            return refuse(s, port, format!("the machine could not start: {}", plain(&e)));
         }
     };
     let creds = Credentials {
@@ -452,9 +487,10 @@ async fn start_allocation(m: &Miner, s: Allocate, requester: &str, key: Option<S
         }
     };
     if let Err(e) = m.store.running(&allocation.allocation_id, &container.id) {
+        tracing::error!(error = %e, "miner state unwritable");
         let _ = m.runtime.remove(&container.id).await;
         let _ = m.store.clear(&allocation.allocation_id);
-        return refuse(s, port, format!("the miner's state is unavailable: {e}"));
+        return refuse(s, port, "the miner's state is unavailable");
     }
     m.changed.notify_one();
     tracing::info!(allocation = %allocation.allocation_id, requester, ttl_s = ttl.as_secs(), "allocated");

@@ -12,6 +12,7 @@
 //! take one miner: the database's `begin` refuses the second, which the allocator treats as
 //! "taken" and moves on to the next candidate.
 
+mod lifecycle;
 mod resources;
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ use bittensor::subtensor::{ChainError, Subtensor};
 use bittensor::Keypair;
 use serde::Serialize;
 
+pub use self::lifecycle::{container_action, ActionError, ContainerAction};
 pub use self::resources::{gpu_summary, resources, GpuSummary, Resource, ResourceQuery, SortKey};
 use crate::allocator::{self, AllocateError, AllocateOptions, Allocated, Candidate, DeallocOutcome, Stage, Verdict};
 use crate::db::{AllocationState, ComputeDb, DbError};
@@ -53,6 +55,12 @@ pub enum RenterError {
     /// No miner was allocated; every candidate's verdict is inside.
     #[error(transparent)]
     Allocate(#[from] AllocateError),
+    /// The database holds no usable allocation of this miner.
+    #[error("no allocation of {hotkey} in the database (or it has no deallocation key)")]
+    NotAllocated { hotkey: String },
+    /// A lifecycle action is not known to be done.
+    #[error(transparent)]
+    Action(#[from] ActionError),
 }
 
 /// What to allocate.
@@ -75,7 +83,10 @@ pub enum Released {
     /// The miner did not confirm (unreachable, or not in the metagraph): kept as
     /// `pending_deallocation` for `reconcile`.
     Pending(String),
-    /// The miner answered no (not the holder, or it could not remove the machine).
+    /// The miner holds nothing for this key (ended already, or never ours): the row stays for the
+    /// caller to decide (`d` reports it refused; the API forgets it).
+    Gone(String),
+    /// The miner answered no (it could not remove the machine).
     Refused(String),
     /// The row cannot be managed (no deallocation key).
     Failed(String),
@@ -88,7 +99,7 @@ impl Released {
             Self::Released => "released",
             Self::NotAllocated => "not allocated",
             Self::Pending(_) => "pending",
-            Self::Refused(_) => "refused",
+            Self::Gone(_) | Self::Refused(_) => "refused",
             Self::Failed(_) => "failed",
         }
     }
@@ -96,7 +107,7 @@ impl Released {
     pub fn detail(&self) -> Option<&str> {
         match self {
             Self::Released | Self::NotAllocated => None,
-            Self::Pending(d) | Self::Refused(d) | Self::Failed(d) => Some(d),
+            Self::Pending(d) | Self::Gone(d) | Self::Refused(d) | Self::Failed(d) => Some(d),
         }
     }
 }
@@ -230,6 +241,7 @@ impl Renter {
             {
                 DeallocOutcome::Released | DeallocOutcome::NotHolder(_) => {
                     let _ = self.db.abort_allocation(&hotkey);
+                    tracing::info!(%hotkey, "released an interrupted allocation");
                     released += 1;
                 }
                 _ => {}
@@ -291,8 +303,29 @@ impl Renter {
             DeallocOutcome::Unreachable(e) => {
                 Released::Pending(format!("{e}; kept as pending_deallocation — `nicompute reconcile` retries"))
             }
-            DeallocOutcome::NotHolder(r) | DeallocOutcome::Refused(r) => Released::Refused(r),
+            DeallocOutcome::NotHolder(r) => Released::Gone(r),
+            DeallocOutcome::Refused(r) => Released::Refused(r),
         })
+    }
+
+    /// Restarts, pauses, unpauses or re-keys the container of the allocation on `hotkey`; done
+    /// only when the miner confirmed and the machine shows it (within `observe`).
+    pub async fn container_action(
+        &self,
+        mg: &Metagraph,
+        hotkey: &str,
+        action: &ContainerAction,
+        observe: Duration,
+    ) -> Result<(), RenterError> {
+        let not = || RenterError::NotAllocated { hotkey: hotkey.to_owned() };
+        let rec = self.db.allocation(hotkey)?.ok_or_else(not)?;
+        let details = rec.details.as_ref().filter(|d| !d.regkey.is_empty()).ok_or_else(not)?;
+        let target = Candidate::from_metagraph(hotkey, mg, None)
+            .map_err(|verdict| RenterError::NotAllocatable { hotkey: hotkey.to_owned(), verdict })?
+            .target;
+        let ip = if details.ip.is_empty() { target.ip.clone() } else { details.ip.clone() };
+        container_action(&self.dendrite, &target, &details.regkey, action, &ip, details.port, observe).await?;
+        Ok(())
     }
 
     /// Makes the database and the miners agree: releases interrupted allocations, retries

@@ -3,11 +3,11 @@
 //! makes the recorded decision on every case, with the recorded 200 bodies (an allocation's
 //! encrypted credentials compared after decryption).
 
-use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use bittensor::axon::{Axon, ManualClock};
+use bittensor::axon::Axon;
 use bittensor::keys::{AccountId, Signature};
+use bittensor::Clock;
 use bittensor::SynapseHeader;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -108,7 +108,7 @@ fn strip_process_time(mut v: Value) -> Value {
 async fn our_axon_makes_the_recorded_decision_on_every_case() {
     let all = cases("http-bt9.0.0");
     let replay_axon = {
-        let clock = Arc::new(ManualClock::new(0));
+        let clock = Clock::manual_ns(0);
         (test_axon(key("axon_hotkey"), Behaviour::default()).clock(clock.clone()), clock)
     };
     let mut checked = 0;
@@ -119,10 +119,10 @@ async fn our_axon_makes_the_recorded_decision_on_every_case() {
             continue;
         };
         let behaviour = Behaviour { fail: c.name == "forward_exception_500", ..Behaviour::default() };
-        let clock = Arc::new(ManualClock::new(clock_at(expected)));
+        let clock = Clock::manual_ns(clock_at(expected));
         let fresh;
         let axon = if c.name.starts_with("replay_") {
-            replay_axon.1.set(clock_at(expected));
+            replay_axon.1.set_ns(clock_at(expected));
             &replay_axon.0
         } else {
             fresh = test_axon(key("axon_hotkey"), behaviour).clock(clock);

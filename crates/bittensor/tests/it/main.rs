@@ -4,10 +4,12 @@
 mod chain;
 mod devnet;
 mod extrinsic;
+mod fuzz;
 mod golden_chain;
 mod golden_http;
 mod golden_parsing;
 mod golden_wallet;
+mod hostile;
 mod live;
 mod malformed;
 mod real_runtime;

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bittensor::axon::{AxonConfig, ManualClock};
+use bittensor::axon::AxonConfig;
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::synapse::EMPTY_BODY_HASH;
+use bittensor::Clock;
 use bittensor::Keypair;
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -35,7 +36,7 @@ fn signed(dendrite: &Keypair, axon: &Keypair, nonce: u64, uuid: &str) -> http::R
 #[tokio::test]
 async fn replayed_and_stale_requests_are_refused() {
     let now = 1_800_000_000_000_000_000u64;
-    let clock = Arc::new(ManualClock::new(now));
+    let clock = Clock::manual_ns(now);
     let axon_key = key("axon_hotkey");
     let axon = test_axon(axon_key.clone(), Behaviour::default()).clock(clock.clone());
     let d = key("dendrite_hotkey");
@@ -62,7 +63,7 @@ async fn replayed_and_stale_requests_are_refused() {
 #[tokio::test]
 async fn concurrent_copies_of_one_request_pass_once() {
     let now = 1_800_000_000_000_000_000u64;
-    let clock = Arc::new(ManualClock::new(now));
+    let clock = Clock::manual_ns(now);
     let axon_key = key("axon_hotkey");
     let axon = Arc::new(test_axon(axon_key.clone(), Behaviour::default()).clock(clock));
     let req = signed(&key("dendrite_hotkey"), &axon_key, now, "race");
@@ -83,6 +84,7 @@ async fn concurrent_copies_of_one_request_pass_once() {
 #[tokio::test]
 async fn oversized_bodies_header_floods_and_garbage_get_answers() {
     let kp = key("axon_hotkey");
+    let kp_for_sig = kp.clone();
     let id = kp.account_id();
     let cfg = AxonConfig { bind: "127.0.0.1:0".parse().expect("addr"), max_body_bytes: 4096, ..AxonConfig::default() };
     let h = test_axon(kp, Behaviour::default()).spawn(cfg).await.expect("spawn");
@@ -102,7 +104,18 @@ async fn oversized_bodies_header_floods_and_garbage_get_answers() {
         "POST /Specs HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{big}",
         big.len()
     );
-    assert!(exchange(addr, req.into_bytes()).await.starts_with("HTTP/1.1 413"), "oversized body");
+    // An unsigned request is refused on its headers; its body is never read.
+    assert!(exchange(addr, req.into_bytes()).await.starts_with("HTTP/1.1 401"), "unsigned oversized body");
+    // A verified caller's oversized body gets 413.
+    let now = Clock::system().now_ns();
+    let signed_big = signed(&key("dendrite_hotkey"), &kp_for_sig, now, "big");
+    let mut raw = format!("POST /Specs HTTP/1.1\r\nhost: a\r\ncontent-length: {}\r\n", big.len());
+    for (k, v) in signed_big.headers() {
+        raw.push_str(&format!("{k}: {}\r\n", v.to_str().expect("ascii")));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(&big);
+    assert!(exchange(addr, raw.into_bytes()).await.starts_with("HTTP/1.1 413"), "oversized body");
 
     let mut flood = String::from("POST /Specs HTTP/1.1\r\nhost: a\r\n");
     for i in 0..200 {

@@ -81,6 +81,57 @@ pub struct RunArgs {
     /// How often the metagraph (who may call) is refreshed.
     #[arg(long = "metagraph-refresh", value_parser = parse_duration, default_value = "2m")]
     pub metagraph_refresh: Duration,
+    /// Largest request body, for every synapse (BYTES) or one (SYNAPSE=BYTES, e.g.
+    /// Allocate=32KiB); repeatable [default: 16KiB]
+    #[arg(long = "axon.max_body", visible_alias = "axon-max-body", value_name = "[SYNAPSE=]BYTES", value_parser = parse_body_limit)]
+    pub max_body: Vec<(Option<String>, usize)>,
+    /// Connections one address (an IPv6 /64) may hold open at once.
+    #[arg(long = "axon.max_connections_per_ip", visible_alias = "axon-max-connections-per-ip", default_value_t = 128)]
+    pub max_connections_per_ip: usize,
+}
+
+/// Lifts the soft open-file limit to the hard one: the axon admits up to `max_connections`
+/// (1,024) connections, and the common soft default of 1,024 would make accept() fail first.
+fn raise_open_file_limit(wanted: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if now.is_some_and(|n| n < wanted as u64) {
+        tracing::warn!(
+            limit = now,
+            wanted,
+            "the open-file limit is below what the axon's connection cap needs; raise it (ulimit -n, LimitNOFILE=)"
+        );
+    }
+}
+
+/// `BYTES` or `SYNAPSE=BYTES`, bytes as a number with an optional `KiB`/`MiB` suffix.
+fn parse_body_limit(s: &str) -> Result<(Option<String>, usize), String> {
+    let (name, size) = match s.split_once('=') {
+        Some((n, v)) if !n.trim().is_empty() => (Some(n.trim().to_owned()), v.trim()),
+        Some(_) => return Err(format!("'{s}': the synapse name before '=' is empty")),
+        None => (None, s.trim()),
+    };
+    let lower = size.to_ascii_lowercase();
+    let (digits, unit) = if let Some(d) = lower.strip_suffix("kib").or_else(|| lower.strip_suffix('k')) {
+        (d, 1024)
+    } else if let Some(d) = lower.strip_suffix("mib").or_else(|| lower.strip_suffix('m')) {
+        (d, 1024 * 1024)
+    } else {
+        (lower.as_str(), 1)
+    };
+    let n: usize =
+        digits.trim().parse().map_err(|_| format!("'{size}' is not a size in bytes (e.g. 16384 or 16KiB)"))?;
+    match n.checked_mul(unit) {
+        Some(0) | None => Err(format!("'{size}': a body limit must be between 1 byte and what the machine can hold")),
+        Some(b) => Ok((name, b)),
+    }
 }
 
 impl MinerCommand {
@@ -92,6 +143,23 @@ impl MinerCommand {
 }
 
 impl RunArgs {
+    fn axon_config(&self) -> AxonConfig {
+        let mut cfg = AxonConfig {
+            bind: (self.axon_ip, self.axon_port).into(),
+            max_connections_per_ip: self.max_connections_per_ip,
+            ..AxonConfig::default()
+        };
+        for (name, bytes) in &self.max_body {
+            match name {
+                Some(n) => {
+                    cfg.body_limits.insert(n.clone(), *bytes);
+                }
+                None => cfg.max_body_bytes = *bytes,
+            }
+        }
+        cfg
+    }
+
     async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let netuid = g.subtensor.netuid();
         let chain = g.subtensor.client()?;
@@ -115,6 +183,8 @@ impl RunArgs {
                 "callers below SN27's validator threshold (1024 TAO) will be served"
             );
         }
+        let axon = self.axon_config();
+        raise_open_file_limit(axon.max_connections + 256);
         let state_dir = self.state_dir.clone().unwrap_or_else(|| g.dirs.data_dir_or_here().join("miner"));
         std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
         // The local runtime holds the SSH port from the start (0: any free one, reported below).
@@ -149,7 +219,7 @@ impl RunArgs {
         let cfg = MinerConfig {
             keypair: keypair.clone(),
             netuid,
-            axon: AxonConfig { bind: (self.axon_ip, self.axon_port).into(), ..AxonConfig::default() },
+            axon,
             ssh_port,
             ssh_bind_ip: self.ssh_bind_ip,
             runtime,
@@ -193,5 +263,20 @@ impl RunArgs {
         tracing::info!("miner: shutting down (allocations keep running; the next start reconciles them)");
         handle.shutdown().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_limits_for_all_or_one_synapse() {
+        assert_eq!(parse_body_limit("16384"), Ok((None, 16384)));
+        assert_eq!(parse_body_limit("Allocate=32KiB"), Ok((Some("Allocate".into()), 32 * 1024)));
+        assert_eq!(parse_body_limit("2m"), Ok((None, 2 << 20)));
+        assert!(parse_body_limit("=5").is_err());
+        assert!(parse_body_limit("0").is_err());
+        assert!(parse_body_limit("lots").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! One module per command; `dispatch` is a one-line match.
 
 pub mod alloc;
+pub mod api;
 pub mod axon;
 pub mod balance;
 pub mod dealloc;
@@ -13,6 +14,7 @@ pub mod penalty;
 pub mod prometheus;
 pub mod query;
 pub mod reconcile;
+pub mod serve;
 pub mod serving;
 pub mod ssh;
 pub mod stake;
@@ -79,5 +81,7 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Axon(c) => c.run(g, out).await,
         Command::Prometheus(c) => c.run(g, out).await,
         Command::Stake(c) => c.run(g, out).await,
+        Command::Serve(a) => a.run(g, out).await,
+        Command::Api(c) => c.run(g, out).await,
     }
 }

@@ -9,10 +9,14 @@ mod common;
 mod harness;
 
 mod alloc_interrupt;
+mod api;
+mod api_process;
+mod api_world;
 mod cli;
 mod devnet;
 mod docker_proxy;
 mod gate;
+mod hostile;
 mod interop;
 mod interop_chain;
 mod miner;

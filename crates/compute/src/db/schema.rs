@@ -89,6 +89,66 @@ const NC_DDL: &[(&str, &str)] = &[
         )",
     ),
     (
+        "nc_api_token",
+        "CREATE TABLE IF NOT EXISTS nc_api_token (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            scope TEXT NOT NULL,
+            secret_sha256 TEXT NOT NULL UNIQUE,
+            created_ms INTEGER NOT NULL,
+            revoked_ms INTEGER
+        )",
+    ),
+    (
+        "nc_api_allocation",
+        "CREATE TABLE IF NOT EXISTS nc_api_allocation (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            hotkey TEXT,
+            state TEXT NOT NULL CHECK (state IN ('allocating', 'active', 'failed', 'releasing', 'released')),
+            request TEXT NOT NULL,
+            error TEXT,
+            credentials_shown INTEGER NOT NULL DEFAULT 0,
+            created_ms INTEGER NOT NULL,
+            updated_ms INTEGER NOT NULL
+        )",
+    ),
+    (
+        "idx_nc_api_allocation_owner",
+        "CREATE INDEX IF NOT EXISTS idx_nc_api_allocation_owner ON nc_api_allocation (owner)",
+    ),
+    (
+        "nc_allocation_health",
+        "CREATE TABLE IF NOT EXISTS nc_allocation_health (
+            hotkey TEXT PRIMARY KEY,
+            status TEXT NOT NULL CHECK (status IN ('ONLINE', 'OFFLINE')),
+            failures INTEGER NOT NULL DEFAULT 0,
+            last_check_ms INTEGER,
+            changed_ms INTEGER,
+            expiring_sent_for INTEGER
+        )",
+    ),
+    (
+        "nc_webhook_outbox",
+        "CREATE TABLE IF NOT EXISTS nc_webhook_outbox (
+            id INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL,
+            event TEXT NOT NULL,
+            url TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_ms INTEGER NOT NULL,
+            last_error TEXT,
+            created_ms INTEGER NOT NULL,
+            delivered_ms INTEGER
+        )",
+    ),
+    (
+        "idx_nc_webhook_outbox_due",
+        "CREATE INDEX IF NOT EXISTS idx_nc_webhook_outbox_due ON nc_webhook_outbox (state, next_ms)",
+    ),
+    (
         "nc_wandb_publication",
         "CREATE TABLE IF NOT EXISTS nc_wandb_publication (
             list TEXT PRIMARY KEY CHECK (list IN ('allocated', 'penalized')),

@@ -5,10 +5,15 @@
 //! answered, so a crash at any point leaves something the next start-up can reconcile: a
 //! `starting` row means "remove whatever container carries this allocation id"; a `running` row
 //! whose container is gone is cleared; containers of ours with no row are orphans and removed.
+//!
+//! The same file keeps the axon's replay state ([`SqliteReplayJournal`]): the last nonce per
+//! caller lane, so a request captured before a restart is refused after it.
 
 use std::path::Path;
 use std::sync::Mutex;
 
+use bittensor::axon::{ReplayBatch, ReplayJournal, ReplaySnapshot, SavedLane};
+use bittensor::AccountId;
 use rusqlite::{params, Connection, OptionalExtension};
 
 const SCHEMA: &str = "
@@ -21,6 +26,18 @@ CREATE TABLE IF NOT EXISTS allocation (
     started_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('starting', 'running'))
+);
+CREATE TABLE IF NOT EXISTS axon_nonces (
+    hotkey BLOB NOT NULL,
+    lane INTEGER NOT NULL,
+    nonce INTEGER NOT NULL,
+    PRIMARY KEY (hotkey, lane)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS axon_nonces_by_nonce ON axon_nonces (nonce);
+CREATE TABLE IF NOT EXISTS axon_replay_meta (
+    slot INTEGER PRIMARY KEY CHECK (slot = 1),
+    saved_at_ns INTEGER NOT NULL,
+    clean INTEGER NOT NULL
 );
 ";
 
@@ -57,20 +74,25 @@ pub struct StateStore {
     conn: Mutex<Connection>,
 }
 
+/// Opens the state file (created 0600) with the schema, `synchronous` as given.
+fn open_db(path: &Path, synchronous: &str) -> Result<Connection, StateError> {
+    let err = |source| StateError::Open { path: path.display().to_string(), source };
+    let conn = Connection::open(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    conn.pragma_update(None, "synchronous", synchronous).map_err(err)?;
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    Ok(conn)
+}
+
 impl StateStore {
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        let err = |source| StateError::Open { path: path.display().to_string(), source };
-        let conn = Connection::open(path).map_err(err)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(open_db(path, "FULL")?) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -125,6 +147,84 @@ impl StateStore {
     }
 }
 
+/// The axon's replay state in the miner's state file, on its own connection so a save never
+/// waits behind an allocation. Saves run ten times a second, so they are `synchronous=NORMAL`:
+/// durable across a crash of the miner (WAL), possibly not across a power loss.
+#[derive(Debug)]
+pub struct SqliteReplayJournal {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteReplayJournal {
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        Ok(Self { conn: Mutex::new(open_db(path, "NORMAL")?) })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Nonces are at most 30 s ahead of the clock (the axon refuses later ones), far below 2^63.
+fn sql_u64(v: u64) -> Result<i64, BoxError> {
+    i64::try_from(v).map_err(|_| format!("value {v} does not fit the replay table").into())
+}
+
+impl ReplayJournal for SqliteReplayJournal {
+    fn load(&self) -> Result<ReplaySnapshot, BoxError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stmt = conn.prepare("SELECT hotkey, lane, nonce FROM axon_nonces")?;
+        let rows = stmt.query_map([], |r| {
+            let hotkey: Vec<u8> = r.get(0)?;
+            Ok((hotkey, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        let mut lanes = Vec::new();
+        for row in rows {
+            let (hotkey, lane, nonce) = row?;
+            let (Ok(hotkey), Ok(lane), Ok(nonce)) =
+                (<[u8; 32]>::try_from(hotkey), u64::try_from(lane), u64::try_from(nonce))
+            else {
+                continue;
+            };
+            lanes.push(SavedLane { hotkey: AccountId(hotkey), lane, nonce });
+        }
+        let meta = conn
+            .query_row("SELECT saved_at_ns, clean FROM axon_replay_meta", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?))
+            })
+            .optional()?;
+        Ok(ReplaySnapshot {
+            lanes,
+            saved_at_ns: meta.map(|(at, _)| at.max(0) as u64),
+            clean: meta.is_some_and(|(_, clean)| clean),
+        })
+    }
+
+    fn save(&self, b: &ReplayBatch) -> Result<(), BoxError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction()?;
+        {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO axon_nonces (hotkey, lane, nonce) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (hotkey, lane) DO UPDATE SET nonce = excluded.nonce",
+            )?;
+            for l in &b.upserts {
+                up.execute(params![&l.hotkey.0[..], sql_u64(l.lane)?, sql_u64(l.nonce)?])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM axon_nonces WHERE hotkey = ?1 AND lane = ?2")?;
+            for (hotkey, lane) in &b.deletes {
+                del.execute(params![&hotkey.0[..], sql_u64(*lane)?])?;
+            }
+        }
+        tx.execute("DELETE FROM axon_nonces WHERE nonce <= ?1", [sql_u64(b.forget_through_ns)?])?;
+        tx.execute(
+            "INSERT INTO axon_replay_meta (slot, saved_at_ns, clean) VALUES (1, ?1, ?2) \
+             ON CONFLICT (slot) DO UPDATE SET saved_at_ns = excluded.saved_at_ns, clean = excluded.clean",
+            params![sql_u64(b.now_ns)?, b.clean],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +257,39 @@ mod tests {
         assert!(s.current().expect("read").is_some());
         s.clear("a").expect("clear");
         assert!(s.current().expect("read").is_none());
+    }
+
+    #[test]
+    fn replay_journal_round_trips_and_forgets_old_nonces() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("miner.sqlite");
+        let _alloc = StateStore::open(&path).expect("allocation state beside it");
+        let j = SqliteReplayJournal::open(&path).expect("open");
+        let empty = j.load().expect("load");
+        assert!(empty.lanes.is_empty() && empty.saved_at_ns.is_none() && !empty.clean);
+        let (a, b) = (AccountId([1; 32]), AccountId([2; 32]));
+        let lane = |hotkey, lane, nonce| SavedLane { hotkey, lane, nonce };
+        j.save(&ReplayBatch {
+            upserts: vec![lane(a, 7, 100), lane(a, 8, 300), lane(b, 7, 200), lane(b, 9, 50)],
+            deletes: vec![(b, 9)],
+            forget_through_ns: 0,
+            now_ns: 1_000,
+            clean: false,
+        })
+        .expect("save");
+        j.save(&ReplayBatch {
+            upserts: vec![lane(a, 7, 400)],
+            deletes: vec![],
+            forget_through_ns: 250,
+            now_ns: 2_000,
+            clean: true,
+        })
+        .expect("save again");
+        drop(j);
+        let snap = SqliteReplayJournal::open(&path).expect("reopen").load().expect("load");
+        let mut got: Vec<_> = snap.lanes.iter().map(|l| (l.hotkey.0[0], l.lane, l.nonce)).collect();
+        got.sort();
+        assert_eq!(got, vec![(1, 7, 400), (1, 8, 300)], "updated, deleted, forgotten below 250");
+        assert_eq!((snap.saved_at_ns, snap.clean), (Some(2_000), true));
     }
 }

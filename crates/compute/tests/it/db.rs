@@ -823,3 +823,24 @@ fn a_thousand_allocations_are_listed_in_order() {
         assert_eq!(a.key_fingerprint, Some(key_fingerprint(&key)), "row {i}");
     }
 }
+
+#[test]
+fn an_allocation_in_flight_is_not_interrupted_for_another_handle_until_its_claim_lapses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("database.db");
+    let t0 = 1_700_000_000_000;
+    let clock = bittensor::Clock::manual(t0);
+    let server = ComputeDb::open(&path).unwrap().with_clock(clock.clone());
+    let cli = ComputeDb::open(&path).unwrap().with_clock(clock.clone());
+    server.begin_allocation(MINER_HOTKEY, REGKEY, t0 + 1, false).unwrap();
+    // This process is alive: the other handle leaves it alone, its maker may release it.
+    assert!(cli.interrupted_unclaimed().unwrap().is_empty(), "another live handle is making it");
+    assert_eq!(server.interrupted_unclaimed().unwrap().len(), 1);
+    assert_eq!(cli.interrupted().unwrap().len(), 1, "interrupted() still lists every intent");
+    // Past the claim's lease it counts as interrupted for everyone.
+    clock.advance(compute::db::CLAIM_TTL + Duration::from_secs(1));
+    assert_eq!(cli.interrupted_unclaimed().unwrap().len(), 1);
+    // Committing drops the claim.
+    server.commit_allocation(MINER_HOTKEY, &details(REGKEY, "p")).unwrap();
+    assert!(cli.interrupted_unclaimed().unwrap().is_empty());
+}

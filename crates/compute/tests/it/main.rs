@@ -7,5 +7,6 @@ mod harness;
 mod allocator;
 mod db;
 mod docker;
+mod hostile;
 mod local_runtime;
 mod miner;
