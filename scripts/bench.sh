@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options of that benchmark]
+#   (devnetup and demo: RUNS=N runs per configuration instead of 3 and 5)
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
@@ -29,7 +30,8 @@
 #         time), and the real Python SDK's burned_register there (10.5.0, 9.0.0) beside 9.0.0's on
 #         the real runtime (chopsticks, Batch blocks).
 # devnetup: `nicompute devnet up --miners 4 --runtime local` from nothing, 3 runs per chain: the
-#         embedded chain, and the real runtime with chopsticks' Batch and Instant block modes.
+#         embedded chain, and the real runtime with chopsticks' batch and instant block modes: wall
+#         time of `up` (processes started, network set up, first sync) and its set-up by extrinsics.
 # demo:   `nicompute devnet demo` end to end, 5 runs per chain (embedded; the real runtime when
 #         chopsticks is installed) and runtime (local; Docker when it answers and has the image):
 #         median and max of the demo's own total, and wall time per step.
@@ -47,11 +49,11 @@ case "$what" in
   devnet) scripts/python-peers.sh && scripts/chain-runtime.sh install && exec "$bench" devnet "$@" ;;
   devnetup)
     scripts/chain-runtime.sh install
-    for mode in embedded runtime/Batch runtime/Instant; do
+    for mode in embedded runtime/batch runtime/instant; do
       chain=${mode%%/*}
       args=(--chain "$chain")
       [[ $mode == runtime/* ]] && args+=(--block-mode "${mode#*/}")
-      for _ in 1 2 3; do
+      for _ in $(seq "${RUNS:-3}"); do
         dir=$(mktemp -d)
         start=$(date +%s.%N)
         target/release/nicompute devnet up --dir "$dir" --runtime local --miners 4 "${args[@]}" --json >"$dir.json" 2>/dev/null
@@ -59,11 +61,13 @@ case "$what" in
         echo "$start $end $dir.json"
         target/release/nicompute devnet down --dir "$dir" --delete >/dev/null 2>&1
       done | python3 -c '
-import json, statistics, sys
+import json, os, statistics, sys
 walls, setups = [], []
 for line in sys.stdin:
     start, end, path = line.split()
-    doc = json.load(open(path))
+    with open(path) as f:
+        doc = json.load(f)
+    os.remove(path)
     assert doc["healthy"], doc
     walls.append(float(end) - float(start))
     s = doc["setup"]
@@ -85,7 +89,7 @@ print(f"devnet up --miners 4, {sys.argv[1]}: {len(walls)} runs, wall median {sta
         echo "demo/$chain/docker: skipped (no Docker daemon with the nicompute/sshd:bookworm image)" >&2
         continue
       fi
-      for _ in 1 2 3 4 5; do
+      for _ in $(seq "${RUNS:-5}"); do
         target/release/nicompute devnet demo --runtime "$runtime" --chain "$chain" --json 2>/dev/null
       done | python3 -c '
 import json, statistics, sys

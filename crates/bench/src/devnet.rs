@@ -102,7 +102,8 @@ pub fn run(opts: &Options) -> Result<()> {
         let opts_tx = TxOptions::default();
         let mut secs = Vec::with_capacity(opts.inclusions);
         for _ in 0..opts.inclusions {
-            let p = chain.prepare(&calls::transfer_keep_alive(&dest, RAO_PER_TAO), &cold.account_id(), &opts_tx).await?;
+            let p =
+                chain.prepare(&calls::transfer_keep_alive(&dest, RAO_PER_TAO), &cold.account_id(), &opts_tx).await?;
             secs.push(chain.submit(&p, &cold, &opts_tx).await?.seconds);
         }
         anyhow::Ok(secs)
@@ -119,7 +120,8 @@ pub fn run(opts: &Options) -> Result<()> {
     }
 
     // The SDK's burned_register on the embedded chain.
-    let embedded_fund = |who: AccountId| rt.block_on(ops::fund(&chain, &owner, &[(who, 10 * RAO_PER_TAO)])).map_err(Into::into);
+    let embedded_fund =
+        |who: AccountId| rt.block_on(ops::fund(&chain, &owner, &[(who, 10 * RAO_PER_TAO)])).map_err(Into::into);
     for version in ["10.5.0", "9.0.0"] {
         let py = opts.peers.join(format!("bt{version}/bin/python"));
         ensure!(py.exists(), "{} is missing (scripts/python-peers.sh)", py.display());
