@@ -245,6 +245,63 @@ async fn devnet_refuses_forgeries_and_follows_the_runtimes_rules() {
     node.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_transfers_and_serves_prometheus_by_extrinsics_with_the_runtimes_accounting() {
+    // Transfers move exactly the amount and charge the fee they report; keep_alive and an
+    // overdraft are refused by the runtime's names with nothing moved; serve_prometheus writes
+    // `SubtensorModule.Prometheus` and, as in Subtensor (`Pays::No`), costs an unfunded hotkey
+    // nothing.
+    let dir = tempfile::tempdir().expect("tmp");
+    let owner = fresh();
+    let node = devnet(dir.path(), &owner, Rules::default()).await;
+    let chain = Subtensor::new(&node.ws_url()).expect("client");
+    let (cold, hot, dest) = (fresh(), fresh(), fresh());
+    ops::fund(&chain, &owner, &[(cold.account_id(), 100 * RAO_PER_TAO)]).await.expect("fund");
+    let opts = TxOptions::default();
+    let send = |call: bittensor::extrinsic::Call| {
+        let (chain, cold) = (chain.clone(), cold.clone());
+        async move {
+            let p = chain.prepare(&call, &cold.account_id(), &TxOptions::default()).await?;
+            chain.submit(&p, &cold, &TxOptions::default()).await
+        }
+    };
+
+    // A transfer: the receiver gets exactly the amount, the sender pays it and the fee charged.
+    let sent = send(calls::transfer_keep_alive(&dest.account_id(), 7 * RAO_PER_TAO)).await.expect("transfer");
+    assert!(sent.events.iter().any(|e| e == "Balances.Transfer"), "{:?}", sent.events);
+    let fee = sent.fee_paid.expect("the fee is reported");
+    assert!(fee > 0);
+    assert_eq!(chain.free_balance(&dest.account_id()).await.expect("balance"), 7 * RAO_PER_TAO);
+    assert_eq!(chain.free_balance(&cold.account_id()).await.expect("balance"), 93 * RAO_PER_TAO - fee);
+    // keep_alive refuses to empty the sender; more than it has is refused too; nothing moves.
+    let before = chain.free_balance(&dest.account_id()).await.expect("balance");
+    let all = chain.free_balance(&cold.account_id()).await.expect("balance");
+    let r = send(calls::transfer_keep_alive(&dest.account_id(), all - fee)).await;
+    assert!(matches!(&r, Err(TxError::Refused { failure, .. }) if failure.name == "Token::NotExpendable"), "{r:?}");
+    let r = send(calls::transfer_keep_alive(&dest.account_id(), 1_000 * RAO_PER_TAO)).await;
+    assert!(matches!(&r, Err(TxError::Refused { failure, .. }) if failure.name == "Token::FundsUnavailable"), "{r:?}");
+    assert_eq!(chain.free_balance(&dest.account_id()).await.expect("balance"), before, "a refusal moves nothing");
+
+    // serve_prometheus by a registered hotkey lands in SubtensorModule.Prometheus, as on finney.
+    ops::register(&chain, &cold, &hot.account_id(), 27).await.expect("register");
+    let p = chain
+        .prepare(&calls::serve_prometheus(27, 221, "127.0.0.5".parse().expect("ip"), 7091), &hot.account_id(), &opts)
+        .await
+        .expect("prepare");
+    // Serving is `Pays::No` in Subtensor: an unfunded hotkey serves, and pays nothing.
+    let served = chain.submit(&p, &hot, &opts).await.expect("served");
+    assert_eq!(served.events, ["SubtensorModule.PrometheusServed", "System.ExtrinsicSuccess"]);
+    assert_eq!(served.fee_paid, None, "no fee for serving");
+    assert_eq!(chain.free_balance(&hot.account_id()).await.expect("balance"), 0);
+    let e = chain.endpoints_of(27, &hot.account_id()).await.expect("read").expect("registered");
+    assert_eq!(
+        (e.prometheus.ip, e.prometheus.port, e.prometheus.version),
+        (u128::from(u32::from(std::net::Ipv4Addr::new(127, 0, 0, 5))), 7091, 221)
+    );
+    assert_eq!(e.axon.ip, 0, "the axon is untouched");
+    node.shutdown().await;
+}
+
 fn scale_value_bytes(b: &[u8]) -> scale_value::Value {
     scale_value::Value::from_bytes(b)
 }

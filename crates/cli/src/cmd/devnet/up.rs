@@ -507,3 +507,31 @@ fn restrict(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_auto_says_which_it_chose_and_why_and_runtime_without_chopsticks_is_a_usage_error() {
+        // A directory with no chopsticks: auto falls back to the embedded chain and says why;
+        // asking for the runtime is the user's fault, with what to do.
+        let empty = tempfile::tempdir().expect("tmp");
+        let (kind, why) = choose_chain(ChainChoice::Auto, Some(empty.path())).expect("auto");
+        assert_eq!(kind, ChainKind::Embedded);
+        assert!(why.starts_with("embedded, because") && why.contains("scripts/chain-runtime.sh install"), "{why}");
+        let e = choose_chain(ChainChoice::Runtime, Some(empty.path())).expect_err("no chopsticks");
+        assert!(e.0.starts_with("--chain runtime: ") && e.0.contains("scripts/chain-runtime.sh install"), "{}", e.0);
+        assert_eq!(choose_chain(ChainChoice::Embedded, Some(empty.path())).expect("embedded").0, ChainKind::Embedded);
+        // This checkout: where chopsticks and Node.js are installed, auto takes the real runtime.
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (kind, why) = choose_chain(ChainChoice::Auto, Some(&checkout)).expect("auto");
+        match ChopsticksConfig::in_project(&checkout).installed() {
+            Ok(()) => assert_eq!(
+                (kind, why.as_str()),
+                (ChainKind::Runtime, "the real runtime, because Node.js and chopsticks are installed")
+            ),
+            Err(missing) => assert!(kind == ChainKind::Embedded && why.contains(&missing), "{why}"),
+        }
+    }
+}
