@@ -18,7 +18,7 @@ pub mod setup;
 pub mod status;
 pub mod up;
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
@@ -51,14 +51,24 @@ pub struct DirArg {
 
 impl DirArg {
     /// `--dir`, else the `[devnet] dir` of the config file in use, else the data directory's.
+    /// `.` components are dropped (the config file `up` writes says `dir = "."`, and
+    /// `down --delete` cannot remove a path that ends in `.`).
     pub fn resolve(&self, g: &GlobalOpts) -> anyhow::Result<PathBuf> {
-        if let Some(d) = &self.dir {
-            return Ok(d.clone());
-        }
-        if let Some(d) = g.given.file().and_then(crate::config::ConfigFile::devnet_dir) {
-            return Ok(d);
-        }
-        Ok(g.dirs.data_dir_or_here().join("devnet"))
+        let dir = match (&self.dir, g.given.file().and_then(crate::config::ConfigFile::devnet_dir)) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => d,
+            (None, None) => g.dirs.data_dir_or_here().join("devnet"),
+        };
+        Ok(without_dots(&dir))
+    }
+}
+
+fn without_dots(p: &Path) -> PathBuf {
+    let out: PathBuf = p.components().filter(|c| !matches!(c, Component::CurDir)).collect();
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
     }
 }
 
@@ -72,5 +82,18 @@ impl DevnetCommand {
             DevnetCommand::Chain(a) => a.run(g, out).await,
             DevnetCommand::Fund(a) => a.run(g, out).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devnet_dirs_lose_their_dot_components() {
+        assert_eq!(without_dots(Path::new("/tmp/x/net/.")), PathBuf::from("/tmp/x/net"));
+        assert_eq!(without_dots(Path::new("./a/./b")), PathBuf::from("a/b"));
+        assert_eq!(without_dots(Path::new(".")), PathBuf::from("."));
+        assert_eq!(without_dots(Path::new("../up")), PathBuf::from("../up"));
     }
 }
