@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options of that benchmark]
+#   (devnetup and demo: RUNS=N runs per configuration instead of 3 and 5)
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
@@ -25,8 +26,15 @@
 # api:    `nicompute serve`: GET /v1/resources over 1,024 miners (server on CPU 0, load on CPU 1,
 #         32 connections, 10 s), an allocation through the API vs `nicompute a` (devnet, one local
 #         miner, 10 runs each), webhook latency from the event's request to the receiver.
-# demo:   `nicompute devnet demo` end to end, 5 runs per runtime (local; Docker when it answers
-#         and has the image): median and max of the demo's own total, and wall time per run.
+# devnet: the embedded devnet chain: submission to inclusion of a signed extrinsic (12 s block
+#         time), and the real Python SDK's burned_register there (10.5.0, 9.0.0) beside 9.0.0's on
+#         the real runtime (chopsticks, Batch blocks).
+# devnetup: `nicompute devnet up --miners 4 --runtime local` from nothing, 3 runs per chain: the
+#         embedded chain, and the real runtime with chopsticks' batch and instant block modes: wall
+#         time of `up` (processes started, network set up, first sync) and its set-up by extrinsics.
+# demo:   `nicompute devnet demo` end to end, 5 runs per chain (embedded; the real runtime when
+#         chopsticks is installed) and runtime (local; Docker when it answers and has the image):
+#         median and max of the demo's own total, and wall time per step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -38,18 +46,51 @@ case "$what" in
   decode) exec "$bench" decode "$@" ;;
   chain) exec "$bench" chain "$@" ;;
   chainwrite) scripts/python-peers.sh && scripts/chain-runtime.sh install && exec "$bench" chainwrite "$@" ;;
+  devnet) scripts/python-peers.sh && scripts/chain-runtime.sh install && exec "$bench" devnet "$@" ;;
+  devnetup)
+    scripts/chain-runtime.sh install
+    for mode in embedded runtime/batch runtime/instant; do
+      chain=${mode%%/*}
+      args=(--chain "$chain")
+      [[ $mode == runtime/* ]] && args+=(--block-mode "${mode#*/}")
+      for _ in $(seq "${RUNS:-3}"); do
+        dir=$(mktemp -d)
+        start=$(date +%s.%N)
+        target/release/nicompute devnet up --dir "$dir" --runtime local --miners 4 "${args[@]}" --json >"$dir.json" 2>/dev/null
+        end=$(date +%s.%N)
+        echo "$start $end $dir.json"
+        target/release/nicompute devnet down --dir "$dir" --delete >/dev/null 2>&1
+      done | python3 -c '
+import json, os, statistics, sys
+walls, setups = [], []
+for line in sys.stdin:
+    start, end, path = line.split()
+    with open(path) as f:
+        doc = json.load(f)
+    os.remove(path)
+    assert doc["healthy"], doc
+    walls.append(float(end) - float(start))
+    s = doc["setup"]
+    setups.append(s["fund"] + s["register"] + s["stake"] + s["permit"])
+print(f"devnet up --miners 4, {sys.argv[1]}: {len(walls)} runs, wall median {statistics.median(walls):.2f} s, max {max(walls):.2f} s; "
+      f"of which the set-up by extrinsics median {statistics.median(setups):.2f} s")
+' "$mode"
+    done
+    ;;
   miner) exec "$bench" miner "$@" ;;
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   wandb) exec "$bench" wandb "$@" ;;
   api) exec "$bench" api "$@" ;;
   demo)
+    scripts/chain-runtime.sh install || echo "demo/runtime: chopsticks could not be installed; the real runtime's demo will fail" >&2
+    for chain in embedded runtime; do
     for runtime in local docker; do
       if [[ $runtime == docker ]] && ! docker image inspect nicompute/sshd:bookworm >/dev/null 2>&1; then
-        echo "demo/docker: skipped (no Docker daemon with the nicompute/sshd:bookworm image)" >&2
+        echo "demo/$chain/docker: skipped (no Docker daemon with the nicompute/sshd:bookworm image)" >&2
         continue
       fi
-      for _ in 1 2 3 4 5; do
-        target/release/nicompute devnet demo --runtime "$runtime" --json 2>/dev/null
+      for _ in $(seq "${RUNS:-5}"); do
+        target/release/nicompute devnet demo --runtime "$runtime" --chain "$chain" --json 2>/dev/null
       done | python3 -c '
 import json, statistics, sys
 dec, text, runs = json.JSONDecoder(), sys.stdin.read(), []
@@ -80,7 +121,8 @@ for r in runs:
 print(f"demo/{sys.argv[1]}: {len(runs)} runs, all ok: {ok}; total median {statistics.median(secs):.2f} s, max {secs[-1]:.2f} s")
 for name, v in steps.items():
     print(f"  {name[:60]:<60} median {statistics.median(v)*1000:7.0f} ms")
-' "$runtime"
+' "$chain/$runtime"
+    done
     done
     ;;
   all)
@@ -94,6 +136,7 @@ for name, v in steps.items():
     "$bench" api
     scripts/chain-runtime.sh install
     "$bench" chainwrite
+    "$bench" devnet
     ;;
-  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
 esac

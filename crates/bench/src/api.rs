@@ -304,24 +304,26 @@ fn webhooks(rt: &tokio::runtime::Runtime, bin: &Path, dir: &Path, wallets: &Path
 }
 
 fn allocation(rt: &tokio::runtime::Runtime, bin: &Path, dir: &Path, opts: &Options) -> Result<()> {
+    let owner = Keypair::generate(12)?;
     let cfg = DevnetConfig {
         bind: "127.0.0.1:0".parse()?,
         block_time: Duration::from_secs(1),
-        ..DevnetConfig::new(dir.join("chain"))
+        ..DevnetConfig::new(dir.join("chain"), owner.account_id())
     };
     let node = rt.block_on(devnet::spawn(cfg))?;
     let ws = node.ws_url();
     let chain = Subtensor::new(&ws)?;
     let renter = Keypair::generate(12)?;
     let miner = Keypair::generate(12)?;
-    let cold = Keypair::generate(12)?.account_id();
+    let cold = Keypair::generate(12)?;
     let wallets = dir.join("devnet-wallets");
     Wallet::new(&wallets, "bench", "default").write_hotkey(&renter)?;
     Wallet::new(&wallets, "miner", "default").write_hotkey(&miner)?;
     rt.block_on(async {
-        ops::register(&chain, &renter, &cold, 27).await?;
-        ops::set_stake(&chain, &renter, 27, 5_000_000_000_000, 0).await?;
-        ops::register(&chain, &miner, &cold, 27).await?;
+        ops::fund(&chain, &owner, &[(cold.account_id(), 10_000_000_000_000)]).await?;
+        ops::register(&chain, &cold, &renter.account_id(), 27).await?;
+        ops::stake_to(&chain, &cold, &renter.account_id(), 27, 5_000_000_000_000).await?;
+        ops::register(&chain, &cold, &miner.account_id(), 27).await?;
         anyhow::Ok(())
     })?;
     let state = dir.join("miner-state");

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use bittensor::devnet::{self, ops, DevnetConfig};
+use bittensor::subtensor::calls::RAO_PER_TAO;
 use bittensor::subtensor::Subtensor;
 use bittensor::Keypair;
 
@@ -12,18 +13,20 @@ pub fn run(neurons: usize, iterations: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let dir = tempfile_dir()?;
-        let cfg = DevnetConfig { bind: "127.0.0.1:0".parse()?, ..DevnetConfig::new(&dir) };
+        let owner = Keypair::generate(12)?;
+        let cfg = DevnetConfig { bind: "127.0.0.1:0".parse()?, ..DevnetConfig::new(&dir, owner.account_id()) };
         let node = devnet::spawn(cfg).await?;
         let setup = Subtensor::new(&node.ws_url())?;
-        let cold = Keypair::generate(12)?.account_id();
+        let cold = Keypair::generate(12)?;
+        ops::fund(&setup, &owner, &[(cold.account_id(), 1_000_000 * RAO_PER_TAO)]).await?;
         eprintln!("bench: registering {neurons} neurons on the devnet");
         let t = Instant::now();
         for i in 0..neurons {
             let k = Keypair::generate(12)?;
-            ops::register(&setup, &k, &cold, 27).await?;
+            ops::register(&setup, &cold, &k.account_id(), 27).await?;
             ops::serve_axon(&setup, &k, 27, "127.0.0.1".parse()?, 10_000 + i as u16, 9_000_000).await?;
             if i % 16 == 0 {
-                ops::set_stake(&setup, &k, 27, 2_000_000_000_000, 0).await?;
+                ops::stake_to(&setup, &cold, &k.account_id(), 27, 2_000_000_000_000).await?;
             }
         }
         eprintln!("bench: set up in {:.1} s", t.elapsed().as_secs_f64());

@@ -19,6 +19,7 @@ mod axon;
 mod chain;
 mod chainwrite;
 mod decode;
+mod devnet;
 mod miner;
 mod renter;
 mod wandb;
@@ -157,6 +158,25 @@ enum Cmd {
         #[arg(long)]
         no_python: bool,
     },
+    /// The embedded devnet chain: inclusion latency, and the real SDK's burned_register there
+    /// beside the real runtime's.
+    Devnet {
+        /// Extrinsics timed for inclusion.
+        #[arg(long, default_value_t = 200)]
+        inclusions: usize,
+        /// SDK registrations per chain and SDK version (one fresh wallet each).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Directory with the Python peer venvs (bt9.0.0/, bt10.5.0/).
+        #[arg(long, default_value = "target/python-peers")]
+        peers: PathBuf,
+        /// Skip the Python SDK.
+        #[arg(long)]
+        no_python: bool,
+        /// Skip the real runtime.
+        #[arg(long)]
+        no_runtime: bool,
+    },
     /// Serve our axon with a trivial Specs handler; prints `READY <port>`; stops on stdin EOF.
     /// By default as the miner configures it (caller policy, priority, replay journal).
     ServeAxon {
@@ -194,6 +214,9 @@ fn main() -> Result<()> {
         Cmd::Wandb { runs, iterations, stats_uids } => wandb::run(&wandb::Options { runs, iterations, stats_uids }),
         Cmd::Chainwrite { runs, balance_runs, peers, no_python } => {
             chainwrite::run(&chainwrite::Options { runs, balance_runs, peers, no_python })
+        }
+        Cmd::Devnet { inclusions, runs, peers, no_python, no_runtime } => {
+            devnet::run(&devnet::Options { inclusions, runs, peers, no_python, no_runtime })
         }
         Cmd::ServeAxon { port, bare } => serve_axon(port, bare),
         Cmd::Attack { addr, axon_hotkey, kind } => attack::run(addr, &axon_hotkey, kind),

@@ -75,10 +75,11 @@ pub fn run(allocations: usize, runtime: Runtime) -> Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let dir = tempfile::Builder::new().prefix("nicompute-bench-miner-").tempdir()?;
+    let owner = Keypair::generate(12)?;
     let cfg = DevnetConfig {
         bind: "127.0.0.1:0".parse()?,
         block_time: Duration::from_secs(1),
-        ..DevnetConfig::new(dir.path().join("chain"))
+        ..DevnetConfig::new(dir.path().join("chain"), owner.account_id())
     };
     let node = rt.block_on(devnet::spawn(cfg))?;
     let mut bench = Bench {
@@ -86,6 +87,7 @@ pub fn run(allocations: usize, runtime: Runtime) -> Result<()> {
         dir: dir.path().to_owned(),
         runtime,
         node: Some(node),
+        owner,
         miner: None,
         allocation_ids: BTreeSet::new(),
     };
@@ -102,6 +104,8 @@ struct Bench {
     dir: PathBuf,
     runtime: Runtime,
     node: Option<DevnetHandle>,
+    /// The devnet's owner (sudo) key: it funds the coldkey.
+    owner: Keypair,
     miner: Option<Child>,
     /// Allocation ids the miner made for us: the containers cleanup may remove.
     allocation_ids: BTreeSet<String>,
@@ -122,13 +126,14 @@ impl Bench {
         let chain = Subtensor::new(&ws_url)?;
         let miner_key = Keypair::generate(12)?;
         let validator = Keypair::generate(12)?;
-        let coldkey = Keypair::generate(12)?.account_id();
+        let coldkey = Keypair::generate(12)?;
         let wallet_dir = self.dir.join("wallets");
         Wallet::new(&wallet_dir, WALLET, HOTKEY).write_hotkey(&miner_key)?;
         self.rt.block_on(async {
-            ops::register(&chain, &miner_key, &coldkey, NETUID).await?;
-            ops::register(&chain, &validator, &coldkey, NETUID).await?;
-            ops::set_stake(&chain, &validator, NETUID, 5_000_000_000_000, 0).await?;
+            ops::fund(&chain, &self.owner, &[(coldkey.account_id(), 10_000_000_000_000)]).await?;
+            ops::register(&chain, &coldkey, &miner_key.account_id(), NETUID).await?;
+            ops::register(&chain, &coldkey, &validator.account_id(), NETUID).await?;
+            ops::stake_to(&chain, &coldkey, &validator.account_id(), NETUID, 5_000_000_000_000).await?;
             anyhow::Ok(())
         })?;
 

@@ -102,10 +102,11 @@ pub fn run(opts: &Options) -> Result<()> {
     let mut rows = Vec::new();
     if !opts.lists_only {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let owner = Keypair::generate(12)?;
         let cfg = DevnetConfig {
             bind: "127.0.0.1:0".parse()?,
             block_time: Duration::from_secs(1),
-            ..DevnetConfig::new(dir.path().join("chain"))
+            ..DevnetConfig::new(dir.path().join("chain"), owner.account_id())
         };
         let node = rt.block_on(devnet::spawn(cfg))?;
         let mut net = Net {
@@ -113,6 +114,7 @@ pub fn run(opts: &Options) -> Result<()> {
             dir: dir.path().to_owned(),
             bin: bin.clone(),
             node: Some(node),
+            owner,
             miners: Vec::new(),
             holes: Vec::new(),
             stop_holes: Arc::new(AtomicBool::new(false)),
@@ -162,6 +164,8 @@ struct Net {
     dir: PathBuf,
     bin: PathBuf,
     node: Option<DevnetHandle>,
+    /// The devnet's owner (sudo) key: it funds the coldkey.
+    owner: Keypair,
     /// The live miners' processes, by index into the miners list.
     miners: Vec<(usize, Child)>,
     holes: Vec<JoinHandle<()>>,
@@ -184,7 +188,7 @@ impl Net {
         let ws_url = node.ws_url();
         let chain = Subtensor::new(&ws_url)?;
         let renter = Keypair::generate(12)?;
-        let coldkey = Keypair::generate(12)?.account_id();
+        let coldkey = Keypair::generate(12)?;
         Wallet::new(self.wallets(), "renter", "default").write_hotkey(&renter)?;
 
         // The renter first, staked, so every miner's first metagraph already knows it.
@@ -204,10 +208,11 @@ impl Net {
         // The live ones first (the order the database and the Python query see them in).
         miners.rotate_left(BLACK_HOLES + DEAD);
         self.rt.block_on(async {
-            ops::register(&chain, &renter, &coldkey, NETUID).await?;
-            ops::set_stake(&chain, &renter, NETUID, 5_000_000_000_000, 0).await?;
+            ops::fund(&chain, &self.owner, &[(coldkey.account_id(), 100_000_000_000_000)]).await?;
+            ops::register(&chain, &coldkey, &renter.account_id(), NETUID).await?;
+            ops::stake_to(&chain, &coldkey, &renter.account_id(), NETUID, 5_000_000_000_000).await?;
             for m in &miners {
-                ops::register(&chain, &m.key, &coldkey, NETUID).await?;
+                ops::register(&chain, &coldkey, &m.key.account_id(), NETUID).await?;
                 // Live miners publish their own axon when they start.
                 if m.kind != Kind::Live {
                     ops::serve_axon(&chain, &m.key, NETUID, "127.0.0.1".parse()?, m.port, 9_000_000).await?;

@@ -55,6 +55,33 @@ impl ChopsticksConfig {
         }
     }
 
+    /// The project root above `start` (or `start` itself) that holds chopsticks' installation and
+    /// the chain spec: where `scripts/chain-runtime.sh install` put them.
+    pub fn find_root(start: &Path) -> Option<PathBuf> {
+        start
+            .ancestors()
+            .find(|dir| Self::in_project(dir).script.is_file() && Self::in_project(dir).genesis.is_file())
+            .map(Path::to_path_buf)
+    }
+
+    /// chopsticks' command line (after the `node` executable) for `port` and a slot-aligned
+    /// `timestamp_ms`.
+    pub fn args(&self, port: u16, timestamp_ms: u64) -> Vec<String> {
+        vec![
+            self.script.display().to_string(),
+            "--genesis".into(),
+            self.genesis.display().to_string(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--build-block-mode".into(),
+            self.block_mode.clone(),
+            "--timestamp".into(),
+            timestamp_ms.to_string(),
+        ]
+    }
+
     /// Whether the installation is there (the script exists and `node` runs).
     pub fn installed(&self) -> Result<(), String> {
         if !self.script.is_file() {
@@ -85,6 +112,8 @@ pub enum ChopsticksError {
     Start { seconds: f64, log: String },
     #[error("funding accounts with dev_setStorage: {0}")]
     Fund(String),
+    #[error("chopsticks' dev_newBlock: {0}")]
+    NewBlock(String),
 }
 
 /// A running chopsticks; killed on drop.
@@ -108,12 +137,7 @@ impl Chopsticks {
         cfg.installed().map_err(ChopsticksError::NotInstalled)?;
         let started = Instant::now();
         let mut child = Command::new(&cfg.node)
-            .arg(&cfg.script)
-            .arg("--genesis")
-            .arg(&cfg.genesis)
-            .args(["--host", "127.0.0.1", "--port", &cfg.port.to_string()])
-            .args(["--build-block-mode", &cfg.block_mode])
-            .args(["--timestamp", &slot_aligned_now_ms().to_string()])
+            .args(cfg.args(cfg.port, slot_aligned_now_ms()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -195,18 +219,35 @@ fn listening_port(line: &str) -> Option<u16> {
     rest[..url_end].rsplit(':').next()?.trim().parse().ok()
 }
 
-/// Sets the free balance of each account (rao) with `dev_setStorage`, then builds a block so the
-/// change is visible at the best block.
+/// Sets the free balance of each account (rao) with `dev_setStorage`, raises
+/// `Balances.TotalIssuance` by as much (the runtime refuses to withdraw — stake, burn — more than
+/// the issuance it knows of), then builds a block so the change is visible at the best block.
 pub async fn fund(chain: &Subtensor, accounts: &[(AccountId, u128)]) -> Result<(), ChopsticksError> {
+    let fail = |e: crate::subtensor::ChainError| ChopsticksError::Fund(e.to_string());
+    let issuance = chain.storage_value("Balances", "TotalIssuance", &[], None).await.map_err(fail)?;
+    let issuance = issuance.as_ref().and_then(crate::extrinsic::call::value_u128).unwrap_or(0);
+    let added: u128 = accounts.iter().map(|(_, rao)| *rao).sum();
     let entries: Vec<Value> = accounts
         .iter()
         .map(|(a, rao)| json!([[a.to_ss58()], {"providers": 1, "data": {"free": rao.to_string()}}]))
         .collect();
+    let storage = json!({
+        "System": {"Account": entries},
+        "Balances": {"TotalIssuance": issuance.saturating_add(added).to_string()},
+    });
+    chain.request("dev_setStorage", json!([storage])).await.map_err(fail)?;
+    chain.request("dev_newBlock", json!([])).await.map_err(fail)?;
+    Ok(())
+}
+
+/// Builds one block at height `number` (chopsticks' `unsafeBlockHeight`): the chain skips the
+/// blocks between, as if they had passed empty — how a devnet reaches a subnet's next epoch
+/// without building a hundred blocks at half a second each.
+pub async fn jump_to(chain: &Subtensor, number: u64) -> Result<(), ChopsticksError> {
     chain
-        .request("dev_setStorage", json!([{"System": {"Account": entries}}]))
+        .request("dev_newBlock", json!([{"unsafeBlockHeight": number}]))
         .await
-        .map_err(|e| ChopsticksError::Fund(e.to_string()))?;
-    chain.request("dev_newBlock", json!([])).await.map_err(|e| ChopsticksError::Fund(e.to_string()))?;
+        .map_err(|e| ChopsticksError::NewBlock(e.to_string()))?;
     Ok(())
 }
 

@@ -1,35 +1,37 @@
-//! The devnet chain's state in SQLite: subnets' neurons (keys, stake, axon), and the last nonce
-//! of each signer. Every change is one immediate transaction, so concurrent registrations get
-//! distinct uids and a failed request changes nothing.
+//! The embedded chain's database in SQLite: its blocks (header fields and extrinsics) and its
+//! storage as raw Substrate key/value pairs, versioned by block, so a read at any recent block
+//! hash sees the state as that block left it — what `state_getStorage [key, hash]` means on a
+//! node. A block and every storage change it made are written in one transaction; nothing else
+//! writes. History older than [`KEEP_BLOCKS`] is pruned, as on a pruning node.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use parity_scale_codec::{Decode, Encode};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::keys::AccountId;
+/// How many recent blocks keep their state and bodies (a pruning node keeps a few thousand).
+pub const KEEP_BLOCKS: u64 = 4096;
+/// The schema this code writes; an older devnet directory is refused with what to do.
+const SCHEMA_VERSION: &str = "2";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS neurons (
-    netuid INTEGER NOT NULL,
-    uid INTEGER NOT NULL,
-    hotkey BLOB NOT NULL,
-    coldkey BLOB NOT NULL,
-    alpha_stake INTEGER NOT NULL DEFAULT 0,
-    tao_stake INTEGER NOT NULL DEFAULT 0,
-    axon_block INTEGER NOT NULL DEFAULT 0,
-    axon_version INTEGER NOT NULL DEFAULT 0,
-    axon_ip TEXT NOT NULL DEFAULT '0',
-    axon_port INTEGER NOT NULL DEFAULT 0,
-    axon_ip_type INTEGER NOT NULL DEFAULT 0,
-    axon_protocol INTEGER NOT NULL DEFAULT 0,
-    registered_block INTEGER NOT NULL,
-    last_update INTEGER NOT NULL,
-    PRIMARY KEY (netuid, uid),
-    UNIQUE (netuid, hotkey)
+CREATE TABLE IF NOT EXISTS blocks (
+    number INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    parent BLOB NOT NULL,
+    state_root BLOB NOT NULL,
+    extrinsics_root BLOB NOT NULL,
+    extrinsics BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS signer_nonces (hotkey BLOB PRIMARY KEY, nonce INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS storage (
+    key BLOB NOT NULL,
+    block INTEGER NOT NULL,
+    value BLOB,
+    PRIMARY KEY (key, block)
+) WITHOUT ROWID;
 ";
 
 /// Failures of the store.
@@ -40,52 +42,72 @@ pub enum StoreError {
     Open { path: String, source: rusqlite::Error },
     #[error("devnet database: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("{0}")]
-    Refused(String),
+    #[error(
+        "the devnet chain in {path} was made by an older nicompute (its state is not Substrate storage); \
+         remove that directory (or `nicompute devnet down --delete`) and start again"
+    )]
+    Outdated { path: String },
+    #[error("devnet database: {0}")]
+    Corrupt(String),
 }
 
-/// One neuron row.
+/// One stored block.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NeuronRow {
-    pub netuid: u16,
-    pub uid: u16,
-    pub hotkey: AccountId,
-    pub coldkey: AccountId,
-    pub alpha_stake: u64,
-    pub tao_stake: u64,
-    pub axon_block: u64,
-    pub axon_version: u32,
-    pub axon_ip: u128,
-    pub axon_port: u16,
-    pub axon_ip_type: u8,
-    pub axon_protocol: u8,
-    pub registered_block: u64,
-    pub last_update: u64,
+pub struct BlockRow {
+    pub number: u64,
+    pub hash: [u8; 32],
+    pub parent: [u8; 32],
+    pub state_root: [u8; 32],
+    pub extrinsics_root: [u8; 32],
+    /// Each extrinsic's encoded bytes (with its length prefix), in order.
+    pub extrinsics: Vec<Vec<u8>>,
 }
 
-/// An axon to serve.
-#[derive(Debug, Clone, Copy)]
-pub struct AxonUpdate {
-    pub version: u32,
-    pub ip: u128,
-    pub port: u16,
-    pub ip_type: u8,
-    pub protocol: u8,
+impl BlockRow {
+    /// The SCALE header: parent, `Compact<u32>` number, state root, extrinsics root, digest (empty).
+    pub fn header_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(100);
+        out.extend_from_slice(&self.parent);
+        parity_scale_codec::Compact(self.number as u32).encode_to(&mut out);
+        out.extend_from_slice(&self.state_root);
+        out.extend_from_slice(&self.extrinsics_root);
+        Vec::<u8>::new().encode_to(&mut out); // digest: no logs
+        out
+    }
 }
+
+/// Raw storage changes: key → new value (`None` removes it).
+pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
 }
 
-/// Largest number of neurons a devnet subnet holds.
-pub const MAX_UIDS: u16 = 4096;
+fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
+    <[u8; 32]>::try_from(v.as_slice())
+        .map_err(|_| rusqlite::Error::InvalidColumnType(0, "hash".into(), rusqlite::types::Type::Blob))
+}
 
-fn account(bytes: Vec<u8>) -> rusqlite::Result<AccountId> {
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| rusqlite::Error::InvalidColumnType(0, "account".into(), rusqlite::types::Type::Blob))?;
-    Ok(AccountId(arr))
+/// A block row with its body still encoded.
+struct RawBlock {
+    number: u64,
+    hash: [u8; 32],
+    parent: [u8; 32],
+    state_root: [u8; 32],
+    extrinsics_root: [u8; 32],
+    body: Vec<u8>,
+}
+
+fn row_to_block(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawBlock> {
+    Ok(RawBlock {
+        number: r.get::<_, i64>(0)? as u64,
+        hash: hash32(r.get(1)?)?,
+        parent: hash32(r.get(2)?)?,
+        state_root: hash32(r.get(3)?)?,
+        extrinsics_root: hash32(r.get(4)?)?,
+        body: r.get(5)?,
+    })
 }
 
 impl Store {
@@ -95,7 +117,18 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+        let old: bool = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'neurons'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(open_err)?
+            > 0;
+        if old {
+            return Err(StoreError::Outdated { path: path.display().to_string() });
+        }
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
+            .map_err(open_err)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -107,178 +140,113 @@ impl Store {
         Ok(self.lock().query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
     }
 
-    /// Sets `key` only if absent; returns the stored value.
-    pub fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    fn block_where(&self, clause: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Option<BlockRow>, StoreError> {
         let conn = self.lock();
-        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [key, value])?;
-        Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
-    }
-
-    /// Checks and advances a signer's nonce inside the same transaction as the change it guards.
-    fn take_nonce(tx: &rusqlite::Transaction<'_>, hotkey: &AccountId, nonce: u64) -> Result<(), StoreError> {
-        // SQLite integers are i64; a larger nonce would wrap negative and pass every check.
-        let nonce_sql = i64::try_from(nonce).map_err(|_| {
-            StoreError::Refused(format!("nonce {nonce} is above 2^63 - 1; devnet nonces are nanosecond timestamps"))
-        })?;
-        let last: Option<i64> = tx
-            .query_row("SELECT nonce FROM signer_nonces WHERE hotkey = ?1", [&hotkey.0[..]], |r| r.get(0))
-            .optional()?;
-        if let Some(last) = last {
-            if nonce_sql <= last {
-                return Err(StoreError::Refused(format!(
-                    "nonce {nonce} is not newer than {last}, the last one used by {hotkey} (a replayed request?)"
-                )));
-            }
-        }
-        tx.execute(
-            "INSERT INTO signer_nonces (hotkey, nonce) VALUES (?1, ?2) ON CONFLICT(hotkey) DO UPDATE SET nonce = ?2",
-            params![&hotkey.0[..], nonce_sql],
-        )?;
-        Ok(())
-    }
-
-    /// Registers a hotkey on a subnet (creating the subnet on first use). Registering an already
-    /// registered hotkey returns its uid (`true` = newly registered).
-    pub fn register(
-        &self,
-        netuid: u16,
-        hotkey: &AccountId,
-        coldkey: &AccountId,
-        nonce: u64,
-        block: u64,
-    ) -> Result<(u16, bool), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::take_nonce(&tx, hotkey, nonce)?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT uid FROM neurons WHERE netuid = ?1 AND hotkey = ?2",
-                params![netuid, &hotkey.0[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(uid) = existing {
-            tx.commit()?;
-            return Ok((uid as u16, false));
-        }
-        let n: i64 = tx.query_row("SELECT COUNT(*) FROM neurons WHERE netuid = ?1", [netuid], |r| r.get(0))?;
-        if n >= i64::from(MAX_UIDS) {
-            return Err(StoreError::Refused(format!("subnet {netuid} is full ({MAX_UIDS} neurons)")));
-        }
-        tx.execute(
-            "INSERT INTO neurons (netuid, uid, hotkey, coldkey, registered_block, last_update) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-            params![netuid, n, &hotkey.0[..], &coldkey.0[..], block as i64],
-        )?;
-        tx.commit()?;
-        Ok((n as u16, true))
-    }
-
-    fn update_registered(
-        &self,
-        netuid: u16,
-        hotkey: &AccountId,
-        nonce: u64,
-        sql: &str,
-        values: &[&dyn rusqlite::ToSql],
-    ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::take_nonce(&tx, hotkey, nonce)?;
-        let mut all: Vec<&dyn rusqlite::ToSql> = values.to_vec();
-        let netuid_i = i64::from(netuid);
-        let hk = &hotkey.0[..];
-        all.push(&netuid_i);
-        all.push(&hk);
-        let changed = tx.execute(sql, all.as_slice())?;
-        if changed == 0 {
-            return Err(StoreError::Refused(format!("hotkey {hotkey} is not registered on subnet {netuid}")));
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn set_stake(
-        &self,
-        netuid: u16,
-        hotkey: &AccountId,
-        alpha: u64,
-        tao: u64,
-        nonce: u64,
-    ) -> Result<(), StoreError> {
-        let (a, t) = (alpha as i64, tao as i64);
-        if a < 0 || t < 0 {
-            return Err(StoreError::Refused("stake too large".into()));
-        }
-        self.update_registered(
-            netuid,
-            hotkey,
-            nonce,
-            "UPDATE neurons SET alpha_stake = ?1, tao_stake = ?2 WHERE netuid = ?3 AND hotkey = ?4",
-            &[&a, &t],
-        )
-    }
-
-    pub fn serve_axon(
-        &self,
-        netuid: u16,
-        hotkey: &AccountId,
-        axon: AxonUpdate,
-        nonce: u64,
-        block: u64,
-    ) -> Result<(), StoreError> {
-        let (b, v, ip, port, ty, proto) = (
-            block as i64,
-            i64::from(axon.version),
-            axon.ip.to_string(),
-            i64::from(axon.port),
-            i64::from(axon.ip_type),
-            i64::from(axon.protocol),
+        let sql = format!(
+            "SELECT number, hash, parent, state_root, extrinsics_root, extrinsics FROM blocks WHERE {clause} LIMIT 1"
         );
-        self.update_registered(
-            netuid,
-            hotkey,
-            nonce,
-            "UPDATE neurons SET axon_block = ?1, axon_version = ?2, axon_ip = ?3, axon_port = ?4, axon_ip_type = ?5, \
-             axon_protocol = ?6, last_update = ?1 WHERE netuid = ?7 AND hotkey = ?8",
-            &[&b, &v, &ip, &port, &ty, &proto],
-        )
+        let row = conn.query_row(&sql, args, row_to_block).optional()?;
+        row.map(|b| {
+            let extrinsics = Vec::<Vec<u8>>::decode(&mut &b.body[..])
+                .map_err(|e| StoreError::Corrupt(format!("the body of block {} does not decode: {e}", b.number)))?;
+            Ok(BlockRow {
+                number: b.number,
+                hash: b.hash,
+                parent: b.parent,
+                state_root: b.state_root,
+                extrinsics_root: b.extrinsics_root,
+                extrinsics,
+            })
+        })
+        .transpose()
     }
 
-    /// A subnet's neurons in uid order (empty when the subnet does not exist).
-    pub fn neurons(&self, netuid: u16) -> Result<Vec<NeuronRow>, StoreError> {
+    /// The best (highest) block.
+    pub fn best(&self) -> Result<Option<BlockRow>, StoreError> {
+        self.block_where("number = (SELECT MAX(number) FROM blocks)", &[])
+    }
+
+    pub fn block_by_number(&self, n: u64) -> Result<Option<BlockRow>, StoreError> {
+        self.block_where("number = ?1", &[&(n as i64)])
+    }
+
+    pub fn block_by_hash(&self, hash: &[u8; 32]) -> Result<Option<BlockRow>, StoreError> {
+        self.block_where("hash = ?1", &[&hash.as_slice()])
+    }
+
+    /// The value at `key` as block `at` left it.
+    pub fn read(&self, key: &[u8], at: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT value FROM storage WHERE key = ?1 AND block <= ?2 ORDER BY block DESC LIMIT 1")?;
+        let v: Option<Option<Vec<u8>>> = stmt.query_row(params![key, at as i64], |r| r.get(0)).optional()?;
+        Ok(v.flatten())
+    }
+
+    /// Up to `count` keys starting with `prefix` and after `start` (exclusive), in order, that
+    /// hold a value at block `at`.
+    pub fn keys(&self, prefix: &[u8], count: u32, start: Option<&[u8]>, at: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT netuid, uid, hotkey, coldkey, alpha_stake, tao_stake, axon_block, axon_version, axon_ip, axon_port, \
-             axon_ip_type, axon_protocol, registered_block, last_update FROM neurons WHERE netuid = ?1 ORDER BY uid",
+            "SELECT s.key FROM storage s WHERE s.key >= ?1 AND s.key > ?2 AND substr(s.key, 1, ?3) = ?1 \
+             AND s.block = (SELECT MAX(block) FROM storage WHERE key = s.key AND block <= ?4) \
+             AND s.value IS NOT NULL ORDER BY s.key LIMIT ?5",
         )?;
-        let rows = stmt.query_map([netuid], |r| {
-            let ip: String = r.get(8)?;
-            Ok(NeuronRow {
-                netuid: r.get(0)?,
-                uid: r.get(1)?,
-                hotkey: account(r.get(2)?)?,
-                coldkey: account(r.get(3)?)?,
-                alpha_stake: r.get::<_, i64>(4)? as u64,
-                tao_stake: r.get::<_, i64>(5)? as u64,
-                axon_block: r.get::<_, i64>(6)? as u64,
-                axon_version: r.get::<_, i64>(7)? as u32,
-                axon_ip: ip.parse().unwrap_or(0),
-                axon_port: r.get(9)?,
-                axon_ip_type: r.get(10)?,
-                axon_protocol: r.get(11)?,
-                registered_block: r.get::<_, i64>(12)? as u64,
-                last_update: r.get::<_, i64>(13)? as u64,
-            })
+        let start = start.unwrap_or(&[]);
+        let rows = stmt.query_map(params![prefix, start, prefix.len() as i64, at as i64, i64::from(count)], |r| {
+            r.get::<_, Vec<u8>>(0)
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// (netuid, number of neurons) for every subnet.
-    pub fn subnets(&self) -> Result<Vec<(u16, u32)>, StoreError> {
+    /// Writes a block and the storage changes it made, in one transaction.
+    pub fn commit_block(&self, block: &BlockRow, changes: &Changes) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO blocks (number, hash, parent, state_root, extrinsics_root, extrinsics) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                block.number as i64,
+                &block.hash[..],
+                &block.parent[..],
+                &block.state_root[..],
+                &block.extrinsics_root[..],
+                block.extrinsics.encode()
+            ],
+        )?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO storage (key, block, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(key, block) DO UPDATE SET value = ?3",
+            )?;
+            for (k, v) in changes {
+                put.execute(params![k, block.number as i64, v])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets the state and bodies of blocks older than `best - KEEP_BLOCKS` (block 0 stays:
+    /// clients ask for the genesis hash).
+    pub fn prune(&self, best: u64) -> Result<(), StoreError> {
+        let Some(keep) = best.checked_sub(KEEP_BLOCKS) else { return Ok(()) };
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT netuid, COUNT(*) FROM neurons GROUP BY netuid ORDER BY netuid")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        conn.execute(
+            "DELETE FROM storage WHERE block < ?1 AND EXISTS (SELECT 1 FROM storage n WHERE n.key = storage.key \
+             AND n.block > storage.block AND n.block <= ?1)",
+            [keep as i64],
+        )?;
+        conn.execute("DELETE FROM blocks WHERE number > 0 AND number < ?1", [keep as i64])?;
+        Ok(())
     }
 }
 
@@ -286,16 +254,36 @@ impl Store {
 mod tests {
     use super::*;
 
+    fn block(n: u64) -> BlockRow {
+        BlockRow {
+            number: n,
+            hash: [n as u8; 32],
+            parent: [n.saturating_sub(1) as u8; 32],
+            state_root: [0; 32],
+            extrinsics_root: [0; 32],
+            extrinsics: vec![vec![4, 1, 2, 3]],
+        }
+    }
+
     #[test]
-    fn nonces_above_i64_are_refused_and_do_not_reset_the_sequence() {
+    fn reads_see_the_state_as_each_block_left_it() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&dir.path().join("chain.sqlite")).expect("open");
-        let (hotkey, coldkey) = (AccountId([1; 32]), AccountId([2; 32]));
-        store.register(27, &hotkey, &coldkey, 1_000, 1).expect("register");
-        // u64::MAX as i64 is -1: it used to pass and store -1, after which any nonce passed.
-        let err = store.register(27, &hotkey, &coldkey, u64::MAX, 1).expect_err("refused");
-        assert!(matches!(err, StoreError::Refused(ref m) if m.contains("2^63")), "{err}");
-        assert!(matches!(store.register(27, &hotkey, &coldkey, 999, 1), Err(StoreError::Refused(_))), "replay");
-        store.register(27, &hotkey, &coldkey, 1_001, 1).expect("next nonce");
+        let s = Store::open(&dir.path().join("c.sqlite")).expect("open");
+        let mut c = Changes::new();
+        c.insert(b"ab1".to_vec(), Some(b"one".to_vec()));
+        c.insert(b"ab2".to_vec(), Some(b"two".to_vec()));
+        s.commit_block(&block(0), &c).expect("0");
+        let mut c = Changes::new();
+        c.insert(b"ab1".to_vec(), Some(b"uno".to_vec()));
+        c.insert(b"ab2".to_vec(), None);
+        s.commit_block(&block(1), &c).expect("1");
+        assert_eq!(s.read(b"ab1", 0).expect("r"), Some(b"one".to_vec()));
+        assert_eq!(s.read(b"ab1", 1).expect("r"), Some(b"uno".to_vec()));
+        assert_eq!(s.read(b"ab2", 1).expect("r"), None);
+        assert_eq!(s.keys(b"ab", 10, None, 0).expect("k"), vec![b"ab1".to_vec(), b"ab2".to_vec()]);
+        assert_eq!(s.keys(b"ab", 10, None, 1).expect("k"), vec![b"ab1".to_vec()]);
+        assert_eq!(s.keys(b"ab", 10, Some(b"ab1"), 0).expect("k"), vec![b"ab2".to_vec()]);
+        assert_eq!(s.best().expect("best").expect("some").number, 1);
+        assert_eq!(s.block_by_hash(&[0; 32]).expect("by hash").expect("some").extrinsics, vec![vec![4, 1, 2, 3]]);
     }
 }

@@ -33,6 +33,15 @@ pub fn key(md: &Metadata, pallet: &str, item: &str, keys: &[Value]) -> Result<Ve
     Ok(out)
 }
 
+/// The prefix every key of `pallet.item` starts with: `twox128(pallet) ‖ twox128(item)`.
+pub fn prefix(md: &Metadata, pallet: &str, item: &str) -> Result<Vec<u8>, ExtrinsicError> {
+    let (p, entry) = md.storage(pallet, item)?;
+    let mut out = Vec::with_capacity(32);
+    out.extend_from_slice(&sp_crypto_hashing::twox_128(p.storage_prefix.as_bytes()));
+    out.extend_from_slice(&sp_crypto_hashing::twox_128(entry.name.as_bytes()));
+    Ok(out)
+}
+
 /// The type of each key part: the key type itself for one hasher, the tuple's fields otherwise.
 fn key_part_types(md: &Metadata, entry: &StorageEntry) -> Result<Vec<u32>, ExtrinsicError> {
     let Some(key_ty) = entry.key_ty else { return Ok(Vec::new()) };

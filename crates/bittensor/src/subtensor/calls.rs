@@ -136,6 +136,25 @@ impl Subtensor {
         }
     }
 
+    /// A number item of `SubtensorModule` keyed by netuid (`Tempo`, `SubnetMechanism`,
+    /// `MaxRegistrationsPerBlock`, …): its value or default, `None` where the runtime has no such item.
+    pub async fn subnet_number(&self, item: &str, netuid: u16) -> Result<Option<u128>, ChainError> {
+        let md = self.runtime().await?.metadata;
+        if md.storage("SubtensorModule", item).is_err() {
+            return Ok(None);
+        }
+        self.storage_u128("SubtensorModule", item, &[Value::u128(netuid.into())]).await
+    }
+
+    /// `TaoWeight` (how much root stake counts on a subnet, as a fraction of `u64::MAX`): one
+    /// value on later runtimes, a map by netuid on spec 218.
+    pub async fn tao_weight(&self, netuid: u16) -> Result<u128, ChainError> {
+        let md = self.runtime().await?.metadata;
+        let keyed = md.storage("SubtensorModule", "TaoWeight")?.1.hashers.len() == 1;
+        let keys = if keyed { vec![Value::u128(netuid.into())] } else { Vec::new() };
+        Ok(self.storage_u128("SubtensorModule", "TaoWeight", &keys).await?.unwrap_or(0))
+    }
+
     /// The free balance of `account` in rao (`System.Account.data.free`, what the SDK's
     /// `get_balance` returns).
     pub async fn free_balance(&self, account_id: &AccountId) -> Result<u128, ChainError> {

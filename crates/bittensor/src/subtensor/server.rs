@@ -1,6 +1,10 @@
 //! A JSON-RPC 2.0 server answering over HTTP POST and WebSocket on one port, as a polkadot-sdk
 //! node does. The devnet chain serves its methods through it; tests serve recorded traffic
-//! through it. Methods are a handler function; this module owns only the protocol.
+//! through it. Methods are a handler function; this module owns only the protocol, including
+//! subscriptions on a WebSocket (`author_submitAndWatchExtrinsic`, `chain_subscribeNewHeads`):
+//! a handler answers with a [`Subscription`], the server sends the subscription id first and
+//! then every item as a notification, and ends it on the unsubscribe method or when the
+//! connection closes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,11 +38,17 @@ pub const SERVER_ERROR: i64 = -32000;
 pub struct RpcFault {
     pub code: i64,
     pub message: String,
+    /// The error object's `data` (a node says why a transaction is invalid there).
+    pub data: Option<Value>,
 }
 
 impl RpcFault {
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), data: None }
+    }
+    pub fn with_data(mut self, data: impl Into<Value>) -> Self {
+        self.data = Some(data.into());
+        self
     }
     pub fn method_not_found(method: &str) -> Self {
         Self::new(METHOD_NOT_FOUND, format!("Method not found: {method}"))
@@ -52,6 +62,42 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Answers one method call.
 pub type Handler = Arc<dyn Fn(String, Value) -> BoxFuture<Result<Value, RpcFault>> + Send + Sync>;
+
+/// A subscription a method opened: the server answers the call with a fresh id, then sends each
+/// item as `{"method": notification, "params": {"subscription": id, "result": item}}`.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The notification's method name (`author_extrinsicUpdate`, `chain_newHead`).
+    pub notification: &'static str,
+    /// The method that ends it (`author_unwatchExtrinsic`, `chain_unsubscribeNewHeads`).
+    pub unsubscribe: &'static str,
+    pub items: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+/// What a [`Service`] answers: a value, or a subscription (WebSocket only).
+#[derive(Debug)]
+pub enum Reply {
+    Value(Value),
+    Subscription(Subscription),
+}
+
+impl From<Value> for Reply {
+    fn from(v: Value) -> Self {
+        Reply::Value(v)
+    }
+}
+
+/// Answers one method call, possibly with a subscription. The flag says whether the call came
+/// over a WebSocket (HTTP cannot carry subscriptions).
+pub type Service = Arc<dyn Fn(String, Value, bool) -> BoxFuture<Result<Reply, RpcFault>> + Send + Sync>;
+
+/// A plain handler as a service.
+pub fn service(handler: Handler) -> Service {
+    Arc::new(move |method, params, _ws| {
+        let fut = handler(method, params);
+        Box::pin(async move { fut.await.map(Reply::Value) })
+    })
+}
 
 /// A handler answering from recorded traffic: `entries` are `{"request": {...}, "response":
 /// {...}}` objects (the shape of the fixtures' `rpc_transcript.json`), matched on method and
@@ -125,14 +171,24 @@ impl Drop for ServerHandle {
 
 /// Binds `addr` and serves `handler` until the handle is dropped or shut down.
 pub async fn spawn(addr: SocketAddr, handler: Handler) -> std::io::Result<ServerHandle> {
+    spawn_service(addr, service(handler)).await
+}
+
+/// Binds `addr` and serves `handler`, subscriptions included.
+pub async fn spawn_service(addr: SocketAddr, handler: Service) -> std::io::Result<ServerHandle> {
     let listener = TcpListener::bind(addr).await?;
+    serve_listener(listener, handler)
+}
+
+/// Serves `handler` on a listener the caller bound (port 0 handed over, never re-bound).
+pub fn serve_listener(listener: TcpListener, handler: Service) -> std::io::Result<ServerHandle> {
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(accept_loop(listener, handler, stop_rx));
     Ok(ServerHandle { addr, stop, task: Some(task) })
 }
 
-async fn accept_loop(listener: TcpListener, handler: Handler, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, handler: Service, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -173,7 +229,7 @@ fn plain(status: http::StatusCode, body: Value) -> http::Response<Full<Bytes>> {
 
 async fn serve_request(
     req: http::Request<hyper::body::Incoming>,
-    handler: Handler,
+    handler: Service,
     stop: watch::Receiver<bool>,
 ) -> http::Response<Full<Bytes>> {
     let is_ws = req
@@ -211,18 +267,31 @@ async fn serve_request(
         Ok(b) => b.to_bytes(),
         Err(_) => return plain(http::StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "request too large"})),
     };
-    match handle_text(&body, &handler).await {
+    match handle_text(&body, &handler, None).await {
         Some(v) => plain(http::StatusCode::OK, v),
         None => plain(http::StatusCode::OK, Value::Null),
     }
 }
 
-async fn serve_ws<S>(ws: tokio_tungstenite::WebSocketStream<S>, handler: Handler, mut stop: watch::Receiver<bool>)
+/// The subscriptions open on one WebSocket connection: id → (unsubscribe method, forwarder).
+type OpenSubs = Arc<std::sync::Mutex<std::collections::HashMap<String, (&'static str, tokio::task::JoinHandle<()>)>>>;
+
+/// What a WebSocket call needs to open subscriptions: where messages go and what is open.
+#[derive(Clone)]
+struct WsSession {
+    tx: tokio::sync::mpsc::UnboundedSender<Message>,
+    subs: OpenSubs,
+}
+
+static NEXT_SUB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+async fn serve_ws<S>(ws: tokio_tungstenite::WebSocketStream<S>, handler: Service, mut stop: watch::Receiver<bool>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let subs: OpenSubs = Arc::default();
     let writer = tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             if sink.send(m).await.is_err() {
@@ -246,19 +315,22 @@ where
             Some(Ok(_)) => continue,
         };
         // Calls on one connection run concurrently; answers carry their ids.
-        let (h, tx) = (handler.clone(), tx.clone());
+        let (h, session) = (handler.clone(), WsSession { tx: tx.clone(), subs: subs.clone() });
         tokio::spawn(async move {
-            if let Some(v) = handle_text(&text, &h).await {
-                let _ = tx.send(Message::Text(v.to_string().into()));
+            if let Some(v) = handle_text(&text, &h, Some(&session)).await {
+                let _ = session.tx.send(Message::Text(v.to_string().into()));
             }
         });
+    }
+    for (_, (_, task)) in subs.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+        task.abort();
     }
     drop(tx);
     let _ = writer.await;
 }
 
 /// Handles one message (a call or a batch); `None` when nothing is to be answered.
-pub async fn handle_text(text: &[u8], handler: &Handler) -> Option<Value> {
+async fn handle_text(text: &[u8], handler: &Service, ws: Option<&WsSession>) -> Option<Value> {
     let v: Value = match serde_json::from_slice(text) {
         Ok(v) => v,
         Err(e) => return Some(error_response(Value::Null, PARSE_ERROR, &format!("Parse error: {e}"))),
@@ -270,13 +342,14 @@ pub async fn handle_text(text: &[u8], handler: &Handler) -> Option<Value> {
         Value::Array(calls) => {
             let mut out = Vec::with_capacity(calls.len());
             for c in calls {
-                if let Some(r) = handle_call(c, handler).await {
+                // Subscriptions are answered one call at a time, never inside a batch.
+                if let Some(r) = handle_call(c, handler, None).await {
                     out.push(r);
                 }
             }
             (!out.is_empty()).then_some(Value::Array(out))
         }
-        call => handle_call(call, handler).await,
+        call => handle_call(call, handler, ws).await,
     }
 }
 
@@ -284,7 +357,34 @@ fn error_response(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
-async fn handle_call(call: Value, handler: &Handler) -> Option<Value> {
+fn fault_response(id: Value, f: &RpcFault) -> Value {
+    let mut v = error_response(id, f.code, &f.message);
+    if let Some(d) = &f.data {
+        v["error"]["data"] = d.clone();
+    }
+    v
+}
+
+/// Ends a subscription of this connection if `method` is its unsubscribe method.
+fn unsubscribe(ws: &WsSession, method: &str, params: &Value) -> Option<bool> {
+    let id = match params.get(0)? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let mut subs = ws.subs.lock().unwrap_or_else(|e| e.into_inner());
+    match subs.get(&id) {
+        Some((m, _)) if *m == method => {
+            if let Some((_, task)) = subs.remove(&id) {
+                task.abort();
+            }
+            Some(true)
+        }
+        _ => None,
+    }
+}
+
+async fn handle_call(call: Value, handler: &Service, ws: Option<&WsSession>) -> Option<Value> {
     let Value::Object(mut obj) = call else {
         return Some(error_response(Value::Null, INVALID_REQUEST, "Invalid request: not an object"));
     };
@@ -302,12 +402,38 @@ async fn handle_call(call: Value, handler: &Handler) -> Option<Value> {
         Some(p @ (Value::Array(_) | Value::Object(_))) => p,
         Some(_) => return Some(error_response(id, INVALID_PARAMS, "Invalid params: must be an array or an object")),
     };
-    let result = handler(method, params).await;
+    if let Some(done) = ws.and_then(|ws| unsubscribe(ws, &method, &params)) {
+        return Some(json!({"jsonrpc": "2.0", "id": id, "result": done}));
+    }
+    let result = handler(method, params, ws.is_some()).await;
     if is_notification {
         return None;
     }
     Some(match result {
-        Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
-        Err(f) => error_response(id, f.code, &f.message),
+        Ok(Reply::Value(r)) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
+        Ok(Reply::Subscription(sub)) => match ws {
+            None => error_response(id, METHOD_NOT_FOUND, "Subscriptions need a WebSocket connection"),
+            Some(ws) => {
+                let sub_id = format!("{:016x}", NEXT_SUB.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                // The answer is queued before the forwarder starts, so the client knows the id
+                // before its first notification.
+                let _ =
+                    ws.tx.send(Message::Text(json!({"jsonrpc": "2.0", "id": id, "result": sub_id}).to_string().into()));
+                let (tx, sid, notification) = (ws.tx.clone(), sub_id.clone(), sub.notification);
+                let mut items = sub.items;
+                let task = tokio::spawn(async move {
+                    while let Some(item) = items.recv().await {
+                        let msg = json!({"jsonrpc": "2.0", "method": notification,
+                                         "params": {"subscription": sid, "result": item}});
+                        if tx.send(Message::Text(msg.to_string().into())).is_err() {
+                            break;
+                        }
+                    }
+                });
+                ws.subs.lock().unwrap_or_else(|e| e.into_inner()).insert(sub_id, (sub.unsubscribe, task));
+                return None;
+            }
+        },
+        Err(f) => fault_response(id, &f),
     })
 }

@@ -1,14 +1,10 @@
 //! The chain client end to end: recorded finney traffic replayed over WebSocket and HTTP yields
 //! the same metagraph as decoding the bytes directly; failures give typed errors naming the
-//! endpoint; the devnet chain registers, stakes and serves with signed requests, survives a
-//! restart, and refuses forgeries and replays without changing its state.
+//! endpoint; subscriptions and the metadata cache. (The devnet chain: `devnet.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bittensor::clock::Clock;
-use bittensor::devnet::{self, ops, DevnetConfig};
-use bittensor::keys::Keypair;
 use bittensor::subtensor::decode::{decode_result, from_hex};
 use bittensor::subtensor::metagraph::{Metagraph, StakeSource};
 use bittensor::subtensor::rpc::RpcError;
@@ -166,140 +162,6 @@ async fn failures_are_typed_and_name_the_endpoint() {
         let e = chain.request("no_such_method", json!([])).await.unwrap_err();
         assert!(matches!(e, ChainError::Rpc(RpcError::Rpc { code: -32601, .. })), "{e}");
     }
-}
-
-#[tokio::test]
-async fn websocket_client_reconnects_after_the_server_restarts() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = DevnetConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..DevnetConfig::new(dir.path()) };
-    let node = devnet::spawn(cfg.clone()).await.expect("devnet");
-    let addr = node.local_addr();
-    let chain = Subtensor::new(&node.ws_url()).expect("client");
-    assert!(ops::is_devnet(&chain).await.expect("system_chain"));
-    node.shutdown().await;
-    assert!(chain.best_block().await.is_err(), "the chain is down");
-    let node = devnet::spawn(DevnetConfig { bind: addr, ..cfg }).await.expect("devnet again");
-    assert!(chain.best_block().await.is_ok(), "the same client reconnects");
-    node.shutdown().await;
-}
-
-fn fresh_keys(n: usize) -> Vec<Keypair> {
-    (0..n).map(|_| Keypair::generate(12).expect("key")).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devnet_registers_stakes_serves_and_survives_a_restart() {
-    let dir = tempfile::tempdir().expect("tmp");
-    // The chain's clock stands still until the test moves it: block numbers are exact.
-    let cfg = DevnetConfig {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        block_time: Duration::from_millis(250),
-        clock: Clock::manual(1_700_000_000_000),
-        ..DevnetConfig::new(dir.path())
-    };
-    let node = devnet::spawn(cfg.clone()).await.expect("devnet");
-    let chain = Subtensor::new(&node.ws_url()).expect("client");
-    let coldkey = Keypair::generate(12).expect("cold").account_id();
-
-    // 16 concurrent registrations: distinct uids 0..15, no lost write.
-    let keys = fresh_keys(16);
-    let mut set = tokio::task::JoinSet::new();
-    for k in keys.clone() {
-        let chain = chain.clone();
-        set.spawn(async move { ops::register(&chain, &k, &coldkey, 27).await.expect("register") });
-    }
-    let mut uids = Vec::new();
-    while let Some(u) = set.join_next().await {
-        uids.push(u.expect("task"));
-    }
-    uids.sort_unstable();
-    assert_eq!(uids, (0..16).collect::<Vec<u16>>());
-    // Registering again is idempotent.
-    let again = ops::register(&chain, &keys[3], &coldkey, 27).await.expect("again");
-    let mg = chain.metagraph(27).await.expect("metagraph");
-    assert_eq!(mg.by_hotkey(&keys[3].ss58()).map(|n| n.uid), Some(again));
-
-    ops::set_stake(&chain, &keys[0], 27, 2_000 * 1_000_000_000, 1_000 * 1_000_000_000).await.expect("stake");
-    for (i, k) in keys.iter().enumerate().skip(1) {
-        ops::serve_axon(&chain, k, 27, "127.0.0.1".parse().expect("ip"), 9000 + i as u16, 9_000_000)
-            .await
-            .expect("serve");
-    }
-
-    for url in [node.ws_url(), node.http_url()] {
-        let mg = Subtensor::new(&url).expect("client").metagraph(27).await.expect("metagraph");
-        assert_eq!(mg.neurons.len(), 16);
-        let v = mg.by_hotkey(&keys[0].ss58()).expect("validator");
-        assert!(v.validator_permit);
-        assert_eq!(v.stake_tao, 2180.0, "alpha + 0.18 × tao");
-        assert_eq!(v.alpha_stake_rao, 2_000_000_000_000);
-        assert!(!v.axon.serving);
-        let m = mg.by_hotkey(&keys[5].ss58()).expect("miner");
-        assert!(!m.validator_permit);
-        assert_eq!(m.axon.addr().as_deref(), Some("127.0.0.1:9005"));
-        assert_eq!(m.coldkey, coldkey.to_ss58());
-        let full =
-            Subtensor::new(&url).expect("client").neuron(27, m.uid, None).await.expect("neuron").expect("exists");
-        assert_eq!(full.axon_info.port, 9005);
-    }
-    let before = chain.metagraph(27).await.expect("metagraph");
-    assert_eq!(before.block, 1, "no time has passed since genesis");
-    node.shutdown().await;
-
-    cfg.clock.advance(Duration::from_secs(1));
-    let node = devnet::spawn(cfg).await.expect("restart");
-    let after = Subtensor::new(&node.ws_url()).expect("client").metagraph(27).await.expect("metagraph");
-    assert_eq!(after.neurons, before.neurons, "state survives a restart");
-    assert_eq!(after.block, before.block + 4, "block numbers continue from the stored genesis, one per 250 ms");
-    node.shutdown().await;
-}
-
-#[tokio::test]
-async fn devnet_refuses_forged_replayed_and_malformed_requests() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let node =
-        devnet::spawn(DevnetConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..DevnetConfig::new(dir.path()) })
-            .await
-            .expect("devnet");
-    let chain = Subtensor::new(&node.http_url()).expect("client");
-    let (victim, attacker) = (Keypair::generate(12).expect("k"), Keypair::generate(12).expect("k"));
-    let cold = attacker.account_id();
-
-    // Forged: claims the victim's hotkey, signed by the attacker.
-    let mut fields = serde_json::Map::new();
-    fields.insert("netuid".into(), json!(27));
-    fields.insert("hotkey".into(), json!(victim.ss58()));
-    fields.insert("coldkey".into(), json!(cold.to_ss58()));
-    fields.insert("nonce".into(), json!(1));
-    let sig = attacker.sign(devnet::signing_message("devnet_register", &fields).as_bytes());
-    fields.insert("signature".into(), json!(sig.to_hex()));
-    let e = chain.request("devnet_register", json!([Value::Object(fields.clone())])).await.unwrap_err();
-    assert!(e.to_string().contains("Invalid signature"), "{e}");
-    assert!(matches!(chain.metagraph(27).await, Err(ChainError::UnknownNetuid { .. })), "nothing was written");
-
-    // Genuine, then the identical request again (a replay).
-    let sig = victim.sign(devnet::signing_message("devnet_register", &fields).as_bytes());
-    fields.insert("signature".into(), json!(sig.to_hex()));
-    chain.request("devnet_register", json!([Value::Object(fields.clone())])).await.expect("genuine");
-    let e = chain.request("devnet_register", json!([Value::Object(fields)])).await.unwrap_err();
-    assert!(e.to_string().contains("not newer"), "{e}");
-
-    // Staking an unregistered hotkey, malformed params, unknown methods.
-    let e = ops::set_stake(&chain, &attacker, 27, 1, 0).await.unwrap_err();
-    assert!(e.to_string().contains("not registered"), "{e}");
-    let e = chain.request("devnet_serveAxon", json!([{"hotkey": "nope"}])).await.unwrap_err();
-    assert!(matches!(e, ChainError::Rpc(RpcError::Rpc { code: -32602, .. })), "{e}");
-    let e = ops::serve_axon(&chain, &victim, 27, "127.0.0.1".parse().expect("ip"), 0, 1).await.unwrap_err();
-    assert!(e.to_string().contains("port"), "{e}");
-    let e = chain.request("author_submitExtrinsic", json!(["0x00"])).await.unwrap_err();
-    assert!(matches!(e, ChainError::Rpc(RpcError::Rpc { code: -32601, .. })), "{e}");
-    let e =
-        chain.request("state_call", json!(["NeuronInfoRuntimeApi_get_neurons_lite", "01", null])).await.unwrap_err();
-    assert!(e.to_string().contains("cannot decode the arguments"), "{e}");
-
-    let mg = chain.metagraph(27).await.expect("metagraph");
-    assert_eq!(mg.neurons.len(), 1, "only the genuine registration landed");
-    node.shutdown().await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! axon round trips, malformed input, and interop with the real Python SDK.
 
 mod chain;
+mod devnet;
 mod extrinsic;
 mod fuzz;
 mod golden_chain;

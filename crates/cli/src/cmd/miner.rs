@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bittensor::axon::AxonConfig;
-use bittensor::devnet::ops;
 use clap::{Args, Subcommand, ValueEnum};
 use compute::miner::policy::PolicyConfig;
 use compute::miner::{self, MetagraphSource, MinerConfig};
@@ -165,7 +164,7 @@ impl RunArgs {
         let netuid = g.subtensor.netuid();
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
-        let devnet = ops::is_devnet(&chain).await.unwrap_or(false);
+        let devnet = bittensor::devnet::ops::is_devnet(&chain).await.unwrap_or(false);
         let dev = devnet || super::miner_publish::is_dev_chain(&chain).await;
         let external = super::miner_publish::external_ip(devnet, self.external_ip, self.axon_ip)?;
         if !dev && self.runtime == RuntimeKind::Local {
@@ -237,7 +236,7 @@ impl RunArgs {
         let axon_port = handle.axon_addr().port();
         let version = self.axon_version.unwrap_or(miner::COMPUTE_VERSION_INT as u32);
         let endpoint = bittensor::subtensor::serve::Endpoint { ip: external, port: axon_port, version };
-        let publication = super::miner_publish::publish(&chain, &keypair, netuid, devnet, endpoint, out).await;
+        let publication = super::miner_publish::publish(&chain, &keypair, netuid, endpoint, out).await;
         let doc = json!({
             "hotkey": keypair.ss58(),
             "netuid": netuid,

@@ -1,8 +1,8 @@
-//! The miner's publication of its axon at start (`miner run`), on every chain: on a nicompute
-//! devnet through its `devnet_serveAxon` (until the devnet accepts extrinsics), everywhere else
-//! with the real `serve_axon` extrinsic through `bittensor::subtensor::serve::publish` — which
-//! reads the neuron first and sends nothing when ip, port and version already match, as SN27's
-//! miner does. A refusal is explained and logged; the miner keeps serving.
+//! The miner's publication of its axon at start (`miner run`), the same on every chain — the
+//! embedded devnet, the real runtime under chopsticks, finney: the `serve_axon` extrinsic through
+//! `bittensor::subtensor::serve::publish`, which reads the neuron first and sends nothing when ip,
+//! port and version already match, as SN27's miner does. A refusal is explained and logged; the
+//! miner keeps serving.
 
 use std::net::IpAddr;
 
@@ -32,17 +32,18 @@ pub async fn is_dev_chain(chain: &Subtensor) -> bool {
 }
 
 /// The address to publish: `--axon.external_ip`, else the address the axon listens on when that
-/// is a loopback address (a local chain). Off loopback it must be given: the miner cannot know
-/// the address validators reach it at.
+/// is a loopback address, else 127.0.0.1 on the embedded devnet (which accepts it) when the axon
+/// listens on every address. Otherwise it must be given: the miner cannot know the address
+/// validators reach it at (and the real runtime refuses 127.0.0.1).
 pub fn external_ip(devnet: bool, external: Option<IpAddr>, bind: IpAddr) -> Result<IpAddr, UsageError> {
     if let Some(ip) = external {
         return Ok(ip);
     }
-    if devnet {
-        return Ok([127, 0, 0, 1].into());
-    }
     if bind.is_loopback() {
         return Ok(bind);
+    }
+    if devnet && bind.is_unspecified() {
+        return Ok([127, 0, 0, 1].into());
     }
     Err(UsageError(format!(
         "--axon.external_ip is required: the axon listens on {bind}, and the chain must publish the address validators \
@@ -51,27 +52,8 @@ pub fn external_ip(devnet: bool, external: Option<IpAddr>, bind: IpAddr) -> Resu
 }
 
 /// Publishes the axon; returns what happened, for the start document.
-pub async fn publish(
-    chain: &Subtensor,
-    keypair: &Keypair,
-    netuid: u16,
-    devnet: bool,
-    endpoint: Endpoint,
-    out: &mut Output,
-) -> Value {
+pub async fn publish(chain: &Subtensor, keypair: &Keypair, netuid: u16, endpoint: Endpoint, out: &mut Output) -> Value {
     let where_ = format!("{}:{} version {}", endpoint.ip, endpoint.port, endpoint.version);
-    if devnet {
-        return match ops::serve_axon(chain, keypair, netuid, endpoint.ip, endpoint.port, endpoint.version).await {
-            Ok(()) => {
-                tracing::info!(axon = %where_, "axon published on the devnet chain");
-                json!({"ok": true, "action": "published", "via": "devnet_serveAxon", "axon": endpoint})
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not publish the axon on the devnet chain (is the hotkey registered?)");
-                json!({"ok": false, "via": "devnet_serveAxon", "error": e.to_string()})
-            }
-        };
-    }
     match serve::publish(chain, keypair, netuid, Kind::Axon, &endpoint, &TxOptions::default()).await {
         Ok(p) => {
             match &p {

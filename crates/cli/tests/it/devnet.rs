@@ -70,25 +70,25 @@ impl Drop for Net {
 }
 
 /// Whether `pid` is a live (not zombie) process.
-fn alive(pid: u64) -> bool {
+pub fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s[s.rfind(')')? + 1..].split_whitespace().next().map(|st| st != "Z" && st != "X"))
         .unwrap_or(false)
 }
 
-fn pids(status: &Value) -> Vec<u64> {
+pub fn pids(status: &Value) -> Vec<u64> {
     let mut v: Vec<u64> =
         status["miners"].as_array().expect("miners").iter().filter_map(|m| m["pid"].as_u64()).collect();
     v.extend(status["chain_process"]["pid"].as_u64());
     v
 }
 
-fn signal(pid: u64, sig: &str) {
+pub fn signal(pid: u64, sig: &str) {
     crate::harness::signal(u32::try_from(pid).expect("pid"), sig);
 }
 
-fn wait_dead(pid: u64) {
+pub fn wait_dead(pid: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(pid) {
         assert!(Instant::now() < deadline, "process {pid} did not end");
@@ -114,11 +114,12 @@ fn ssh_hello(net: &Net, hotkey: &str) -> String {
     text(&o.stdout)
 }
 
-fn run_demo(runtime: &str) {
+/// `devnet demo` with this allocation runtime and chain, as a user runs it; checks every step.
+pub fn run_demo(runtime: &str, chain: &str) {
     let home = tempfile::tempdir().expect("tmp");
     let tmp = tempfile::tempdir().expect("tmp");
     let o = nicompute(home.path())
-        .args(["devnet", "demo", "--runtime", runtime])
+        .args(["devnet", "demo", "--runtime", runtime, "--chain", chain])
         .env("TMPDIR", tmp.path())
         .output()
         .expect("demo");
@@ -136,6 +137,7 @@ fn run_demo(runtime: &str) {
         assert!(stdout.contains(shown), "the demo did not show {shown:?}:\n{stdout}");
     }
     assert!(stdout.contains(&format!("runtime {runtime}")), "{stdout}");
+    assert!(stdout.contains(&format!("{chain} chain and 4 miners running")), "{stdout}");
     // The temporary devnet directory is gone, with every process it had.
     let left: Vec<PathBuf> = std::fs::read_dir(tmp.path()).expect("ls").map(|e| e.expect("entry").path()).collect();
     assert!(left.is_empty(), "the demo left {left:?}");
@@ -143,7 +145,7 @@ fn run_demo(runtime: &str) {
 
 #[test]
 fn demo_runs_the_main_job_with_the_local_runtime() {
-    run_demo("local");
+    run_demo("local", "embedded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,7 +153,7 @@ async fn devnet_docker_demo_runs_the_main_job_in_containers() {
     if docker().await.is_none() {
         return;
     }
-    run_demo("docker");
+    run_demo("docker", "embedded");
 }
 
 #[test]

@@ -47,19 +47,21 @@ struct World {
 async fn world() -> World {
     raise_nofile();
     let chain_dir = tempfile::tempdir().expect("tmp");
+    let owner = Keypair::generate(12).expect("k");
     let chain = devnet::spawn(DevnetConfig {
         bind: "127.0.0.1:0".parse().expect("addr"),
         block_time: Duration::from_secs(1),
-        ..DevnetConfig::new(chain_dir.keep())
+        ..DevnetConfig::new(chain_dir.keep(), owner.account_id())
     })
     .await
     .expect("devnet");
     let client = Subtensor::new(&chain.ws_url()).expect("client");
-    let cold = Keypair::generate(12).expect("k").account_id();
+    let cold = Keypair::generate(12).expect("k");
     let (miner_hotkey, validator) = (Keypair::generate(12).expect("k"), Keypair::generate(12).expect("k"));
-    ops::register(&client, &miner_hotkey, &cold, 27).await.expect("register miner");
-    ops::register(&client, &validator, &cold, 27).await.expect("register validator");
-    ops::set_stake(&client, &validator, 27, 5_000_000_000_000, 0).await.expect("stake");
+    ops::fund(&client, &owner, &[(cold.account_id(), 10_000_000_000_000)]).await.expect("fund");
+    ops::register(&client, &cold, &miner_hotkey.account_id(), 27).await.expect("register miner");
+    ops::register(&client, &cold, &validator.account_id(), 27).await.expect("register validator");
+    ops::stake_to(&client, &cold, &validator.account_id(), 27, 5_000_000_000_000).await.expect("stake");
     let wallet_dir = tempfile::tempdir().expect("tmp");
     Wallet::new(wallet_dir.path(), "miner", "default").write_hotkey(&miner_hotkey).expect("wallet");
     World {

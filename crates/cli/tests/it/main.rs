@@ -25,6 +25,7 @@ mod real_runtime;
 mod renter;
 mod renter_docker;
 mod renter_world;
+mod sdk_devnet;
 mod shell;
 mod sn27_db;
 mod snapshots;

@@ -11,9 +11,10 @@ pub use crate::harness::{count_rows, docker, json, keygen, python, text, MinerPr
 use crate::harness::{nicompute, PortLease};
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::devnet::{self, ops, DevnetConfig};
+use bittensor::subtensor::calls::RAO_PER_TAO;
 use bittensor::subtensor::Subtensor;
 use bittensor::wallet::Wallet;
-use bittensor::{AccountId, Keypair};
+use bittensor::Keypair;
 use compute::protocol::Specs;
 
 /// A registered miner hotkey (wallet `miner<i>`) and its state directory. Its ports are the
@@ -33,25 +34,28 @@ pub struct World {
     pub db_dir: tempfile::TempDir,
     pub home: tempfile::TempDir,
     pub renter: Keypair,
-    cold: AccountId,
+    /// The coldkey that owns (registered and staked) every hotkey of this world.
+    cold: Keypair,
     miners: usize,
 }
 
 impl World {
     pub async fn new() -> World {
         let chain_dir = tempfile::tempdir().expect("tmp");
+        let owner = Keypair::generate(12).expect("k");
         let chain = devnet::spawn(DevnetConfig {
             bind: "127.0.0.1:0".parse().expect("addr"),
             block_time: Duration::from_secs(1),
-            ..DevnetConfig::new(chain_dir.keep())
+            ..DevnetConfig::new(chain_dir.keep(), owner.account_id())
         })
         .await
         .expect("devnet");
         let client = Subtensor::new(&chain.ws_url()).expect("client");
-        let cold = Keypair::generate(12).expect("k").account_id();
+        let cold = Keypair::generate(12).expect("k");
         let renter = Keypair::generate(12).expect("k");
-        ops::register(&client, &renter, &cold, 27).await.expect("register renter");
-        ops::set_stake(&client, &renter, 27, 5_000_000_000_000, 0).await.expect("stake");
+        ops::fund(&client, &owner, &[(cold.account_id(), 1_000_000 * RAO_PER_TAO)]).await.expect("fund");
+        ops::register(&client, &cold, &renter.account_id(), 27).await.expect("register renter");
+        ops::stake_to(&client, &cold, &renter.account_id(), 27, 5_000_000_000_000).await.expect("stake");
         let wallets = tempfile::tempdir().expect("tmp");
         Wallet::new(wallets.path(), "renter", "default").write_hotkey(&renter).expect("wallet");
         World {
@@ -69,7 +73,7 @@ impl World {
     /// Registers a new miner hotkey on netuid 27 and writes it to a wallet of its own.
     pub async fn add_miner(&mut self) -> MinerSlot {
         let key = Keypair::generate(12).expect("k");
-        ops::register(&self.client, &key, &self.cold, 27).await.expect("register miner");
+        ops::register(&self.client, &self.cold, &key.account_id(), 27).await.expect("register miner");
         let wallet = format!("miner{}", self.miners);
         self.miners += 1;
         Wallet::new(self.wallets.path(), wallet.as_str(), "default").write_hotkey(&key).expect("wallet");

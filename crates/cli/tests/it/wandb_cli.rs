@@ -147,11 +147,13 @@ async fn list_r_and_list_p_count_only_runs_signed_by_staked_validators() {
     let chain = Subtensor::new(st["chain"].as_str().expect("ws")).expect("client");
     let staked = Keypair::generate(12).expect("k");
     let unstaked = Keypair::generate(12).expect("k");
-    let cold = Keypair::generate(12).expect("k").account_id();
+    let cold = Keypair::generate(12).expect("k");
+    let o = net.run(&["devnet", "fund", "--dir", &net.dir(), "--ss58", &cold.ss58(), "--amount", "5000"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for k in [&staked, &unstaked] {
-        ops::register(&chain, k, &cold, 27).await.expect("register");
+        ops::register(&chain, &cold, &k.account_id(), 27).await.expect("register");
     }
-    ops::set_stake(&chain, &staked, 27, 2_000_000_000_000, 0).await.expect("stake");
+    ops::stake_to(&chain, &cold, &staked.account_id(), 27, 2_000_000_000_000).await.expect("stake");
 
     let run_config = |signer: &Keypair, signature: Option<String>, allocated: &[&str], penalized: &[&str]| {
         let mut c = json!({

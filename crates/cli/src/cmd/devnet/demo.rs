@@ -17,7 +17,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::up::RuntimeChoice;
+use super::up::{ChainChoice, RuntimeChoice};
 use crate::opts::GlobalOpts;
 use crate::output::{Output, Reported};
 
@@ -33,6 +33,10 @@ pub struct DemoArgs {
     /// Where allocations run (passed to `devnet up`).
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Auto)]
     pub runtime: RuntimeChoice,
+    /// The chain (passed to `devnet up`): nicompute's embedded chain, or the real Subtensor
+    /// runtime under chopsticks.
+    #[arg(long, value_enum, default_value_t = ChainChoice::Embedded)]
+    pub chain: ChainChoice,
     /// Leave the devnet running at the end (skip `devnet down`).
     #[arg(long)]
     pub keep: bool,
@@ -230,18 +234,21 @@ impl DemoArgs {
     fn main_job(&self, d: &mut Demo<'_>, dir: &Path) -> anyhow::Result<bool> {
         let dir_s = dir.display().to_string();
         let runtime = format!("{:?}", self.runtime).to_lowercase();
-        let up = d.step(false, &["devnet", "up", "--dir", &dir_s, "--runtime", &runtime], |d, _| {
-            let v = d.query(&["devnet", "status"]).map_err(|e| e.to_string())?;
-            let n = v["miners"].as_array().map_or(0, Vec::len);
-            if v["healthy"] == true {
-                Ok(format!(
-                    "chain and {n} miners running and answering ({} runtime)",
-                    v["runtime"].as_str().unwrap_or("?")
-                ))
-            } else {
-                Err("not every process is healthy".into())
-            }
-        })?;
+        let chain = format!("{:?}", self.chain).to_lowercase();
+        let up =
+            d.step(false, &["devnet", "up", "--dir", &dir_s, "--runtime", &runtime, "--chain", &chain], |d, _| {
+                let v = d.query(&["devnet", "status"]).map_err(|e| e.to_string())?;
+                let n = v["miners"].as_array().map_or(0, Vec::len);
+                if v["healthy"] == true {
+                    Ok(format!(
+                        "{} chain and {n} miners running and answering ({} runtime)",
+                        v["chain_kind"].as_str().unwrap_or("?"),
+                        v["runtime"].as_str().unwrap_or("?")
+                    ))
+                } else {
+                    Err("not every process is healthy".into())
+                }
+            })?;
         if !up {
             return Ok(false);
         }

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 /// The file `up` keeps the network's state in.
 pub const STATE_FILE: &str = "devnet.json";
-const STATE_VERSION: u32 = 1;
+/// 2: the chain's kind, miners' own loopback addresses, a chain of real extrinsics.
+const STATE_VERSION: u32 = 2;
 
 /// Where everything of one devnet lives.
 #[derive(Debug, Clone)]
@@ -87,10 +88,33 @@ pub struct State {
     pub miners: Vec<MinerState>,
 }
 
+/// Which chain a devnet runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    /// nicompute's embedded chain (`nicompute devnet chain`).
+    Embedded,
+    /// The real Subtensor runtime under chopsticks.
+    Runtime,
+}
+
+impl std::fmt::Display for ChainKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChainKind::Embedded => "embedded",
+            ChainKind::Runtime => "runtime",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChainState {
+    pub kind: ChainKind,
     pub port: u16,
     pub block_time_ms: u64,
+    /// chopsticks' block mode (`Instant` or `Batch`) on the runtime chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_mode: Option<String>,
     pub process: Option<Proc>,
 }
 
@@ -106,6 +130,9 @@ pub struct MinerState {
     /// Also its wallet name and log name.
     pub name: String,
     pub hotkey: String,
+    /// The loopback address it binds and publishes (127.0.0.2, 127.0.0.3, …: the runtime
+    /// refuses 127.0.0.1).
+    pub ip: String,
     pub axon_port: u16,
     pub ssh_port: u16,
     /// The `--simulate-gpu` value (`none` for CPU-only).
@@ -114,12 +141,25 @@ pub struct MinerState {
 }
 
 impl State {
-    pub fn new(netuid: u16, runtime: &str, chain_port: u16, block_time: Duration, validator: ValidatorState) -> Self {
+    pub fn new(
+        netuid: u16,
+        runtime: &str,
+        chain: ChainKind,
+        chain_port: u16,
+        block_time: Duration,
+        validator: ValidatorState,
+    ) -> Self {
         Self {
             version: STATE_VERSION,
             netuid,
             runtime: runtime.to_owned(),
-            chain: ChainState { port: chain_port, block_time_ms: block_time.as_millis() as u64, process: None },
+            chain: ChainState {
+                kind: chain,
+                port: chain_port,
+                block_time_ms: block_time.as_millis() as u64,
+                block_mode: None,
+                process: None,
+            },
             validator,
             miners: Vec::new(),
         }
@@ -151,6 +191,14 @@ impl State {
 
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}", self.chain.port)
+    }
+
+    /// Where the chain's state is: the embedded chain's directory, or chopsticks' database.
+    pub fn chain_label(&self) -> String {
+        match self.chain.kind {
+            ChainKind::Embedded => "embedded devnet chain".into(),
+            ChainKind::Runtime => "the real Subtensor runtime (chopsticks)".into(),
+        }
     }
 }
 
@@ -209,8 +257,13 @@ impl Proc {
 /// Starts this binary with `args` in a process group of its own (so a Ctrl-C at the terminal
 /// that ran `up` does not reach it), stdin closed, output appended to `log`.
 pub fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<Proc> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("finding the nicompute binary")?;
+    spawn_program(&exe, args, log)
+}
+
+/// Starts `program` with `args` detached like [`spawn_detached`].
+pub fn spawn_program(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Proc> {
+    use std::os::unix::process::CommandExt;
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -220,7 +273,7 @@ pub fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<Proc> {
         .open(log)
         .with_context(|| format!("opening the log {}", log.display()))?;
     let err = out.try_clone()?;
-    let child = Command::new(exe)
+    let child = Command::new(program)
         .args(args)
         .env_remove(crate::opts::CONFIG_ENV)
         .env_remove(crate::opts::DB_ENV)
@@ -229,7 +282,7 @@ pub fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<Proc> {
         .stderr(err)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("starting `nicompute {}`", args.join(" ")))?;
+        .with_context(|| format!("starting `{} {}`", program.display(), args.join(" ")))?;
     let pid = child.id();
     // The child is not waited for: it outlives this command (init reaps it).
     drop(child);
@@ -250,16 +303,27 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?.local_addr()?.port())
 }
 
-/// Whether the chain answers as a nicompute devnet.
-pub async fn chain_healthy(ws_url: &str) -> bool {
+/// Whether the chain answers: as a nicompute devnet (embedded), or as chopsticks running the
+/// runtime (it offers `dev_setStorage`).
+pub async fn chain_healthy(ws_url: &str, kind: ChainKind) -> bool {
     let Ok(client) = Subtensor::new(ws_url) else { return false };
-    matches!(tokio::time::timeout(Duration::from_secs(2), ops::is_devnet(&client)).await, Ok(Ok(true)))
+    let check = async {
+        match kind {
+            ChainKind::Embedded => ops::is_devnet(&client).await.unwrap_or(false),
+            ChainKind::Runtime => client.request("rpc_methods", serde_json::json!([])).await.is_ok_and(|v| {
+                v.get("methods")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|m| m.iter().any(|x| x.as_str() == Some("dev_setStorage")))
+            }),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), check).await.unwrap_or(false)
 }
 
-/// Whether the miner's axon answers a signed Specs request from `caller`.
-pub async fn miner_healthy(caller: &Keypair, hotkey: &str, axon_port: u16) -> bool {
+/// Whether the miner's axon at `ip:axon_port` answers a signed Specs request from `caller`.
+pub async fn miner_healthy(caller: &Keypair, hotkey: &str, ip: &str, axon_port: u16) -> bool {
     let Ok(account) = AccountId::from_ss58(hotkey) else { return false };
-    let target = AxonTarget::new("127.0.0.1", axon_port, &account);
+    let target = AxonTarget::new(ip, axon_port, &account);
     Dendrite::new(caller.clone()).call(&target, Specs::default(), Duration::from_secs(3)).await.is_success()
 }
 

@@ -9,7 +9,7 @@ use bittensor::Keypair;
 use compute::specs::SimulatedGpu;
 use serde::Serialize;
 
-use super::net::{self, Layout, State};
+use super::net::{self, ChainKind, Layout, State};
 use super::DirArg;
 use crate::opts::GlobalOpts;
 use crate::output::{table, Output, Reported, UsageError};
@@ -20,6 +20,8 @@ pub struct StatusDoc {
     pub config: String,
     /// The chain's endpoint.
     pub chain: String,
+    /// `embedded` (nicompute's chain) or `runtime` (the real Subtensor runtime under chopsticks).
+    pub chain_kind: ChainKind,
     pub chain_process: ProcDoc,
     pub netuid: u16,
     pub runtime: String,
@@ -74,14 +76,14 @@ pub fn gpu_label(spec: &str) -> String {
 pub async fn collect(layout: &Layout, state: &State, validator: &Keypair) -> StatusDoc {
     let ws = state.ws_url();
     let chain_running = state.chain.process.is_some_and(|p| p.alive());
-    let chain_healthy = chain_running && net::chain_healthy(&ws).await;
+    let chain_healthy = chain_running && net::chain_healthy(&ws, state.chain.kind).await;
     let checks = state.miners.iter().map(|m| async move {
         let running = m.process.is_some_and(|p| p.alive());
-        let healthy = running && net::miner_healthy(validator, &m.hotkey, m.axon_port).await;
+        let healthy = running && net::miner_healthy(validator, &m.hotkey, &m.ip, m.axon_port).await;
         MinerDoc {
             name: m.name.clone(),
             hotkey: m.hotkey.clone(),
-            axon: format!("127.0.0.1:{}", m.axon_port),
+            axon: format!("{}:{}", m.ip, m.axon_port),
             ssh_port: m.ssh_port,
             runtime: state.runtime.clone(),
             gpu: m.gpu.clone(),
@@ -97,6 +99,7 @@ pub async fn collect(layout: &Layout, state: &State, validator: &Keypair) -> Sta
         dir: layout.dir.display().to_string(),
         config: layout.config().display().to_string(),
         chain: ws,
+        chain_kind: state.chain.kind,
         chain_process: ProcDoc {
             pid: state.chain.process.map(|p| p.pid),
             running: chain_running,
@@ -128,7 +131,11 @@ pub fn render(doc: &StatusDoc, o: &mut dyn Write) -> std::io::Result<()> {
     writeln!(o, "devnet in {} (netuid {}, runtime {})", doc.dir, doc.netuid, doc.runtime)?;
     let c = &doc.chain_process;
     let pid = |p: Option<u32>| p.map_or_else(|| "-".to_owned(), |p| p.to_string());
-    writeln!(o, "chain      {}  pid {}  {}", doc.chain, pid(c.pid), health(c.running, c.healthy))?;
+    let kind = match doc.chain_kind {
+        ChainKind::Embedded => "embedded chain",
+        ChainKind::Runtime => "real runtime (chopsticks)",
+    };
+    writeln!(o, "chain      {}  {kind}  pid {}  {}", doc.chain, pid(c.pid), health(c.running, c.healthy))?;
     writeln!(
         o,
         "validator  {}  (wallet {}/{} in {})",

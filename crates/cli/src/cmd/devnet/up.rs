@@ -1,22 +1,23 @@
-//! `nicompute devnet up`: makes the devnet in a directory real — chain, validator and miner
-//! wallets, registrations and stake, one miner process per simulated machine, `config.toml`,
-//! and a first `sync` — and completes it when run again: what runs is left alone, what died is
-//! restarted on the same ports with the same keys. Two `up`s never start two networks: the
+//! `nicompute devnet up`: makes the devnet in a directory real — a chain (nicompute's embedded
+//! chain, or the real Subtensor runtime under chopsticks), the validator and miner wallets, the
+//! network set up on chain with real extrinsics (`setup.rs`), one miner process per simulated
+//! machine, each on its own loopback address, `config.toml`, and a first `sync` — and completes it
+//! when run again: what runs is left alone, what died is restarted on the same ports with the
+//! same keys, and what the chain lost is sent again. Two `up`s never start two networks: the
 //! directory is locked and its state file says what exists.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bittensor::devnet::ops;
+use bittensor::chopsticks::{slot_aligned_now_ms, ChopsticksConfig};
 use bittensor::subtensor::Subtensor;
-use bittensor::wallet::{NoPassword, Wallet};
-use bittensor::Keypair;
 use clap::{Args, ValueEnum};
-use compute::specs::{SimulatedGpu, SimulatedGpuError};
 use serde::Serialize;
 
-use super::net::{self, Layout, MinerState, Proc, State, ValidatorState};
+use super::gpus::plan_gpus;
+use super::net::{self, ChainKind, Layout, MinerState, Proc, State, ValidatorState};
+use super::setup::{self, SetupTimes, HOTKEY_NAME, VALIDATOR_WALLET};
 use super::status::{self, StatusDoc};
 use super::DirArg;
 use crate::cmd::sync::{sync_specs, SyncReport};
@@ -24,12 +25,6 @@ use crate::config::ConfigFile;
 use crate::duration::parse_duration;
 use crate::opts::GlobalOpts;
 use crate::output::{Output, UsageError};
-
-/// The validator's stake: well above SN27's 1024 TAO validator threshold, so miners serve it.
-const VALIDATOR_STAKE_TAO: u64 = 10_000;
-const RAO_PER_TAO: u64 = 1_000_000_000;
-const VALIDATOR_WALLET: &str = "validator";
-const HOTKEY_NAME: &str = "default";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeChoice {
@@ -39,6 +34,26 @@ pub enum RuntimeChoice {
     Docker,
     /// An embedded SSH server per allocation on this machine; isolates nothing.
     Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChainChoice {
+    /// nicompute's embedded chain: finney's metadata, real extrinsics, starts in milliseconds.
+    Embedded,
+    /// The real Subtensor runtime (spec 218) under chopsticks (needs Node.js and
+    /// scripts/chain-runtime.sh install).
+    Runtime,
+    /// The runtime when Node.js and the installed chopsticks are present, else embedded.
+    Auto,
+}
+
+/// How chopsticks builds blocks on the runtime chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BlockMode {
+    /// A block per extrinsic, as soon as it arrives.
+    Instant,
+    /// The extrinsics that arrive together share a block.
+    Batch,
 }
 
 #[derive(Debug, Args)]
@@ -51,71 +66,23 @@ pub struct UpArgs {
     /// Where allocations run [default: auto]
     #[arg(long, value_enum)]
     pub runtime: Option<RuntimeChoice>,
+    /// The chain [default: embedded]
+    #[arg(long, value_enum)]
+    pub chain: Option<ChainChoice>,
     /// Simulated GPUs per miner, comma-separated and cycled: presets h100, a100, 4090, cpu
     /// (with xN for N cards, e.g. h100x8) or NAME:MEM_MIB[:COUNT] [default: h100,a100,4090,cpu]
     #[arg(long, value_name = "SPEC")]
     pub gpus: Option<String>,
-    /// Time per block of the devnet chain.
+    /// Time between empty blocks of the embedded chain (a transaction is included at once).
     #[arg(long = "block-time", value_parser = parse_duration, default_value = "1s")]
     pub block_time: Duration,
-}
-
-/// The default spread: one of each kind a renter asks for, and a CPU-only machine.
-pub const DEFAULT_GPUS: &str = "h100,a100,4090,cpu";
-
-/// A preset's nvidia-smi name and memory; `None` for a CPU-only machine.
-fn preset(name: &str) -> Option<Option<(&'static str, u64)>> {
-    match name.to_ascii_lowercase().as_str() {
-        "h100" => Some(Some(("NVIDIA H100 80GB HBM3", 81559))),
-        "a100" => Some(Some(("NVIDIA A100-SXM4-40GB", 40960))),
-        "4090" | "rtx4090" => Some(Some(("NVIDIA GeForce RTX 4090", 24564))),
-        "cpu" | "none" => Some(None),
-        _ => None,
-    }
-}
-
-/// One `--gpus` entry as a `--simulate-gpu` value: a preset, a preset with `xN`, or a full
-/// `NAME:MEM_MIB[:COUNT]`.
-pub fn gpu_preset(entry: &str) -> Result<SimulatedGpu, SimulatedGpuError> {
-    let entry = entry.trim();
-    let with_count = entry.rsplit_once(['x', 'X']).and_then(|(n, c)| {
-        let count = c.parse::<u32>().ok().filter(|_| c.bytes().all(|b| b.is_ascii_digit()))?;
-        Some((preset(n)?, count))
-    });
-    let (kind, count) = match (preset(entry), with_count) {
-        (Some(kind), _) => (kind, 1),
-        (None, Some((kind, count))) => (kind, count),
-        (None, None) => return entry.parse::<SimulatedGpu>(),
-    };
-    match kind {
-        None => Ok(SimulatedGpu::none()),
-        Some((model, mib)) => format!("{model}:{mib}:{count}").parse::<SimulatedGpu>(),
-    }
-}
-
-/// A `--gpus` value that names no usable machine.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum GpusError {
-    #[error(transparent)]
-    Entry(#[from] SimulatedGpuError),
-    #[error("--gpus names no machine")]
-    Empty,
-}
-
-/// `--gpus` and `--miners` to one simulated machine per miner.
-pub fn plan_gpus(spec: Option<&str>, miners: Option<u16>) -> Result<Vec<SimulatedGpu>, GpusError> {
-    let entries: Vec<SimulatedGpu> = spec
-        .unwrap_or(DEFAULT_GPUS)
-        .split(',')
-        .filter(|e| !e.trim().is_empty())
-        .map(gpu_preset)
-        .collect::<Result<_, _>>()?;
-    if entries.is_empty() {
-        return Err(GpusError::Empty);
-    }
-    let n = miners.map_or(if spec.is_some() { entries.len() } else { 4 }, usize::from);
-    Ok((0..n).map(|i| entries[i % entries.len()].clone()).collect())
+    /// How chopsticks builds blocks (--chain runtime).
+    #[arg(long = "block-mode", value_enum, default_value_t = BlockMode::Batch)]
+    pub block_mode: BlockMode,
+    /// The directory holding tools/chain-runtime (chopsticks) and tests/fixtures/chain
+    /// [default: the nicompute checkout this binary was built in, or the current directory's]
+    #[arg(long = "runtime-root", value_name = "DIR")]
+    pub runtime_root: Option<PathBuf>,
 }
 
 /// What `up` did, with the network's status.
@@ -125,7 +92,14 @@ pub struct UpDoc {
     pub status: StatusDoc,
     /// Why this runtime (for `--runtime auto`).
     pub runtime_reason: String,
+    /// Why this chain (for `--chain auto`).
+    pub chain_reason: String,
     pub started: Vec<String>,
+    /// Seconds per set-up step (all real extrinsics but the funding).
+    pub setup: SetupTimes,
+    /// Miners whose axon `up` had to publish again (the chain lost it).
+    pub republished: Vec<String>,
+    pub seconds: f64,
     pub sync: SyncOutcome,
 }
 
@@ -137,6 +111,40 @@ pub enum SyncOutcome {
     Failed(String),
 }
 
+/// chopsticks' installation: under `--runtime-root`, else above this binary or the current
+/// directory.
+pub fn find_chopsticks(root: Option<&Path>) -> Result<ChopsticksConfig, String> {
+    let root = match root {
+        Some(r) => r.to_path_buf(),
+        None => {
+            let starts = [std::env::current_exe().ok(), std::env::current_dir().ok()];
+            starts.iter().flatten().find_map(|s| ChopsticksConfig::find_root(s)).ok_or_else(|| {
+                "chopsticks is not installed in a nicompute checkout above this binary or the current directory \
+                 (scripts/chain-runtime.sh install; or give --runtime-root)"
+                    .to_owned()
+            })?
+        }
+    };
+    let cfg = ChopsticksConfig::in_project(&root);
+    cfg.installed()?;
+    Ok(cfg)
+}
+
+/// `--chain`: embedded unless asked; `auto` takes the runtime when Node.js and chopsticks are there.
+pub fn choose_chain(choice: ChainChoice, root: Option<&Path>) -> Result<(ChainKind, String), UsageError> {
+    match choice {
+        ChainChoice::Embedded => Ok((ChainKind::Embedded, "embedded (asked for)".into())),
+        ChainChoice::Runtime => match find_chopsticks(root) {
+            Ok(_) => Ok((ChainKind::Runtime, "the real runtime (asked for)".into())),
+            Err(e) => Err(UsageError(format!("--chain runtime: {e}"))),
+        },
+        ChainChoice::Auto => Ok(match find_chopsticks(root) {
+            Ok(_) => (ChainKind::Runtime, "the real runtime, because Node.js and chopsticks are installed".into()),
+            Err(e) => (ChainKind::Embedded, format!("embedded, because the real runtime is not usable: {e}")),
+        }),
+    }
+}
+
 impl UpArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let dir = self.dir.resolve(g)?;
@@ -145,59 +153,38 @@ impl UpArgs {
         restrict(&dir);
         let layout = Layout::new(dir);
         let _lock = layout.lock()?;
-        let netuid = g.subtensor.netuid();
         let existing = State::load(&layout)?;
-        let (mut state, runtime_reason) = match existing {
+        let (mut state, runtime_reason, chain_reason) = match existing {
             Some(s) => {
                 self.check_compatible(&s, &layout)?;
-                let reason = format!("{} (chosen when this devnet was made)", s.runtime);
-                (s, reason)
+                let (r, c) = (format!("{} (chosen when this devnet was made)", s.runtime), s.chain.kind.to_string());
+                (s, r, format!("{c} (chosen when this devnet was made)"))
             }
-            None => self.new_state(g, &layout, netuid).await?,
+            None => self.new_state(g, &layout).await?,
         };
         let mut started = Vec::new();
         let t0 = Instant::now();
 
         // The chain.
         let ws = state.ws_url();
-        let chain_alive = state.chain.process.is_some_and(|p| p.alive());
-        if !chain_alive {
-            let args = vec![
-                "devnet".into(),
-                "chain".into(),
-                "--port".into(),
-                state.chain.port.to_string(),
-                "--dir".into(),
-                layout.chain_dir().display().to_string(),
-                "--block-time".into(),
-                format!("{}ms", state.chain.block_time_ms),
-            ];
-            let p = net::spawn_detached(&args, &layout.log("chain"))?;
+        if !state.chain.process.is_some_and(|p| p.alive()) {
+            let p = self.start_chain(&layout, &state)?;
             state.chain.process = Some(p);
             state.save(&layout)?;
             started.push("chain".to_owned());
-            out.note(&format!("chain: started on {ws} (pid {})", p.pid));
+            out.note(&format!("chain: started {} on {ws} (pid {})", state.chain_label(), p.pid));
         }
-        wait_until("the devnet chain", &layout.log("chain"), state.chain.process, Duration::from_secs(20), || {
-            net::chain_healthy(&ws)
-        })
-        .await?;
+        let kind = state.chain.kind;
+        let limit = Duration::from_secs(if kind == ChainKind::Runtime { 90 } else { 20 });
+        wait_until("the chain", &layout.log("chain"), state.chain.process, limit, || net::chain_healthy(&ws, kind))
+            .await?;
         let client = Subtensor::new(&ws)?;
 
-        // Keys on the chain: the validator with stake, every miner registered (idempotent).
-        let validator = load_wallet(&layout, VALIDATOR_WALLET)?;
-        let cold = Wallet::new(layout.wallets(), VALIDATOR_WALLET, HOTKEY_NAME).coldkeypub()?;
-        ops::register(&client, &validator, &cold, netuid).await.context("registering the validator")?;
-        ops::set_stake(&client, &validator, netuid, VALIDATOR_STAKE_TAO * RAO_PER_TAO, 0)
-            .await
-            .context("staking the validator")?;
-        for m in &state.miners {
-            let key = load_wallet(&layout, &m.name)?;
-            let cold = Wallet::new(layout.wallets(), m.name.as_str(), HOTKEY_NAME).coldkeypub()?;
-            ops::register(&client, &key, &cold, netuid).await.with_context(|| format!("registering {}", m.name))?;
-        }
+        // The network on chain: funding, registrations, the validator's stake and permit.
+        let times = setup::chain_part(&layout, &state, &client).await.context("setting up the network on the chain")?;
+        let validator = setup::keys(&layout, VALIDATOR_WALLET)?.hot;
 
-        // The miners.
+        // The miners, each on its own loopback address.
         for i in 0..state.miners.len() {
             if state.miners[i].process.is_some_and(|p| p.alive()) {
                 continue;
@@ -208,22 +195,24 @@ impl UpArgs {
             state.miners[i].process = Some(p);
             state.save(&layout)?;
             started.push(state.miners[i].name.clone());
+            let m = &state.miners[i];
             out.note(&format!(
-                "{}: started ({}, {} runtime, pid {})",
-                state.miners[i].name,
-                status::gpu_label(&state.miners[i].gpu),
+                "{}: started on {} ({}, {} runtime, pid {})",
+                m.name,
+                m.ip,
+                status::gpu_label(&m.gpu),
                 state.runtime,
                 p.pid
             ));
         }
         let waits = state.miners.iter().map(|m| {
-            let (key, hotkey, port) = (validator.clone(), m.hotkey.clone(), m.axon_port);
+            let (key, hotkey, ip, port) = (validator.clone(), m.hotkey.clone(), m.ip.clone(), m.axon_port);
             let log = layout.log(&m.name);
             let what = format!("miner {}", m.name);
             async move {
                 wait_until(&what, &log, m.process, Duration::from_secs(60), || {
-                    let (key, hotkey) = (key.clone(), hotkey.clone());
-                    async move { net::miner_healthy(&key, &hotkey, port).await }
+                    let (key, hotkey, ip) = (key.clone(), hotkey.clone(), ip.clone());
+                    async move { net::miner_healthy(&key, &hotkey, &ip, port).await }
                 })
                 .await
             }
@@ -231,9 +220,11 @@ impl UpArgs {
         for r in futures_util::future::join_all(waits).await {
             r?;
         }
+        let republished = setup::axons(&layout, &state, &client, &started).await?;
         write_config(&layout, &state)?;
+        let seconds = t0.elapsed().as_secs_f64();
         if !started.is_empty() {
-            out.note(&format!("{} process(es) up in {:.1} s", started.len(), t0.elapsed().as_secs_f64()));
+            out.note(&format!("{} process(es) up and the network set up in {seconds:.1} s", started.len()));
         }
 
         let sync = match first_sync(&layout, &state, &client, validator.clone()).await {
@@ -241,10 +232,22 @@ impl UpArgs {
             Err(e) => SyncOutcome::Failed(format!("{e:#}")),
         };
         let status = status::collect(&layout, &state, &validator).await;
-        let doc = UpDoc { status, runtime_reason, started, sync };
+        let doc = UpDoc { status, runtime_reason, chain_reason, started, setup: times, republished, seconds, sync };
         out.result(&doc, |o| {
             status::render(&doc.status, o)?;
+            writeln!(o, "chain: {}", doc.chain_reason)?;
             writeln!(o, "runtime: {}", doc.runtime_reason)?;
+            let s = &doc.setup;
+            writeln!(
+                o,
+                "set-up by extrinsics: funded in {:.2} s ({}), registered in {:.2} s, staked on netuid {} in {:.2} s, permit in {:.2} s",
+                s.fund,
+                if doc.status.chain_kind == ChainKind::Runtime { "chopsticks' dev_setStorage" } else { "the owner's sudo call" },
+                s.register,
+                s.stake_netuid,
+                s.stake,
+                s.permit
+            )?;
             match &doc.sync {
                 SyncOutcome::Done(r) => writeln!(o, "sync: {} of {} miners answered", r.answered, r.asked)?,
                 SyncOutcome::Failed(e) => writeln!(o, "sync failed: {e}")?,
@@ -254,9 +257,41 @@ impl UpArgs {
             writeln!(o, "  export NICOMPUTE_CONFIG={}", doc.status.config)?;
             writeln!(o, "or")?;
             writeln!(o, "  nicompute --config {} list_r", doc.status.config)?;
+            writeln!(o, "Any Substrate client (the Python SDK too) works on {}", doc.status.chain)?;
             writeln!(o, "Stop it with: nicompute devnet down --dir {}", doc.status.dir)
         });
         Ok(())
+    }
+
+    /// Starts the chain process: `nicompute devnet chain`, or chopsticks.
+    fn start_chain(&self, layout: &Layout, state: &State) -> anyhow::Result<Proc> {
+        let log = layout.log("chain");
+        match state.chain.kind {
+            ChainKind::Embedded => {
+                let owner = super::chain::owner_wallet(&layout.wallets())?.coldkeypub()?;
+                let args = vec![
+                    "devnet".into(),
+                    "chain".into(),
+                    "--port".into(),
+                    state.chain.port.to_string(),
+                    "--dir".into(),
+                    layout.chain_dir().display().to_string(),
+                    "--block-time".into(),
+                    format!("{}ms", state.chain.block_time_ms),
+                    "--owner".into(),
+                    owner.to_ss58(),
+                    "--netuids".into(),
+                    state.netuid.to_string(),
+                ];
+                net::spawn_detached(&args, &log)
+            }
+            ChainKind::Runtime => {
+                let mut cfg = find_chopsticks(self.runtime_root.as_deref()).map_err(UsageError)?;
+                cfg.block_mode = state.chain.block_mode.clone().unwrap_or_else(|| "Batch".into());
+                let node = which(&cfg.node).unwrap_or_else(|| cfg.node.clone());
+                net::spawn_program(&node, &cfg.args(state.chain.port, slot_aligned_now_ms()), &log)
+            }
+        }
     }
 
     fn check_compatible(&self, s: &State, layout: &Layout) -> anyhow::Result<()> {
@@ -278,6 +313,16 @@ impl UpArgs {
                 return differs("runtime", asked, s.runtime.clone());
             }
         }
+        if let Some(c) = self.chain {
+            let asked = match c {
+                ChainChoice::Embedded => Some(ChainKind::Embedded),
+                ChainChoice::Runtime => Some(ChainKind::Runtime),
+                ChainChoice::Auto => None,
+            };
+            if let Some(asked) = asked.filter(|a| *a != s.chain.kind) {
+                return differs("chain", asked.to_string(), s.chain.kind.to_string());
+            }
+        }
         if let Some(spec) = &self.gpus {
             let asked: Vec<String> = plan_gpus(Some(spec), Some(s.miners.len() as u16))
                 .map_err(|e| UsageError(e.to_string()))?
@@ -292,24 +337,39 @@ impl UpArgs {
         Ok(())
     }
 
-    /// A new devnet: runtime, ports, wallets.
-    async fn new_state(&self, g: &GlobalOpts, layout: &Layout, netuid: u16) -> anyhow::Result<(State, String)> {
+    /// A new devnet: chain, runtime, ports, wallets.
+    async fn new_state(&self, g: &GlobalOpts, layout: &Layout) -> anyhow::Result<(State, String, String)> {
         let gpus = plan_gpus(self.gpus.as_deref(), self.miners).map_err(|e| UsageError(e.to_string()))?;
+        let (chain, chain_reason) =
+            choose_chain(self.chain.unwrap_or(ChainChoice::Embedded), self.runtime_root.as_deref())?;
         let (runtime, reason) = choose_runtime(g, self.runtime.unwrap_or(RuntimeChoice::Auto)).await?;
+        // The real runtime's genesis has netuid 1 open for registration; the embedded chain makes
+        // the subnet `--netuid` names (27 by default, SN27's own).
+        let netuid = match chain {
+            ChainKind::Runtime => 1,
+            ChainKind::Embedded => g.subtensor.netuid(),
+        };
         std::fs::create_dir_all(layout.wallets())?;
-        let validator = load_wallet(layout, VALIDATOR_WALLET)?;
+        super::chain::owner_wallet(&layout.wallets())?;
+        let validator = setup::keys(layout, VALIDATOR_WALLET)?.hot;
         let vstate = ValidatorState {
             wallet_name: VALIDATOR_WALLET.into(),
             wallet_hotkey: HOTKEY_NAME.into(),
             hotkey: validator.ss58(),
         };
-        let mut state = State::new(netuid, runtime, net::free_port()?, self.block_time, vstate);
+        let mut state = State::new(netuid, runtime, chain, net::free_port()?, self.block_time, vstate);
+        if chain == ChainKind::Runtime {
+            state.chain.block_mode = Some(format!("{:?}", self.block_mode));
+        }
         for (i, gpu) in gpus.iter().enumerate() {
             let name = format!("miner-{i}");
-            let key = load_wallet(layout, &name)?;
+            let key = setup::keys(layout, &name)?.hot;
+            // 127.0.0.2, 127.0.0.3, …: the runtime refuses 127.0.0.1 as an axon address.
+            let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 0, 0, 2)) + i as u32);
             state.miners.push(MinerState {
                 name,
                 hotkey: key.ss58(),
+                ip: ip.to_string(),
                 axon_port: net::free_port()?,
                 ssh_port: net::free_port()?,
                 gpu: gpu.to_string(),
@@ -317,8 +377,17 @@ impl UpArgs {
             });
         }
         state.save(layout)?;
-        Ok((state, reason))
+        Ok((state, reason, chain_reason))
     }
+}
+
+/// `program` found on `PATH` (chopsticks' `node`), for a clear error when it is not.
+fn which(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return Some(program.to_path_buf());
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
 }
 
 /// The `miner run` command line for one devnet miner.
@@ -334,23 +403,14 @@ fn miner_args(layout: &Layout, state: &State, m: &MinerState) -> Vec<String> {
     kv("--wallet.path", layout.wallets().display().to_string());
     kv("--wallet.name", m.name.clone());
     kv("--wallet.hotkey", HOTKEY_NAME.into());
-    kv("--axon.ip", "127.0.0.1".into());
+    kv("--axon.ip", m.ip.clone());
     kv("--axon.port", m.axon_port.to_string());
     kv("--ssh.port", m.ssh_port.to_string());
-    kv("--ssh.bind_ip", "127.0.0.1".into());
+    kv("--ssh.bind_ip", m.ip.clone());
     kv("--state-dir", layout.miner_dir(&m.name).display().to_string());
     kv("--simulate-gpu", m.gpu.clone());
     kv("--metagraph-refresh", "5s".into());
     a
-}
-
-/// The wallet `name` under the devnet's wallets (made on first use, plaintext: devnet keys).
-fn load_wallet(layout: &Layout, name: &str) -> anyhow::Result<Keypair> {
-    let w = Wallet::new(layout.wallets(), name, HOTKEY_NAME);
-    if !w.hotkey_path().exists() || !w.coldkeypub_path().exists() {
-        w.create(12, None).with_context(|| format!("creating the devnet wallet {name}"))?;
-    }
-    w.hotkey(&NoPassword).with_context(|| format!("loading the devnet wallet {name}"))
 }
 
 async fn choose_runtime(g: &GlobalOpts, choice: RuntimeChoice) -> anyhow::Result<(&'static str, String)> {
@@ -367,7 +427,7 @@ async fn choose_runtime(g: &GlobalOpts, choice: RuntimeChoice) -> anyhow::Result
     }
 }
 
-/// Whether Docker answers and has the allocation image.
+/// Whether Docker answers and has the allocation image (within a few seconds).
 async fn docker_usable(g: &GlobalOpts) -> Result<(), String> {
     use compute::runtime::docker::{DockerRuntime, DEFAULT_IMAGE};
     let check = async {
@@ -435,7 +495,7 @@ async fn first_sync(
     layout: &Layout,
     state: &State,
     chain: &Subtensor,
-    validator: Keypair,
+    validator: bittensor::Keypair,
 ) -> anyhow::Result<SyncReport> {
     let db = std::sync::Arc::new(compute::db::ComputeDb::open(layout.db())?);
     let quiet = |_: usize, _: usize| {};
@@ -453,27 +513,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_spread_and_cycling() {
-        let g = plan_gpus(None, None).expect("default");
-        let names: Vec<String> = g.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            names,
-            [
-                "NVIDIA H100 80GB HBM3:81559:1",
-                "NVIDIA A100-SXM4-40GB:40960:1",
-                "NVIDIA GeForce RTX 4090:24564:1",
-                "none"
-            ]
-        );
-        assert_eq!(plan_gpus(None, Some(6)).expect("six")[4].to_string(), "NVIDIA H100 80GB HBM3:81559:1");
-        let custom = plan_gpus(Some("h100x8, Tesla T4:15360:2"), None).expect("custom");
-        assert_eq!(custom.len(), 2);
-        assert_eq!(custom[0].count, 8);
-        assert_eq!(custom[1].name, "Tesla T4");
-        assert_eq!(gpu_preset("rtx4090").expect("preset").name, "NVIDIA GeForce RTX 4090");
-        assert_eq!(gpu_preset("RTX4090x2").expect("preset").count, 2);
-        assert!(gpu_preset("h100x0").is_err(), "zero cards");
-        assert!(plan_gpus(Some("h200"), None).is_err(), "not a preset and not NAME:MEM");
-        assert!(plan_gpus(Some(","), None).is_err());
+    fn chain_auto_says_which_it_chose_and_why_and_runtime_without_chopsticks_is_a_usage_error() {
+        // A directory with no chopsticks: auto falls back to the embedded chain and says why;
+        // asking for the runtime is the user's fault, with what to do.
+        let empty = tempfile::tempdir().expect("tmp");
+        let (kind, why) = choose_chain(ChainChoice::Auto, Some(empty.path())).expect("auto");
+        assert_eq!(kind, ChainKind::Embedded);
+        assert!(why.starts_with("embedded, because") && why.contains("scripts/chain-runtime.sh install"), "{why}");
+        let e = choose_chain(ChainChoice::Runtime, Some(empty.path())).expect_err("no chopsticks");
+        assert!(e.0.starts_with("--chain runtime: ") && e.0.contains("scripts/chain-runtime.sh install"), "{}", e.0);
+        assert_eq!(choose_chain(ChainChoice::Embedded, Some(empty.path())).expect("embedded").0, ChainKind::Embedded);
+        // This checkout: where chopsticks and Node.js are installed, auto takes the real runtime.
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (kind, why) = choose_chain(ChainChoice::Auto, Some(&checkout)).expect("auto");
+        match ChopsticksConfig::in_project(&checkout).installed() {
+            Ok(()) => assert_eq!(
+                (kind, why.as_str()),
+                (ChainKind::Runtime, "the real runtime, because Node.js and chopsticks are installed")
+            ),
+            Err(missing) => assert!(kind == ChainKind::Embedded && why.contains(&missing), "{why}"),
+        }
     }
 }
