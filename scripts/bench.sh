@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb|web] [options of that benchmark]
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
@@ -25,6 +25,10 @@
 # api:    `nicompute serve`: GET /v1/resources over 1,024 miners (server on CPU 0, load on CPU 1,
 #         32 connections, 10 s), an allocation through the API vs `nicompute a` (devnet, one local
 #         miner, 10 runs each), webhook latency from the event's request to the receiver.
+# web:    the dashboard in Debian's chromium (headless, playwright-core; scripts/browser-up.sh) over
+#         1,024 miners: first render of the Machines page from the navigation's start to the rows
+#         painted (performance marks), cold cache and on reload (--runs N each), 1,000 rows per
+#         page, and the page's files as they crossed the wire (gzip).
 # demo:   `nicompute devnet demo` end to end, 5 runs per runtime (local; Docker when it answers
 #         and has the image): median and max of the demo's own total, and wall time per run.
 set -euo pipefail
@@ -42,6 +46,7 @@ case "$what" in
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   wandb) exec "$bench" wandb "$@" ;;
   api) exec "$bench" api "$@" ;;
+  web) scripts/browser-up.sh && exec "$bench" web "$@" ;;
   demo)
     for runtime in local docker; do
       if [[ $runtime == docker ]] && ! docker image inspect nicompute/sshd:bookworm >/dev/null 2>&1; then
@@ -92,8 +97,10 @@ for name, v in steps.items():
     "$bench" axon
     "$bench" wandb
     "$bench" api
+    scripts/browser-up.sh
+    "$bench" web
     scripts/chain-runtime.sh install
     "$bench" chainwrite
     ;;
-  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|miner|renter|demo|wandb|web] [options]" >&2; exit 2 ;;
 esac
