@@ -28,6 +28,24 @@ async function firstRender(page) {
   return page.evaluate(() => performance.getEntriesByName("machines:first-render")[0].startTime);
 }
 
+/** Where a cold first render's time went: each step's end, from the navigation's start. */
+function timeline() {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const res = performance.getEntriesByType("resource");
+  const end = (f) => Math.max(0, ...res.filter((r) => f(new URL(r.name).pathname)).map((r) => r.responseEnd));
+  const mark = (n) => performance.getEntriesByName(n)[0]?.startTime ?? NaN;
+  return {
+    html: nav.responseEnd,
+    me: end((p) => p === "/v1/me"),
+    lists: end((p) => p.startsWith("/v1/resources")),
+    scripts: nav.domContentLoadedEventEnd,
+    view: mark("machines:load"),
+    rendered: mark("machines:rendered"),
+    painted: mark("machines:first-render"),
+  };
+}
+
+const phases = [];
 const cold = [];
 const warm = [];
 const thousand = [];
@@ -37,6 +55,7 @@ for (let i = 0; i < runs; i++) {
   const page = await ctx.newPage();
   await page.goto(url);
   cold.push(await firstRender(page));
+  phases.push(await page.evaluate(timeline));
   if (!assets) {
     assets = await page.evaluate(() => {
       const nav = performance.getEntriesByType("navigation")[0];
@@ -76,6 +95,7 @@ process.stdout.write(`${JSON.stringify({
   cold: stats(cold),
   warm: stats(warm),
   thousand: stats(thousand),
+  phases: Object.fromEntries(Object.keys(phases[0]).map((k) => [k, stats(phases.map((p) => p[k])).p50])),
   assets,
   browser: `chromium ${browser.version()}`,
 })}\n`);

@@ -131,6 +131,8 @@ $("#login-form").addEventListener("submit", async (ev) => {
 $("#logout").addEventListener("click", () => logOut("Logged out."));
 
 if (hasToken()) {
+  // A token kept from before (a reload): the first view's data is asked for while it is checked.
+  if (["", "#machines"].includes(location.hash)) machines.prefetch();
   call("GET", "/v1/me")
     .then((r) => start(r.data))
     .catch((e) => logOut(explain(e)));
