@@ -8,8 +8,9 @@
 // password revealed on click are handed to the Rust side, which logs in with the built-in SSH
 // client; "My allocations" shows it active and online with a countdown; restart answers with
 // the miner's result; the 4090 is allocated from its row; its miner is killed and the page turns
-// it "Offline" by itself (live events, no reload); the H100 is released and disappears. Prints
-// one JSON report; the Rust test asserts on it. Screenshots go to NICOMPUTE_ARTIFACTS.
+// it "Offline" by itself (live events, no reload); the H100 is released and disappears; a token
+// kept in the tab lists the machines at once, a refused one asks to log in again. Prints one
+// JSON report; the Rust test asserts on it. Screenshots go to NICOMPUTE_ARTIFACTS.
 
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -158,6 +159,30 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("#machines-rows tr").length >= 3);
   report.narrow_overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   await shot("machines-narrow");
+
+  step("a token kept in the tab (a reload): the machines without logging in again; a refused one asks to log in");
+  for (const [t, key] of [[token, "stored_ok"], ["nct_revoked-or-never-was", "stored_refused"]]) {
+    const other = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await other.addInitScript((v) => sessionStorage.setItem("nicompute.token", v), t);
+    const p = await other.newPage();
+    const errors = [];
+    p.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+    await p.goto(url);
+    if (t === token) {
+      await p.waitForFunction(() => document.querySelectorAll("#machines-rows tr").length >= 3);
+      report[key] = { rows: await p.locator("#machines-rows tr").count(), errors };
+    } else {
+      const refused = p.getByRole("alert").filter({ hasText: "refused" });
+      await refused.waitFor();
+      report[key] = {
+        alert: await refused.textContent(),
+        login: await p.getByRole("heading", { name: "Log in" }).isVisible(),
+        rows: await p.locator("#machines-rows tr").count(),
+        errors,
+      };
+    }
+    await other.close();
+  }
 
   emit({ done: true, report });
   await browser.close();

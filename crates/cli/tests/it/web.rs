@@ -204,6 +204,12 @@ async fn a_renter_allocates_logs_in_restarts_and_releases_from_the_browser() {
         "{r}"
     );
     assert_eq!(r["narrow_overflow"], 0, "nothing wider than a phone's screen: {r}");
+    // A token kept in the tab (a reload): the machines at once; a refused one (its early
+    // requests refused too) asks to log in again, shows no machine and throws nothing.
+    assert_eq!(r["stored_ok"], json!({"rows": 3, "errors": []}), "{r}");
+    let refused = &r["stored_refused"];
+    assert!(refused["alert"].as_str().is_some_and(|t| t.contains("unknown or revoked token")), "{r}");
+    assert_eq!((&refused["login"], &refused["rows"], &refused["errors"]), (&json!(true), &json!(0), &json!([])), "{r}");
     assert_eq!(r["console_errors"], json!([]), "{r}");
     assert_eq!(r["page_loads"], 1, "the whole job in one page, never reloaded: {r}");
 
