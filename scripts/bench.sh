@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb|web] [options of that benchmark]
 #   (devnetup and demo: RUNS=N runs per configuration instead of 3 and 5)
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
@@ -32,6 +32,10 @@
 # devnetup: `nicompute devnet up --miners 4 --runtime local` from nothing, 3 runs per chain: the
 #         embedded chain, and the real runtime with chopsticks' batch and instant block modes: wall
 #         time of `up` (processes started, network set up, first sync) and its set-up by extrinsics.
+# web:    the dashboard in Debian's chromium (headless, playwright-core; scripts/browser-up.sh) over
+#         1,024 miners: first render of the Machines page from the navigation's start to the rows
+#         painted (performance marks), cold cache and on reload (--runs N each), 1,000 rows per
+#         page, and the page's files as they crossed the wire (gzip).
 # demo:   `nicompute devnet demo` end to end, 5 runs per chain (embedded; the real runtime when
 #         chopsticks is installed) and runtime (local; Docker when it answers and has the image):
 #         median and max of the demo's own total, and wall time per step.
@@ -81,6 +85,7 @@ print(f"devnet up --miners 4, {sys.argv[1]}: {len(walls)} runs, wall median {sta
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   wandb) exec "$bench" wandb "$@" ;;
   api) exec "$bench" api "$@" ;;
+  web) scripts/browser-up.sh && exec "$bench" web "$@" ;;
   demo)
     scripts/chain-runtime.sh install || echo "demo/runtime: chopsticks could not be installed; the real runtime's demo will fail" >&2
     for chain in embedded runtime; do
@@ -134,9 +139,11 @@ for name, v in steps.items():
     "$bench" axon
     "$bench" wandb
     "$bench" api
+    scripts/browser-up.sh
+    "$bench" web
     scripts/chain-runtime.sh install
     "$bench" chainwrite
     "$bench" devnet
     ;;
-  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb|web] [options]" >&2; exit 2 ;;
 esac

@@ -8,9 +8,11 @@
 # and every test (unit, golden, property/fuzz, live interop with the real SDK, Docker end to
 # end, and the chain writes against the real Subtensor runtime under chopsticks). Starts a Docker
 # daemon if none answers (installing docker.io where missing), builds the miner's SSH image
-# without a registry, and installs chopsticks from its lockfile (scripts/chain-runtime.sh).
-# Interop, Docker and real-runtime tests must run here, never skip: NICOMPUTE_REQUIRE_PEERS=1,
-# NICOMPUTE_REQUIRE_DOCKER=1 and NICOMPUTE_REQUIRE_RUNTIME=1 turn a missing one into a failure.
+# without a registry, installs chopsticks from its lockfile (scripts/chain-runtime.sh), and
+# Debian's chromium with playwright-core for the dashboard's browser test (scripts/browser-up.sh).
+# Interop, Docker, real-runtime and browser tests must run here, never skip:
+# NICOMPUTE_REQUIRE_PEERS=1, NICOMPUTE_REQUIRE_DOCKER=1, NICOMPUTE_REQUIRE_RUNTIME=1 and
+# NICOMPUTE_REQUIRE_BROWSER=1 turn a missing one into a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,9 @@ scripts/build-ssh-image.sh
 step "The real Subtensor runtime (chopsticks, from tools/chain-runtime/package-lock.json)"
 scripts/chain-runtime.sh install
 
+step "The browser for the dashboard's tests (Debian's chromium, playwright-core from tests/browser/package-lock.json)"
+scripts/browser-up.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -33,7 +38,7 @@ step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
-export NICOMPUTE_REQUIRE_PEERS=1 NICOMPUTE_REQUIRE_DOCKER=1 NICOMPUTE_REQUIRE_RUNTIME=1
+export NICOMPUTE_REQUIRE_PEERS=1 NICOMPUTE_REQUIRE_DOCKER=1 NICOMPUTE_REQUIRE_RUNTIME=1 NICOMPUTE_REQUIRE_BROWSER=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -45,7 +45,11 @@ pub async fn run(state: AppState) {
 pub async fn round(state: &AppState) -> Result<(), String> {
     let renter = state.renter();
     let mg = renter.metagraph_within(state.config().metagraph_max_age).await.map_err(|e| e.to_string())?;
-    renter.release_interrupted(&mg).await;
+    // Half-made allocations (a crash, another process's Ctrl-C) are released only while this
+    // server is making none: its own in-flight ones look the same in the database.
+    if let Ok(_alone) = state.allocating().try_write() {
+        renter.release_interrupted(&mg).await;
+    }
     let rows = state.db().allocations().map_err(|e| e.to_string())?;
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     let mut set = tokio::task::JoinSet::new();
@@ -105,6 +109,7 @@ async fn check_one(state: &AppState, mg: &bittensor::subtensor::metagraph::Metag
             id: api.as_ref().map(|a| a.id.clone()),
             hotkey: Some(hotkey.clone()),
             state: kind.to_owned(),
+            detail: None,
             owner: api.as_ref().map(|a| a.owner.clone()),
             at_ms: now,
         });
@@ -120,6 +125,7 @@ async fn check_one(state: &AppState, mg: &bittensor::subtensor::metagraph::Metag
                 id: api.as_ref().map(|a| a.id.clone()),
                 hotkey: Some(hotkey.clone()),
                 state: "EXPIRING".into(),
+                detail: None,
                 owner: api.as_ref().map(|a| a.owner.clone()),
                 at_ms: now,
             });

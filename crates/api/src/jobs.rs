@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use compute::allocator::AllocateOptions;
+use compute::allocator::{AllocateOptions, Stage};
 use compute::db::{ApiAllocation, ApiAllocationState};
 use compute::renter::{Released, RenterError, Target};
 use compute::specs::Requirement;
@@ -61,8 +61,8 @@ pub fn start(
     let request = serde_json::to_string(&order).map_err(|e| Problem::internal(e.to_string()))?;
     let rec = state.db().create_api_allocation(&id, &owner.owner, order.hotkey.as_deref(), &request)?;
     state.publish(event(state, &rec));
-    let st = state.clone();
-    state.spawn_job(async move { run(st, id, order, waiter).await });
+    let (st, who) = (state.clone(), owner.owner.clone());
+    state.spawn_job(async move { run(st, id, who, order, waiter).await });
     Ok(rec)
 }
 
@@ -72,14 +72,16 @@ fn event(state: &AppState, rec: &ApiAllocation) -> Event {
         id: Some(rec.id.clone()),
         hotkey: rec.hotkey.clone(),
         state: rec.state.as_str().to_owned(),
+        detail: None,
         owner: Some(rec.owner.clone()),
         at_ms: state.now_ms(),
     }
 }
 
-async fn run(state: AppState, id: String, order: Order, waiter: Option<Waiter>) {
+async fn run(state: AppState, id: String, owner: String, order: Order, waiter: Option<Waiter>) {
     let started = Instant::now();
     let renter = state.renter().clone();
+    let making = state.allocating().read().await;
     let outcome = async {
         let mg = renter.metagraph_within(state.config().metagraph_max_age).await?;
         let target = match &order.hotkey {
@@ -97,9 +99,15 @@ async fn run(state: AppState, id: String, order: Order, waiter: Option<Waiter>) 
             uuid: Some(id.clone()),
             ..AllocateOptions::default()
         };
-        renter.allocate(&mg, &target, &order.requirement, &opts, &|_| {}).await
+        let progress = |stage: Stage| {
+            if let Some(e) = progress_event(&state, &id, &owner, stage) {
+                state.publish(e);
+            }
+        };
+        renter.allocate(&mg, &target, &order.requirement, &opts, &progress).await
     }
     .await;
+    drop(making);
     let now = state.now_ms();
     let (new, hotkey, error, health) = match outcome {
         Ok(a) => {
@@ -132,6 +140,34 @@ async fn run(state: AppState, id: String, order: Order, waiter: Option<Waiter>) 
     if let Ok(Some(rec)) = state.db().api_allocation(&id) {
         state.publish(event(&state, &rec));
     }
+}
+
+/// A stage of an allocation being made, as a `progress` event for its owner (the page shows
+/// it while the miners are asked).
+fn progress_event(state: &AppState, id: &str, owner: &str, stage: Stage) -> Option<Event> {
+    let (name, hotkey, detail) = match stage {
+        Stage::Checking { candidates } => {
+            let s = if candidates == 1 { "" } else { "s" };
+            ("checking", None, format!("checking {candidates} matching miner{s}"))
+        }
+        Stage::Allocating { hotkey, attempt } => {
+            let d = format!("asking miner {hotkey} to allocate (attempt {attempt})");
+            ("asking", Some(hotkey), d)
+        }
+        Stage::WaitingForSsh { ip, port } => {
+            ("waiting_for_ssh", None, format!("allocated; waiting for its SSH server at {ip}:{port}"))
+        }
+        _ => return None,
+    };
+    Some(Event {
+        kind: "progress",
+        id: Some(id.to_owned()),
+        hotkey,
+        state: name.to_owned(),
+        detail: Some(detail),
+        owner: Some(owner.to_owned()),
+        at_ms: state.now_ms(),
+    })
 }
 
 fn failure_text(e: &RenterError) -> String {
@@ -253,6 +289,7 @@ pub async fn release(
             id: rec.map(|r| r.id.clone()),
             hotkey: Some(hotkey.to_owned()),
             state: "DEALLOCATION".into(),
+            detail: None,
             owner: rec.map(|r| r.owner.clone()),
             at_ms: state.now_ms(),
         });

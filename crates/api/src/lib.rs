@@ -17,6 +17,7 @@
 //! - `jobs`: allocations run in the background (`202`, then `active` or `failed`);
 //! - `health`: the periodic checks (ONLINE/OFFLINE, automatic release, EXPIRING);
 //! - `webhook`: the durable outbox, HMAC signatures, backoff and the dead letter;
+//! - `web`: the dashboard at `/` (files compiled in, served compressed);
 //! - `metrics`, `openapi` (and the docs page), `server`.
 
 mod auth;
@@ -32,6 +33,7 @@ mod server;
 mod sn27;
 mod state;
 mod v1;
+mod web;
 mod webhook;
 
 pub use auth::{hash_token, new_token, Level, Scope, ScopeError};
@@ -39,16 +41,18 @@ pub use config::{ApiConfig, TlsConfig, WebhookConfig};
 pub use openapi::{openapi, ROUTES};
 pub use server::{serve, ServeError, ServerHandle};
 pub use state::AppState;
+pub use web::{assets, Asset};
 pub use webhook::{sign, signature_headers, verify};
 
 use axum::Router;
 
-/// The whole API as one router over `state`: `/v1`, SN27's routes, `/openapi.json`, `/docs`,
-/// `/metrics`, `/healthz`.
+/// The whole API as one router over `state`: `/v1`, SN27's routes, the dashboard (`/` for a
+/// browser, `/ui/…`), `/openapi.json`, `/docs`, `/metrics`, `/healthz`.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(v1::routes())
         .merge(sn27::routes())
+        .merge(web::routes())
         .merge(openapi::routes())
         .merge(metrics::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))

@@ -19,7 +19,7 @@ pub type Route = (&'static str, &'static str, &'static str, &'static str, &'stat
 
 pub const ROUTES: &[Route] = &[
     ("get", "/v1/me", "read", "v1", "Who the token is and what it may do", "", "Me"),
-    ("get", "/v1/resources", "read", "v1", "Miners' resources: filters (gpu, gpu_size_min/max, cpu_min/max, ram_min/max, disk_min/max, available), sort, page/per_page", "", "ResourcePage"),
+    ("get", "/v1/resources", "read", "v1", "Miners' resources: filters (gpu, gpu_size_min/max, gpu_count_min/max, cpu_min/max, ram_min/max, disk_min/max, available, max_age_seconds), sort (hotkey, gpu, gpu_size, gpu_count, cpu, ram, disk, age), page/per_page", "", "ResourcePage"),
     ("get", "/v1/resources/counts", "read", "v1", "GPUs and machines by GPU model (same filters)", "", "Counts"),
     ("get", "/v1/allocations", "read", "v1", "The caller's allocations (admin: all); state, hotkey, page/per_page", "", "AllocationPage"),
     ("post", "/v1/allocations", "allocate", "v1", "Allocate by requirement or hotkey: 202 allocating (Location), ?wait=SECONDS for 201 active or 200 failed", "NewAllocation", "Allocation"),
@@ -34,8 +34,8 @@ pub const ROUTES: &[Route] = &[
     ("post", "/v1/sync", "admin", "v1", "Ask every serving miner for its specs", "Sync", "SyncReport"),
     ("get", "/v1/webhooks/deliveries", "admin", "v1", "The webhook outbox (?state=pending|delivered|dead, limit)", "", "Deliveries"),
     ("post", "/v1/webhooks/deliveries/{id}/retry", "admin", "v1", "Requeue a dead letter", "", "Delivery"),
-    ("get", "/v1/events", "read", "v1", "Server-sent events: allocation, health and delivery changes as they happen", "", ""),
-    ("get", "/", "none", "sn27", "register_api's welcome", "", ""),
+    ("get", "/v1/events", "read", "v1", "Server-sent events: allocation, health and delivery changes, and the progress of allocations being made, as they happen", "", ""),
+    ("get", "/", "none", "sn27", "register_api's welcome (JSON); a browser (Accept: text/html) gets the dashboard", "", ""),
     ("post", "/service/allocate_spec", "allocate", "sn27", "register_api: allocate by DeviceRequirement + DockerRequirement", "AllocateSpec", "Envelope"),
     ("post", "/service/allocate_hotkey", "allocate", "sn27", "register_api: allocate ?hotkey=&ssh_key= (body: optional DockerRequirement)", "DockerRequirement", "Envelope"),
     ("post", "/service/deallocate", "allocate", "sn27", "register_api: ?hotkey=&uuid_key=&notify_flag=", "", "Envelope"),
@@ -54,6 +54,7 @@ pub const ROUTES: &[Route] = &[
     ("post", "/test/notify", "admin", "sn27", "register_api: queue a test webhook ?hotkey=&uuid_key=&event=", "", "Envelope"),
     ("get", "/openapi.json", "none", "ops", "This document", "", ""),
     ("get", "/docs", "none", "ops", "The API's docs page", "", ""),
+    ("get", "/ui/{file}", "none", "ops", "The dashboard's files (gzip when accepted, ETag, revalidated with 304)", "", ""),
     ("get", "/metrics", "read", "ops", "Prometheus metrics", "", ""),
     ("get", "/healthz", "none", "ops", "Liveness", "", ""),
 ];
@@ -68,7 +69,7 @@ fn schemas() -> Value {
         "Counts": s(json!({"models": {"type": "array", "items": s(json!({"model": {"type": "string"}, "gpus": {"type": "integer"}, "machines": {"type": "integer"}, "available_machines": {"type": "integer"}, "available_gpus": {"type": "integer"}}))}, "total_gpus": {"type": "integer"}, "total_machines": {"type": "integer"}})),
         "Requirement": s(json!({"gpu_type": {"type": "string"}, "gpu_size_gb": {"type": "number"}, "gpu_count": {"type": "integer"}, "cpu_count": {"type": "integer"}, "ram_gb": {"type": "number"}, "disk_gb": {"type": "number"}})),
         "NewAllocation": s(json!({"hotkey": {"type": "string"}, "requirement": {"$ref": "#/components/schemas/Requirement"}, "ttl_seconds": {"type": "integer"}, "timeline_days": {"type": "integer"}, "ssh_key": {"type": "string"}, "deadline_seconds": {"type": "integer"}})),
-        "Allocation": s(json!({"id": {"type": "string"}, "state": {"enum": ["allocating", "active", "failed", "releasing", "released"]}, "hotkey": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}, "request": {"type": "object"}, "machine": s(json!({"ip": {"type": "string"}, "port": {"type": "integer"}, "username": {"type": "string"}, "password": {"type": ["string", "null"]}, "ssh_command": {"type": "string"}, "resource": {"type": "string"}, "expires_at_ms": {"type": ["integer", "null"]}})), "health": s(json!({"status": {"enum": ["ONLINE", "OFFLINE"]}, "failures": {"type": "integer"}}))})),
+        "Allocation": s(json!({"id": {"type": "string"}, "state": {"enum": ["allocating", "active", "failed", "releasing", "released"]}, "hotkey": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]}, "request": {"type": "object"}, "machine": s(json!({"ip": {"type": "string"}, "port": {"type": "integer"}, "username": {"type": "string"}, "password": {"type": ["string", "null"]}, "ssh_command": {"type": "string"}, "resource": {"type": "string"}, "expires_at_ms": {"type": ["integer", "null"]}, "ssh_key_injected": {"type": "boolean"}, "host_key_fingerprint": {"type": "string", "description": "The SSH host key the miner signed for this machine and the renter pinned (OpenSSH SHA256:… form); absent while the miner signs none"}})), "health": s(json!({"status": {"enum": ["ONLINE", "OFFLINE"]}, "failures": {"type": "integer"}}))})),
         "AllocationPage": s(json!({"items": {"type": "array", "items": {"$ref": "#/components/schemas/Allocation"}}, "page": {"type": "integer"}, "total": {"type": "integer"}})),
         "Action": s(json!({"ssh_key": {"type": "string"}, "key_type": {"enum": ["user", "terminal"]}})),
         "ActionDone": s(json!({"id": {"type": "string"}, "hotkey": {"type": "string"}, "action": {"type": "string"}, "done": {"type": "boolean"}})),

@@ -19,7 +19,7 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use compute::db::ApiAllocationState;
 use compute::renter::Released;
@@ -92,16 +92,14 @@ fn q<T: serde::de::DeserializeOwned>(
     r.map(|Query(t)| t).map_err(|e| invalid(e.body_text()))
 }
 
+/// register_api's answer at `/` (a browser asking for HTML gets the dashboard instead: see
+/// `crate::web`).
+pub fn welcome() -> Json<Value> {
+    Json(json!({"message": "Welcome to Compute Subnet Allocation API, Please access the API via endpoint."}))
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/",
-            get(|| async {
-                Json(
-                    json!({"message": "Welcome to Compute Subnet Allocation API, Please access the API via endpoint."}),
-                )
-            }),
-        )
         .route("/service/allocate_spec", post(allocate_spec))
         .route("/service/allocate_hotkey", post(allocate_hotkey))
         .route("/service/deallocate", post(deallocate))

@@ -32,6 +32,7 @@ struct Inner {
     jobs: Mutex<JoinSet<()>>,
     outbox: Notify,
     resources: ResourceCache,
+    allocating: tokio::sync::RwLock<()>,
     stop: watch::Sender<bool>,
 }
 
@@ -54,6 +55,7 @@ impl AppState {
             jobs: Mutex::new(JoinSet::new()),
             outbox: Notify::new(),
             resources: Mutex::new(None),
+            allocating: tokio::sync::RwLock::new(()),
             stop,
         }))
     }
@@ -113,6 +115,14 @@ impl AppState {
         let n = jobs.len();
         let _ = tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
         n
+    }
+
+    /// Held shared by every allocation being made here, exclusively by the health checks while
+    /// they release half-made allocations: the database counts this process's own claims as
+    /// releasable (its maker may release them), so a round must not run beside an allocation
+    /// this server is making, or it would release that allocation under it.
+    pub(crate) fn allocating(&self) -> &tokio::sync::RwLock<()> {
+        &self.0.allocating
     }
 
     /// Jobs in flight.

@@ -27,7 +27,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use compute::db::DeliveryState;
-use compute::renter::{gpu_summary, ResourceQuery, SortKey};
+use compute::renter::{gpu_summary, Resource, ResourceQuery, SortKey};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -108,6 +108,10 @@ struct ResourceParams {
     disk_min: Option<f64>,
     disk_max: Option<f64>,
     available: Option<bool>,
+    gpu_count_min: Option<u64>,
+    gpu_count_max: Option<u64>,
+    /// Only miners whose specs are at most this old (list_r's "specs age").
+    max_age_seconds: Option<u64>,
     sort: Option<SortKey>,
     page: Option<usize>,
     per_page: Option<usize>,
@@ -128,6 +132,19 @@ impl ResourceParams {
             available: self.available,
             sort: self.sort.unwrap_or_default(),
         }
+    }
+
+    /// The rows of `all` that match, sorted: [`ResourceQuery`]'s filters, then GPU count and
+    /// specs age (a miner without a specs time is as old as can be).
+    fn apply<'a>(&self, all: &'a [Resource], now_ms: u64) -> Vec<&'a Resource> {
+        let mut rows = self.query().apply(all.iter());
+        let oldest = self.max_age_seconds.map(|s| now_ms.saturating_sub(s.saturating_mul(1000)));
+        rows.retain(|r| {
+            self.gpu_count_min.is_none_or(|m| r.gpu_count >= m)
+                && self.gpu_count_max.is_none_or(|m| r.gpu_count <= m)
+                && oldest.is_none_or(|o| r.specs_updated_ms.is_some_and(|t| t >= o))
+        });
+        rows
     }
 }
 
@@ -150,7 +167,7 @@ async fn list_resources(
     caller.require(Level::Read)?;
     let params = query(q)?;
     let all = state.resources()?;
-    let rows = params.query().apply(all.iter());
+    let rows = params.apply(&all, state.now_ms());
     Ok(Json(Paging { page: params.page, per_page: params.per_page }.page(&rows)?).into_response())
 }
 
@@ -162,7 +179,7 @@ async fn counts(
     caller.require(Level::Read)?;
     let params = query(q)?;
     let all = state.resources()?;
-    let rows = params.query().apply(all.iter());
+    let rows = params.apply(&all, state.now_ms());
     let summary = gpu_summary(rows.iter().copied());
     let available = gpu_summary(rows.iter().copied().filter(|r| !r.allocated));
     let models: Vec<Value> = summary
@@ -291,7 +308,7 @@ async fn retry_delivery(
     Ok(Json(json!({"id": id, "state": "pending"})))
 }
 
-/// Server-sent events: `event: allocation|health|delivery`, data the event as JSON. A non-admin
+/// Server-sent events: `event: allocation|health|delivery|progress`, data the event as JSON. A non-admin
 /// sees only its own allocations' events.
 async fn events(
     State(state): State<AppState>,

@@ -244,6 +244,7 @@ async fn deliver(state: &AppState, d: Delivery) {
         id: None,
         hotkey: None,
         state: outcome.to_owned(),
+        detail: None,
         owner: None,
         at_ms: state.now_ms(),
     });

@@ -38,9 +38,9 @@ pub struct Options {
 }
 
 /// A `nicompute serve` process.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Serve {
@@ -50,7 +50,7 @@ impl Drop for Serve {
     }
 }
 
-fn spawn_serve(bin: &Path, cpu: Option<&str>, args: &[String], serve_args: &[String]) -> Result<Serve> {
+pub(crate) fn spawn_serve(bin: &Path, cpu: Option<&str>, args: &[String], serve_args: &[String]) -> Result<Serve> {
     let mut c = match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
@@ -169,7 +169,7 @@ fn db_writes(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn base_args(db: &Path, wallets: &Path, chain: &str) -> Vec<String> {
+pub(crate) fn base_args(db: &Path, wallets: &Path, chain: &str) -> Vec<String> {
     vec![
         "--db".into(),
         db.display().to_string(),

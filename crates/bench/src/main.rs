@@ -23,6 +23,7 @@ mod devnet;
 mod miner;
 mod renter;
 mod wandb;
+mod web;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -132,6 +133,13 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
+    /// The dashboard in chromium over 1,024 miners: first render (cold and on reload), 1,000
+    /// rows, the files' size on the wire.
+    Web {
+        /// Runs of each measurement.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// SN27's shared state from wandb: 100 signed validator runs from a local endpoint (2 pages).
     Wandb {
         #[arg(long, default_value_t = 100)]
@@ -211,6 +219,7 @@ fn main() -> Result<()> {
             renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only })
         }
         Cmd::Api { runs, seconds } => api::run(&api::Options { runs, seconds }),
+        Cmd::Web { runs } => web::run(&web::Options { runs }),
         Cmd::Wandb { runs, iterations, stats_uids } => wandb::run(&wandb::Options { runs, iterations, stats_uids }),
         Cmd::Chainwrite { runs, balance_runs, peers, no_python } => {
             chainwrite::run(&chainwrite::Options { runs, balance_runs, peers, no_python })

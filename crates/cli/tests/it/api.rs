@@ -331,7 +331,11 @@ async fn the_openapi_table_matches_the_router() {
     let app = api::app(api::AppState::new(std::sync::Arc::new(renter), api::ApiConfig::default()));
     let doc = api::openapi();
     for (method, path, scope, ..) in api::ROUTES {
-        let concrete = path.replace("{id}", "1").replace("{action}", "restart").replace("{hotkey}", "5x");
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{action}", "restart")
+            .replace("{hotkey}", "5x")
+            .replace("{file}", "app.js");
         let req = http::Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(&concrete)

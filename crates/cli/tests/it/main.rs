@@ -31,3 +31,4 @@ mod sn27_db;
 mod snapshots;
 mod wandb_cli;
 mod wandb_fake;
+mod web;
