@@ -246,18 +246,26 @@ impl Caller {
     }
 }
 
-pub fn principal(parts: &Parts) -> Result<Principal, String> {
+/// A request without valid credentials, and why (shown to the caller: it never holds a secret).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Unauthenticated(pub String);
+
+/// The caller a request was authenticated as, by the authentication layer.
+pub fn principal(parts: &Parts) -> Result<Principal, Unauthenticated> {
     match parts.extensions.get::<Authn>() {
         Some(Authn::Ok(p)) => Ok(p.clone()),
-        Some(Authn::Invalid(why)) => Err(why.clone()),
-        _ => Err("no credentials: send `Authorization: Bearer <token>` (nicompute api token create)".into()),
+        Some(Authn::Invalid(why)) => Err(Unauthenticated(why.clone())),
+        _ => Err(Unauthenticated(
+            "no credentials: send `Authorization: Bearer <token>` (nicompute api token create)".into(),
+        )),
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Problem;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
-        principal(parts).map(Caller).map_err(Problem::unauthorized)
+        principal(parts).map(Caller).map_err(|e| Problem::unauthorized(e.0))
     }
 }
 

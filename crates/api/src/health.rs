@@ -41,16 +41,26 @@ pub async fn run(state: AppState) {
     }
 }
 
+/// Why a round of checks did not start: the metagraph or the database could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoundError {
+    #[error("cannot read the metagraph: {0}")]
+    Metagraph(#[from] compute::renter::RenterError),
+    #[error("cannot read the allocations: {0}")]
+    Db(#[from] compute::db::DbError),
+}
+
 /// One round over every allocation.
-pub async fn round(state: &AppState) -> Result<(), String> {
+pub async fn round(state: &AppState) -> Result<(), RoundError> {
     let renter = state.renter();
-    let mg = renter.metagraph_within(state.config().metagraph_max_age).await.map_err(|e| e.to_string())?;
+    let mg = renter.metagraph_within(state.config().metagraph_max_age).await?;
     // Half-made allocations (a crash, another process's Ctrl-C) are released only while this
     // server is making none: its own in-flight ones look the same in the database.
     if let Ok(_alone) = state.allocating().try_write() {
         renter.release_interrupted(&mg).await;
     }
-    let rows = state.db().allocations().map_err(|e| e.to_string())?;
+    let rows = state.db().allocations()?;
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     let mut set = tokio::task::JoinSet::new();
     for rec in rows {

@@ -68,7 +68,7 @@ pub struct Sn27Caller(Principal);
 impl<S: Send + Sync> FromRequestParts<S> for Sn27Caller {
     type Rejection = Envelope;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Envelope> {
-        principal(parts).map(Sn27Caller).map_err(|why| fail(StatusCode::UNAUTHORIZED, "Missing authorization", why))
+        principal(parts).map(Sn27Caller).map_err(|why| fail(StatusCode::UNAUTHORIZED, "Missing authorization", why.0))
     }
 }
 

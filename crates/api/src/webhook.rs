@@ -117,6 +117,7 @@ pub fn event(
 
 /// Why one POST failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PostError {
     #[error("bad webhook URL {0}")]
     Url(String),

@@ -74,7 +74,7 @@ fn timed(endpoint: &str, wallets: &Path, name: &str, args: &[&str]) -> Result<(f
 pub fn run(o: &Options) -> Result<()> {
     let root = std::env::current_dir()?;
     let cfg = ChopsticksConfig::in_project(&root);
-    cfg.installed().map_err(anyhow::Error::msg)?;
+    cfg.installed()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let node = Chopsticks::start(&cfg)?;
     let endpoint = node.ws_url();

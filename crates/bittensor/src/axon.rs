@@ -72,6 +72,7 @@ pub struct Request<S> {
 /// A handler's failure. The caller sees `500` with the SDK's generic message; a `Public` reason
 /// is appended for operators (it must not carry secrets).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandlerError {
     #[error("{0}")]
     Internal(String),

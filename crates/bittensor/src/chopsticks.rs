@@ -83,19 +83,22 @@ impl ChopsticksConfig {
     }
 
     /// Whether the installation is there (the script exists and `node` runs).
-    pub fn installed(&self) -> Result<(), String> {
+    pub fn installed(&self) -> Result<(), ChopsticksError> {
         if !self.script.is_file() {
-            return Err(format!(
+            return Err(ChopsticksError::NotInstalled(format!(
                 "chopsticks is not installed ({} is missing): run scripts/chain-runtime.sh install",
                 self.script.display()
-            ));
+            )));
         }
         if !self.genesis.is_file() {
-            return Err(format!("the chain spec {} is missing", self.genesis.display()));
+            return Err(ChopsticksError::NotInstalled(format!("the chain spec {} is missing", self.genesis.display())));
         }
         match Command::new(&self.node).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
             Ok(s) if s.success() => Ok(()),
-            _ => Err(format!("Node.js ('{}') does not run; chopsticks needs Node 20 or later", self.node.display())),
+            _ => Err(ChopsticksError::NotInstalled(format!(
+                "Node.js ('{}') does not run; chopsticks needs Node 20 or later",
+                self.node.display()
+            ))),
         }
     }
 }
@@ -134,7 +137,7 @@ pub fn slot_aligned_now_ms() -> u64 {
 impl Chopsticks {
     /// Starts chopsticks and waits until its RPC listens.
     pub fn start(cfg: &ChopsticksConfig) -> Result<Self, ChopsticksError> {
-        cfg.installed().map_err(ChopsticksError::NotInstalled)?;
+        cfg.installed()?;
         let started = Instant::now();
         let mut child = Command::new(&cfg.node)
             .args(cfg.args(cfg.port, slot_aligned_now_ms()))

@@ -23,6 +23,7 @@ use crate::subtensor::types::{AxonInfo, NeuronInfo, NeuronInfoLite, PrometheusIn
 
 /// Why a runtime call was not answered.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// The arguments do not decode as the API's inputs.
     #[error("cannot decode the arguments of {0}")]

@@ -30,6 +30,7 @@ pub const SUBNET_NAME: &str = "nicompute devnet";
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DispatchError {
     /// A pallet's own error, by the runtime's name.
     #[error("{pallet}.{error}")]

@@ -99,10 +99,15 @@ pub fn format_tao(rao: u128) -> String {
     format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
+/// A TAO amount that does not parse; says what one looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an amount of TAO (e.g. 10 or 0.25; at most 9 decimals)")]
+pub struct BadTaoAmount(pub String);
+
 /// Parses a TAO amount (`10`, `0.5`, `1.000000001`) into rao, exactly (no float rounding).
-pub fn parse_tao(s: &str) -> Result<u128, String> {
+pub fn parse_tao(s: &str) -> Result<u128, BadTaoAmount> {
     let s = s.trim();
-    let bad = || format!("'{s}' is not an amount of TAO (e.g. 10 or 0.25; at most 9 decimals)");
+    let bad = || BadTaoAmount(s.to_owned());
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     if whole.is_empty() && frac.is_empty() || frac.len() > 9 || !frac.chars().all(|c| c.is_ascii_digit()) {
         return Err(bad());

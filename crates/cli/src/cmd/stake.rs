@@ -41,7 +41,7 @@ impl StakeCommand {
 impl StakeAddArgs {
     async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let netuid = g.subtensor.netuid();
-        let amount = parse_tao(&self.amount).map_err(UsageError)?;
+        let amount = parse_tao(&self.amount).map_err(|e| UsageError(e.to_string()))?;
         let amount = u64::try_from(amount).map_err(|_| UsageError("--amount is too large".into()))?;
         if amount == 0 {
             return Err(UsageError("--amount must be more than 0".into()).into());

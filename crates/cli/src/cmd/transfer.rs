@@ -28,7 +28,7 @@ pub struct TransferArgs {
 impl TransferArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let dest = AccountId::from_ss58(&self.dest).map_err(|e| UsageError(e.to_string()))?;
-        let amount = parse_tao(&self.amount).map_err(UsageError)?;
+        let amount = parse_tao(&self.amount).map_err(|e| UsageError(e.to_string()))?;
         if amount == 0 {
             return Err(UsageError("--amount must be more than 0".into()).into());
         }

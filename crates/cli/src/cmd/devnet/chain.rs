@@ -80,7 +80,7 @@ impl ChainArgs {
                 (id, format!("owner (sudo) key {id}: wallet `{OWNER_WALLET}` in {}", wallets.display()))
             }
         };
-        let burn = parse_tao(&self.burn).map_err(UsageError)?;
+        let burn = parse_tao(&self.burn).map_err(|e| UsageError(e.to_string()))?;
         let burn = u64::try_from(burn).map_err(|_| UsageError("--burn is too large".into()))?;
         let rules = Rules {
             burn,

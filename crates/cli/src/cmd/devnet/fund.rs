@@ -42,7 +42,7 @@ struct FundDoc {
 
 impl FundArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
-        let rao = parse_tao(&self.amount).map_err(UsageError)?;
+        let rao = parse_tao(&self.amount).map_err(|e| UsageError(e.to_string()))?;
         let layout = Layout::new(self.dir.resolve(g)?);
         // A directory made by `devnet up` names its chain; a bare `devnet chain` directory holds
         // only the owner wallet, and the chain is the one the global options name.

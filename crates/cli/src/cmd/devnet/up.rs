@@ -126,7 +126,7 @@ pub fn find_chopsticks(root: Option<&Path>) -> Result<ChopsticksConfig, String> 
         }
     };
     let cfg = ChopsticksConfig::in_project(&root);
-    cfg.installed()?;
+    cfg.installed().map_err(|e| e.to_string())?;
     Ok(cfg)
 }
 
@@ -531,7 +531,7 @@ mod tests {
                 (kind, why.as_str()),
                 (ChainKind::Runtime, "the real runtime, because Node.js and chopsticks are installed")
             ),
-            Err(missing) => assert!(kind == ChainKind::Embedded && why.contains(&missing), "{why}"),
+            Err(missing) => assert!(kind == ChainKind::Embedded && why.contains(&missing.to_string()), "{why}"),
         }
     }
 }
