@@ -26,16 +26,9 @@ def main() -> int:
     from bittensor_wallet import Wallet
 
     import_s = time.perf_counter() - t0
-    from async_substrate_interface.sync_substrate import SubstrateInterface
+    from sdk_compat import patch_state_call_0x
 
-    sent = SubstrateInterface.rpc_request
-
-    def rpc_request(self, method, params, *args, **kwargs):
-        if method == "state_call" and len(params) > 1 and isinstance(params[1], str) and not params[1].startswith("0x"):
-            params = [params[0], "0x" + params[1], *params[2:]]
-        return sent(self, method, params, *args, **kwargs)
-
-    SubstrateInterface.rpc_request = rpc_request
+    patch_state_call_0x()
     bt.logging.off()
     t0 = time.perf_counter()
     st = bt.Subtensor(network=doc["endpoint"])

@@ -66,16 +66,9 @@ def main() -> int:
 
     bt.logging.off()
     if doc.get("state_call_0x"):
-        from async_substrate_interface.sync_substrate import SubstrateInterface
+        from sdk_compat import patch_state_call_0x
 
-        sent = SubstrateInterface.rpc_request
-
-        def rpc_request(self, method, params, *args, **kwargs):
-            if method == "state_call" and len(params) > 1 and isinstance(params[1], str) and not params[1].startswith("0x"):
-                params = [params[0], "0x" + params[1], *params[2:]]
-            return sent(self, method, params, *args, **kwargs)
-
-        SubstrateInterface.rpc_request = rpc_request
+        patch_state_call_0x()
 
     wallet = Wallet(name=name, path=path, hotkey="default")
     stdout = os.dup(1)

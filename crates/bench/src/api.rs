@@ -132,12 +132,7 @@ fn token(db: &ComputeDb, name: &str, scope: &str) -> Result<String> {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    let bin = std::env::current_exe()?.with_file_name("nicompute");
-    ensure!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --release -p nicompute -p nicompute-bench`",
-        bin.display()
-    );
+    let bin = crate::nicompute_bin()?;
     // This process generates load from CPU 1; the server runs on CPU 0.
     let _ = Command::new("taskset").args(["-a", "-p", "-c", "1", &std::process::id().to_string()]).output();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -209,6 +209,17 @@ enum Cmd {
     },
 }
 
+/// The release `nicompute` built beside this benchmark, which the benchmarks run as a user would.
+fn nicompute_bin() -> Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("nicompute");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --release -p nicompute -p nicompute-bench`",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {

@@ -59,12 +59,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 const SSH_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn run(allocations: usize, runtime: Runtime) -> Result<()> {
-    let bin = std::env::current_exe()?.with_file_name("nicompute");
-    ensure!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --release -p nicompute -p nicompute-bench`",
-        bin.display()
-    );
+    let bin = crate::nicompute_bin()?;
     for tool in ["ssh", "sshpass"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])

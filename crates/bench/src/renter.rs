@@ -91,12 +91,7 @@ impl Row {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    let bin = std::env::current_exe()?.with_file_name("nicompute");
-    ensure!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --release -p nicompute -p nicompute-bench`",
-        bin.display()
-    );
+    let bin = crate::nicompute_bin()?;
     let dir = tempfile::Builder::new().prefix("nicompute-bench-renter-").tempdir()?;
     let specs_json = h100_specs_json(dir.path());
     let mut rows = Vec::new();

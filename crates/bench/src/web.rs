@@ -39,12 +39,7 @@ pub struct Options {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
-    let bin = std::env::current_exe()?.with_file_name("nicompute");
-    ensure!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build --release -p nicompute -p nicompute-bench`",
-        bin.display()
-    );
+    let bin = crate::nicompute_bin()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = root.join("tests/browser/bench.mjs");
     ensure!(
