@@ -459,3 +459,138 @@ async fn ssh_refuses_a_machine_showing_another_host_key_than_the_signed_one() {
     assert_eq!(wrong.status.code(), Some(255));
     assert!(wrong_err.contains("Host key verification failed"), "{wrong_err}");
 }
+
+// ---- one contract: every refusal a real miner gives, as the real renter reads it ----
+
+/// A miner whose `Allocate` answers are `output` as given (signed when asked signed): what a
+/// renter must make of answers that are not definite.
+async fn scripted_miner(seed: u8, output: Value) -> bittensor::axon::AxonHandle {
+    let kp = Arc::new(seed_key(seed));
+    let axon = Axon::new(seed_key(seed)).attach(move |req: Request<Allocate>| {
+        let (kp, output) = (kp.clone(), output.clone());
+        async move {
+            let mut s = req.synapse;
+            let ext = s.nicompute_auth.take();
+            s.output = output.as_object().cloned().unwrap_or_default();
+            if let Some(e) = ext {
+                let (ss58, me) = (req.caller.hotkey.to_ss58(), kp.ss58());
+                let b = Binding { dendrite: &ss58, axon: &me, nonce: req.caller.nonce, uuid: &req.caller.uuid };
+                let digest = auth::verify_request(&e, "Allocate", &s.to_fields(), &b, &req.caller.hotkey)
+                    .map_err(|e| HandlerError::Internal(e.to_string()))?;
+                let mut fields = serde_json::Map::new();
+                fields.insert("output".into(), Value::Object(s.output.clone()));
+                s.nicompute_auth = auth::sign_response(&kp, "Allocate", &fields, &b, &digest, None).ok();
+            }
+            Ok(s)
+        }
+    });
+    axon.spawn(AxonConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..Default::default() }).await.expect("axon")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_of_a_real_miner_reads_back_typed_on_the_renter() {
+    use compute::allocator::{DeallocOutcome, Liveness, Verdict};
+    let live = live_miner(67, false).await;
+    let dendrite = Dendrite::new(renter());
+    let code_of = |r: &bittensor::dendrite::Response<Allocate>| Refusal::read(&r.synapse.output).and_then(|n| n.code);
+    let owner = AllocationKey::generate().expect("rsa").public_pem().expect("pem");
+    let stranger = AllocationKey::generate().expect("rsa").public_pem().expect("pem");
+    let requirement = h100().to_json().as_object().cloned().unwrap_or_default();
+
+    // no_allocation: the renter reads it as a definite "gone".
+    let gone = allocator::liveness(&dendrite, &live.target(), &owner, T, true).await.expect("an answer");
+    assert!(matches!(gone, Liveness::Gone(_)), "{gone:?}");
+    // requirement_mismatch: an RTX 4090 asked of an H100.
+    let rtx = Requirement::sn27(Some(GpuRequirement { count: 1, memory_mib: 24 * 1024, kind: "4090".into() }));
+    let err = allocator::allocate_hotkey(
+        &dendrite,
+        candidate(&live.hotkey, live.target().port),
+        &rtx,
+        &opts(),
+        &MemoryStore::default(),
+        &quiet,
+    )
+    .await
+    .expect_err("mismatch");
+    assert!(err.explain.iter().any(|e| matches!(&e.verdict, Verdict::Refused(_))), "{:?}", err.explain);
+    // not_offered: an image this miner does not offer.
+    let o = AllocateOptions { image: Some("evil/miner:latest".into()), ..opts() };
+    let err = allocator::allocate_hotkey(
+        &dendrite,
+        candidate(&live.hotkey, live.target().port),
+        &h100(),
+        &o,
+        &MemoryStore::default(),
+        &quiet,
+    )
+    .await
+    .expect_err("not offered");
+    assert!(format!("{:?}", err.explain).contains("not offered"), "{:?}", err.explain);
+    let mut a =
+        Allocate { timeline: 1, checking: true, device_requirement: requirement.clone(), ..Allocate::default() };
+    a.docker_requirement.insert("image".into(), json!("evil/miner:latest"));
+    let (r, _) = signed::call(&dendrite, &live.target(), a, T).await;
+    assert_eq!(code_of(&r), Some(Code::NotOffered));
+    // bad_request: allocating without a public key.
+    let a = Allocate { timeline: 1, checking: false, device_requirement: requirement.clone(), ..Allocate::default() };
+    let (r, _) = signed::call(&dendrite, &live.target(), a, T).await;
+    assert_eq!(code_of(&r), Some(Code::BadRequest));
+
+    // Allocated by `owner`: already_allocated for a check, not_holder for a stranger.
+    let a = Allocate {
+        timeline: 1,
+        checking: false,
+        public_key: owner.clone(),
+        device_requirement: requirement.clone(),
+        ..Allocate::default()
+    };
+    let (r, auth) = signed::call(&dendrite, &live.target(), a, T).await;
+    assert_eq!(r.synapse.output.get("status"), Some(&json!(true)), "{:?}", r.synapse.output);
+    assert!(matches!(auth, Authenticity::Signed { host_key: Some(_) }), "{auth:?}");
+    let a = Allocate { timeline: 1, checking: true, device_requirement: requirement.clone(), ..Allocate::default() };
+    let (r, _) = signed::call(&dendrite, &live.target(), a, T).await;
+    assert_eq!(code_of(&r), Some(Code::AlreadyAllocated));
+    let running = allocator::liveness(&dendrite, &live.target(), &owner, T, true).await.expect("an answer");
+    assert!(matches!(running, Liveness::Running { host_key: Some(_) }), "{running:?}");
+    let not_mine = allocator::liveness(&dendrite, &live.target(), &stranger, T, true).await.expect("an answer");
+    assert!(matches!(not_mine, Liveness::Gone(_)), "{not_mine:?}");
+    let store = MemoryStore::default();
+    let out = allocator::deallocate(&dendrite, &live.target(), &live.hotkey, &stranger, &store, T, true).await;
+    assert!(matches!(out, DeallocOutcome::NotHolder(_)), "{out:?}");
+    // bad_request from the holder: an action the miner does not know.
+    let mut a = Allocate {
+        timeline: 0,
+        checking: false,
+        docker_change: true,
+        public_key: owner.clone(),
+        ..Allocate::default()
+    };
+    a.docker_action.insert("action".into(), json!("explode"));
+    let (r, _) = signed::call(&dendrite, &live.target(), a, T).await;
+    assert_eq!(code_of(&r), Some(Code::BadRequest), "{:?}", r.synapse.output);
+    let out = allocator::deallocate(&dendrite, &live.target(), &live.hotkey, &owner, &store, T, true).await;
+    assert_eq!(out, DeallocOutcome::Released);
+
+    // cannot_tell and a fault are no answer: `reconcile --prune` keeps the row on them.
+    for (seed, output) in [
+        (68, json!({"status": false, "code": "cannot_tell", "reason": "the miner cannot tell"})),
+        (69, json!({"status": false, "code": "miner_fault", "reason": "docker is down"})),
+        (70, json!({"status": false, "reason": "not allocated (really: docker ps failed)"})),
+    ] {
+        let axon = scripted_miner(seed, output.clone()).await;
+        let target =
+            AxonTarget { ip: "127.0.0.1".into(), port: axon.local_addr().port(), hotkey: seed_key(seed).ss58() };
+        let r = allocator::liveness(&dendrite, &target, &owner, T, true).await;
+        assert!(r.is_err(), "{output} must not read as gone: {r:?}");
+        axon.shutdown().await;
+    }
+    // SN27's bare no (its miners give it only for "no such allocation") and a typed absence are.
+    for (seed, output) in [(71, json!({"status": false})), (72, json!({"status": false, "code": "no_allocation"}))] {
+        let axon = scripted_miner(seed, output.clone()).await;
+        let target =
+            AxonTarget { ip: "127.0.0.1".into(), port: axon.local_addr().port(), hotkey: seed_key(seed).ss58() };
+        let r = allocator::liveness(&dendrite, &target, &owner, T, false).await;
+        assert!(matches!(r, Ok(Liveness::Gone(_))), "{output}: {r:?}");
+        axon.shutdown().await;
+    }
+}
