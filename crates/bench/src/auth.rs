@@ -45,7 +45,7 @@ pub fn run(iterations: usize) -> Result<()> {
     let host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd1qDMYkGqYYsvIHQVkfzWkHDdjVuWvAH9ZpSg7lk1x";
     let (renter_id, miner_id) = (renter.account_id(), miner.account_id());
 
-    let mut round = |nonce: u64| -> Result<()> {
+    let round = |nonce: u64| -> Result<()> {
         let b = Binding { dendrite: &r, axon: &m, nonce, uuid: "5f0c7f4e-2d7e-11ef-9a3c-0242ac120002" };
         let (ext, digest) = auth::sign_request(&renter, "Allocate", &fields, &b)?;
         let seen = auth::verify_request(&ext, "Allocate", &fields, &b, &renter_id)?;
