@@ -26,13 +26,78 @@ fn printable(c: char) -> bool {
     !control && !bidi
 }
 
+/// Whether UTF-8 `b` holds something [`printable`] refuses. A byte scan (the common answer is
+/// no, over hundreds of kilobytes of a table): C0 controls but `\n` and `\t`, DEL, C1
+/// (`C2 80`–`C2 9F`), and the bidirectional controls (`E2 80 AA`–`AE`, `E2 81 A6`–`A9`).
+fn needs_cleaning(b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\n' | b'\t' => {}
+            0..=0x1f | 0x7f => return true,
+            0xc2 if matches!(b.get(i + 1), Some(0x80..=0x9f)) => return true,
+            0xe2 => match (b.get(i + 1), b.get(i + 2)) {
+                (Some(0x80), Some(0xaa..=0xae)) | (Some(0x81), Some(0xa6..=0xa9)) => return true,
+                _ => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// `s` without what must not reach a terminal (see the module docs).
 pub fn clean(s: &str) -> Cow<'_, str> {
-    if s.chars().all(printable) {
-        Cow::Borrowed(s)
-    } else {
+    if needs_cleaning(s.as_bytes()) {
         Cow::Owned(s.chars().filter(|c| printable(*c)).collect())
+    } else {
+        Cow::Borrowed(s)
     }
+}
+
+/// [`clean`] for an owned string: no copy when it is clean already.
+fn clean_owned(s: String) -> String {
+    if needs_cleaning(s.as_bytes()) {
+        s.chars().filter(|c| printable(*c)).collect()
+    } else {
+        s
+    }
+}
+
+/// Whether serde_json's compact or pretty output `b` carries a string with something [`clean`]
+/// drops: raw (DEL, C1, bidirectional controls) or escaped (`\u0000`–`\u001f`, `\b`, `\f`,
+/// `\r`; serde_json writes `\n` and `\t` as such, which are allowed).
+fn json_needs_cleaning(b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                match b.get(i + 1) {
+                    Some(b'b' | b'f' | b'r') => return true,
+                    Some(b'u') => {
+                        let hex = b.get(i + 2..i + 6).and_then(|h| std::str::from_utf8(h).ok());
+                        let code = hex.and_then(|h| u32::from_str_radix(h, 16).ok());
+                        if code.is_none_or(|c| (c < 0x20 && c != 0x0a && c != 0x09) || (0x7f..=0x9f).contains(&c)) {
+                            return true;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 2;
+                continue;
+            }
+            0x7f => return true,
+            0xc2 if matches!(b.get(i + 1), Some(0x80..=0x9f)) => return true,
+            0xe2 => match (b.get(i + 1), b.get(i + 2)) {
+                (Some(0x80), Some(0xaa..=0xae)) | (Some(0x81), Some(0xa6..=0xa9)) => return true,
+                _ => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// [`clean`] on every string (and object key) of a JSON document.
@@ -123,22 +188,24 @@ impl Output {
         // thousand rows would otherwise cost a system call per line.
         let mut buf: Vec<u8> = Vec::with_capacity(8192);
         let r = if self.json {
-            serde_json::to_value(data)
-                .map(|mut v| {
-                    clean_json(&mut v);
-                    v
+            // Written straight from `data`; only a document with something to drop (rare: a
+            // hostile miner's string) goes through a `Value` to be cleaned.
+            serde_json::to_writer_pretty(&mut buf, data)
+                .and_then(|()| {
+                    if json_needs_cleaning(&buf) {
+                        let mut v = serde_json::to_value(data)?;
+                        clean_json(&mut v);
+                        buf.clear();
+                        serde_json::to_writer_pretty(&mut buf, &v)?;
+                    }
+                    Ok(())
                 })
-                .and_then(|v| serde_json::to_writer_pretty(&mut buf, &v))
                 .map_err(io::Error::from)
                 .and_then(|()| writeln!(buf))
         } else {
             human(&mut buf).map(|()| {
-                let cleaned = match clean(&String::from_utf8_lossy(&buf)) {
-                    Cow::Owned(c) => Some(c),
-                    Cow::Borrowed(_) => None,
-                };
-                if let Some(c) = cleaned {
-                    buf = c.into_bytes();
+                if needs_cleaning(&buf) {
+                    buf = clean(&String::from_utf8_lossy(&buf)).into_owned().into_bytes();
                 }
             })
         };
@@ -245,7 +312,7 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header(header.to_vec());
     for r in rows {
-        t.add_row(r.iter().map(|c| clean(c).into_owned()).collect::<Vec<_>>());
+        t.add_row(r.into_iter().map(clean_owned).collect::<Vec<_>>());
     }
     t.to_string()
 }
@@ -263,6 +330,17 @@ mod tests {
         assert!(!cleaned.chars().any(|c| c.is_control() || c == '\u{202e}'), "{cleaned:?}");
         assert_eq!(cleaned, "NVIDIA ]0;pwned[2JH10031mgnp.exe");
         assert!(matches!(clean("plain\ttext\nlines"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_byte_scans_agree_with_printable_for_every_character() {
+        for c in (0..0x3000u32).chain(0xfeff..0x10000).filter_map(char::from_u32) {
+            let s = format!("a{c}b");
+            assert_eq!(needs_cleaning(s.as_bytes()), !printable(c), "{:#x}", c as u32);
+            let json = serde_json::to_vec_pretty(&json!({ "k": s })).expect("json");
+            assert_eq!(json_needs_cleaning(&json), !printable(c), "json {:#x}", c as u32);
+        }
+        assert!(!json_needs_cleaning(br#"{"k": "a\\u001b"}"#), "an escaped backslash is text");
     }
 
     #[test]
