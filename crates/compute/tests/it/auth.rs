@@ -3,7 +3,8 @@
 //! credentials sent to the attacker) or the answer (another host key), a malicious miner whose
 //! credentials carry an option-injecting username and whose signed host key is not one, and an
 //! SSH server that shows another host key than the one its miner signed — refused by the
-//! built-in client and by OpenSSH with the allocation's own `known_hosts` file.
+//! built-in client and by OpenSSH with the allocation's own `known_hosts` file — and the
+//! built-in client's bounds on output and time.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -430,6 +431,21 @@ async fn ssh_refuses_a_machine_showing_another_host_key_than_the_signed_one() {
     match sshexec::exec(&login(HostKeyCheck::Pinned(other.clone())), "echo no").await {
         Err(SshError::HostKeyChanged { .. }) => {}
         other => panic!("expected a host key refusal, got {other:?}"),
+    }
+
+    // A machine cannot make the built-in client buffer without end or wait forever.
+    let bounded = sshexec::Login {
+        max_output: 64 * 1024,
+        command_timeout: Duration::from_secs(2),
+        ..login(HostKeyCheck::Pinned(pinned.clone()))
+    };
+    match sshexec::exec(&bounded, "head -c 1000000 /dev/zero").await {
+        Err(SshError::OutputTooLarge { limit }) => assert_eq!(limit, 64 * 1024),
+        other => panic!("expected the output bound, got {other:?}"),
+    }
+    match sshexec::exec(&bounded, "sleep 30").await {
+        Err(SshError::TimedOut(t)) => assert_eq!(t, Duration::from_secs(2)),
+        other => panic!("expected the time bound, got {other:?}"),
     }
 
     // OpenSSH with the allocation's own known_hosts file and StrictHostKeyChecking=yes.
