@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
+<<<<<<< HEAD
 #   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb|web] [options of that benchmark]
 #   (devnetup and demo: RUNS=N runs per configuration instead of 3 and 5)
+=======
+#   scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
+>>>>>>> wip/auth
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
@@ -13,6 +17,8 @@
 #         figure, with the server's peak RSS; the sr25519 verification ceiling on CPU 0; the
 #         single-request round trip and `wallet show` cold start. --attacks KIND,… or
 #         --no-attacks to choose; --duration/--warmup to shorten.
+# auth:   nicompute's signed allocations (docs/signed-allocations.md): one request signed and
+#         verified and its answer signed and verified (sr25519, canonical JSON), per allocation.
 # decode: SCALE decoding of a real 1024-neuron finney metagraph (fixture 01).
 # chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
 # chainwrite: on the real Subtensor runtime (chopsticks, Instant blocks): `nicompute subnet register`
@@ -47,6 +53,7 @@ cargo build --release --locked -p nicompute -p nicompute-bench
 bench=target/release/nicompute-bench
 case "$what" in
   axon) scripts/python-peers.sh && exec "$bench" axon "$@" ;;
+  auth) exec "$bench" auth "$@" ;;
   decode) exec "$bench" decode "$@" ;;
   chain) exec "$bench" chain "$@" ;;
   chainwrite) scripts/python-peers.sh && scripts/chain-runtime.sh install && exec "$bench" chainwrite "$@" ;;
@@ -133,6 +140,7 @@ for name, v in steps.items():
   all)
     scripts/python-peers.sh
     "$bench" decode
+    "$bench" auth
     "$bench" chain
     "$bench" miner
     "$bench" renter
@@ -145,5 +153,9 @@ for name, v in steps.items():
     "$bench" chainwrite
     "$bench" devnet
     ;;
+<<<<<<< HEAD
   *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb|web] [options]" >&2; exit 2 ;;
+=======
+  *) echo "usage: scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+>>>>>>> wip/auth
 esac
