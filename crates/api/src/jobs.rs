@@ -346,6 +346,10 @@ pub fn view(state: &AppState, rec: &ApiAllocation, who: &Principal, reveal: bool
                         "expires_at_ms": row.expires_ms,
                         "ssh_key_injected": row.ssh_key_injected,
                     });
+                    // The key the miner signed and the renter pinned (nicompute miners only).
+                    if let Some(key) = &d.host_key {
+                        v["machine"]["host_key_fingerprint"] = json!(compute::sshexec::fingerprint(key));
+                    }
                 }
             }
             if let Ok(Some(h)) = state.db().health(hk) {

@@ -79,6 +79,7 @@ impl std::fmt::Debug for MinerConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MinerError {
     #[error("cannot create the state directory {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },

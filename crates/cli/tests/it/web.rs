@@ -10,11 +10,11 @@
 //! of the main views land in `target/tmp/browser/` (git-ignored).
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use compute::sshexec::{self, Login};
+use compute::sshexec::{self, HostKeyCheck, Login};
 use serde_json::{json, Value};
 
 use crate::api_world::{config, serve, token, World};
@@ -50,8 +50,9 @@ impl Browser {
     }
 }
 
-/// `ssh USER@HOST -p PORT` (the API's `ssh_command`, as SN27 prints it) as a login.
-fn login_of(command: &str, password: &str) -> Login {
+/// `ssh USER@HOST -p PORT` (the API's `ssh_command`, as SN27 prints it) as a login that records
+/// the host key it meets in `known_hosts` (checked against the page's pinned fingerprint after).
+fn login_of(command: &str, password: &str, known_hosts: &Path) -> Login {
     let words: Vec<&str> = command.split_whitespace().collect();
     let (user, host) = words
         .iter()
@@ -71,6 +72,9 @@ fn login_of(command: &str, password: &str) -> Login {
         identity: None,
         password: Some(secrecy::SecretString::from(password.to_owned())),
         connect_timeout: Duration::from_secs(20),
+        host_key: HostKeyCheck::FirstUse { file: known_hosts.to_owned(), alias: "dashboard".into() },
+        command_timeout: Duration::from_secs(30),
+        max_output: 1 << 20,
     }
 }
 
@@ -126,6 +130,8 @@ async fn a_renter_allocates_logs_in_restarts_and_releases_from_the_browser() {
         }
     });
     let mut ssh_output = None;
+    let keys_dir = tempfile::tempdir().expect("tempdir");
+    let known_hosts = keys_dir.path().join("known_hosts");
     let report = loop {
         let line = tokio::time::timeout(Duration::from_secs(300), rx.recv())
             .await
@@ -135,7 +141,11 @@ async fn a_renter_allocates_logs_in_restarts_and_releases_from_the_browser() {
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON from the script ({e}): {line}"));
         let answer = match msg["ask"].as_str() {
             Some("ssh") => {
-                let login = login_of(msg["command"].as_str().expect("command"), msg["password"].as_str().expect("pw"));
+                let login = login_of(
+                    msg["command"].as_str().expect("command"),
+                    msg["password"].as_str().expect("pw"),
+                    &known_hosts,
+                );
                 let out =
                     sshexec::exec(&login, "echo dashboard-login-ok; whoami").await.expect("ssh with the page's login");
                 let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -187,6 +197,10 @@ async fn a_renter_allocates_logs_in_restarts_and_releases_from_the_browser() {
     let (exit, out) = ssh_output.expect("the script asked to run the SSH command");
     assert_eq!(exit, Some(0));
     assert!(out.contains("dashboard-login-ok"), "{out}");
+    // The page shows the host key the miner signed, and it is the one the machine presented.
+    let met = compute::known_hosts::keys_for(&known_hosts, "dashboard").expect("known_hosts");
+    assert_eq!(met.len(), 1, "{met:?}");
+    assert_eq!(r["host_key_fingerprint"].as_str(), Some(sshexec::fingerprint(&met[0]).as_str()), "{r}");
     assert!(r["howto"].as_array().is_some_and(|s| s.len() >= 4), "log-in steps for a newcomer: {r}");
     assert_eq!(r["h100_card_command"], r["ssh_command"]);
     assert_ne!(r["countdown"][0], r["countdown"][1], "the expiry counts down: {r}");

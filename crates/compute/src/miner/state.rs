@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS axon_replay_meta (
 ";
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     #[error("miner state {path}: {source}")]
     Open { path: String, source: rusqlite::Error },
