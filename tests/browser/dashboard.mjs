@@ -7,7 +7,8 @@
 // requirement form while the page shows the server's progress; the SSH command and the
 // password revealed on click are handed to the Rust side, which logs in with the built-in SSH
 // client; "My allocations" shows it active and online with a countdown; restart answers with
-// the miner's result; the 4090 is allocated from its row; its miner is killed and the page turns
+// the miner's result, and so do pause and unpause (each observed: no SSH greeting, then one
+// again); the 4090 is allocated from its row; its miner is killed and the page turns
 // it "Offline" by itself (live events, no reload); the H100 is released and disappears; a token
 // kept in the tab lists the machines at once, a refused one asks to log in again. Prints one
 // JSON report; the Rust test asserts on it. Screenshots go to NICOMPUTE_ARTIFACTS.
@@ -118,6 +119,16 @@ try {
     return r.some((t) => /^(Restarted|restart failed)/.test(t));
   }, null, { timeout: 90000 });
   report.restart = await card("H100").locator(".result").textContent();
+
+  step("pause, then unpause: each with the miner's result and the machine's observed state");
+  for (const [button, done] of [["Pause", /^(Paused|pause failed)/], ["Unpause", /^(Running again|unpause failed)/]]) {
+    await card("H100").getByRole("button", { name: button, exact: true }).click();
+    await page.waitForFunction((src) => {
+      const re = new RegExp(src);
+      return [...document.querySelectorAll("article.alloc .result")].some((e) => re.test(e.textContent));
+    }, done.source, { timeout: 90000 });
+    report[button.toLowerCase()] = await card("H100").locator(".result").textContent();
+  }
 
   step("allocate the 4090 from its row on the Machines view");
   await nav("Machines");

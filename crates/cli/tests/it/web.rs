@@ -206,6 +206,9 @@ async fn a_renter_allocates_logs_in_restarts_and_releases_from_the_browser() {
     assert_ne!(r["countdown"][0], r["countdown"][1], "the expiry counts down: {r}");
     // Restart: the miner's real result.
     assert!(r["restart"].as_str().is_some_and(|t| t.starts_with("Restarted")), "{r}");
+    // Pause and unpause: confirmed by the miner and observed (no SSH greeting, then one again).
+    assert!(r["pause"].as_str().is_some_and(|t| t.starts_with("Paused")), "{r}");
+    assert!(r["unpause"].as_str().is_some_and(|t| t.starts_with("Running again")), "{r}");
     // "Allocate this machine" from a row chose the 4090.
     assert!(r["chosen"].as_str().is_some_and(|t| t.contains("4090")), "{r}");
     // The killed miner turned "Offline" live, without a reload.

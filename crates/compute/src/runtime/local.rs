@@ -31,7 +31,8 @@
 //!
 //! Every process a session starts leads its own process group; the runtime signals those groups:
 //! SIGHUP when the SSH connection ends, SIGSTOP/SIGCONT on pause/unpause, SIGKILL on restart and
-//! remove. A process that leaves its group (`setsid`) escapes all of that.
+//! remove. A process that leaves its group (`setsid`) escapes all of that. While paused, a new
+//! connection is closed before the SSH greeting, as a frozen container greets no one.
 //!
 //! State is in memory only: dropping the runtime stops its servers and kills their sessions'
 //! processes; after a miner restart [`LocalRuntime::list`] is empty (the miner's reconcile then

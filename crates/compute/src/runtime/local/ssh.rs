@@ -235,6 +235,12 @@ pub(super) async fn serve(listener: Arc<TcpListener>, config: Arc<Config>, share
                 continue;
             }
         };
+        if shared.paused.load(Ordering::SeqCst) {
+            // Paused: as a frozen container's port, it greets no one (the renter's check of a
+            // pause is that no SSH banner comes).
+            drop(socket);
+            continue;
+        }
         let _ = socket.set_nodelay(true);
         let conn = {
             let mut reg = lock(&shared.registry);
