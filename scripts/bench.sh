@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options of that benchmark]
 #   (devnetup and demo: RUNS=N runs per configuration instead of 3 and 5)
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
@@ -13,6 +13,8 @@
 #         figure, with the server's peak RSS; the sr25519 verification ceiling on CPU 0; the
 #         single-request round trip and `wallet show` cold start. --attacks KIND,… or
 #         --no-attacks to choose; --duration/--warmup to shorten.
+# auth:   nicompute's signed allocations (docs/signed-allocations.md): one request signed and
+#         verified and its answer signed and verified (sr25519, canonical JSON), per allocation.
 # decode: SCALE decoding of a real 1024-neuron finney metagraph (fixture 01).
 # chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
 # chainwrite: on the real Subtensor runtime (chopsticks, Instant blocks): `nicompute subnet register`
@@ -43,6 +45,7 @@ cargo build --release --locked -p nicompute -p nicompute-bench
 bench=target/release/nicompute-bench
 case "$what" in
   axon) scripts/python-peers.sh && exec "$bench" axon "$@" ;;
+  auth) exec "$bench" auth "$@" ;;
   decode) exec "$bench" decode "$@" ;;
   chain) exec "$bench" chain "$@" ;;
   chainwrite) scripts/python-peers.sh && scripts/chain-runtime.sh install && exec "$bench" chainwrite "$@" ;;
@@ -128,6 +131,7 @@ for name, v in steps.items():
   all)
     scripts/python-peers.sh
     "$bench" decode
+    "$bench" auth
     "$bench" chain
     "$bench" miner
     "$bench" renter
@@ -138,5 +142,5 @@ for name, v in steps.items():
     "$bench" chainwrite
     "$bench" devnet
     ;;
-  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
 esac

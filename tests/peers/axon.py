@@ -5,7 +5,9 @@ stdin: one JSON object (secrets never go in argv), then stdin stays open:
     {"hotkey_mnemonic": str, "port": int (0 = pick a free one), "denied_hotkeys": [ss58, ...],
      "deny_reason": str (optional; the blacklist reason for denied hotkeys, default "Blacklisted hotkey";
                     "{synapse}" and "{hotkey}" are filled in, as SN27 words its version gate),
-     "coldkey_ss58": str (optional, only shown in AxonInfo; default: the hotkey's ss58)}
+     "coldkey_ss58": str (optional, only shown in AxonInfo; default: the hotkey's ss58),
+     "sn27_version": "2.2.1" (optional: allocation credentials as SN27 v2.2.1 words them, with
+                    external_user_ports 27015-27018 -> 40001-40004 and "version": 221)}
 stdout: exactly one line "READY <port>" once the server listens; nothing else.
 Exits 0 when stdin reaches EOF or on SIGTERM/SIGINT; errors go to stderr with a non-zero exit.
 """
@@ -83,6 +85,7 @@ def build_axon(config: dict) -> "bt.Axon":
                 s.bind(("127.0.0.1", port))
             except OSError as e:
                 raise ValueError(f"cannot bind 127.0.0.1:{port}: {e}") from e
+    sn27_v2 = config.get("sn27_version") == "2.2.1"
     denied = config.get("denied_hotkeys", [])
     if not isinstance(denied, list) or not all(isinstance(h, str) for h in denied):
         raise ValueError('"denied_hotkeys" must be a list of ss58 strings')
@@ -103,7 +106,13 @@ def build_axon(config: dict) -> "bt.Axon":
         if synapse.checking:
             synapse.output = {"status": True, "port": SSH_PORT}
         elif synapse.timeline > 0 and synapse.public_key:
-            info = json.dumps({"username": "root", "password": "peer-pass", "port": SSH_PORT, "version": "peer"})
+            if sn27_v2:
+                # SN27 v2.2.1's credentials: the user ports the miner mapped, its version as an int.
+                ports = {str(27015 + i): 40001 + i for i in range(4)}
+                info = json.dumps({"username": "root", "password": "peer-pass", "port": SSH_PORT,
+                                   "external_user_ports": ports, "version": 221})
+            else:
+                info = json.dumps({"username": "root", "password": "peer-pass", "port": SSH_PORT, "version": "peer"})
             synapse.output = {"status": True, "info": encrypt_for(synapse.public_key, info.encode()), "port": SSH_PORT}
         elif synapse.timeline == 0:
             synapse.output = {"status": True}  # deallocation

@@ -15,6 +15,7 @@
 
 mod api;
 mod attack;
+mod auth;
 mod axon;
 mod chain;
 mod chainwrite;
@@ -89,6 +90,11 @@ enum Cmd {
     },
     /// sr25519 verifications per second on this core (run it pinned).
     VerifyCeiling,
+    /// The cost of nicompute's signed allocations: sign and verify a request and its answer.
+    Auth {
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+    },
     /// Time decoding fixture 01 (1024 neurons + subnet state) into a Metagraph.
     Decode {
         #[arg(long, default_value = "tests/fixtures/metagraph")]
@@ -220,6 +226,7 @@ fn main() -> Result<()> {
         }
         Cmd::ServeAxon { port, bare } => serve_axon(port, bare),
         Cmd::Attack { addr, axon_hotkey, kind } => attack::run(addr, &axon_hotkey, kind),
+        Cmd::Auth { iterations } => auth::run(iterations),
         Cmd::VerifyCeiling => {
             let (wall, cpu) = verify_ceiling();
             println!("{}", json!({ "verifications_per_s": wall, "verifications_per_cpu_s": cpu }));

@@ -558,6 +558,9 @@ fn lists(bin: &Path, dir: &Path, specs_json: &str, rows: &mut Vec<Row>) -> Resul
                 version: json!(183),
                 ssh_key: None,
                 uuid: None,
+                external_user_ports: None,
+                host_key: None,
+                authenticated: false,
             };
             db.commit_allocation(&hotkey, &details)?;
         }

@@ -50,6 +50,22 @@ impl AxonTarget {
     }
 }
 
+/// What the dendrite chose for one request — the values its signature covers — handed to
+/// [`Dendrite::call_with`]'s `extend` so that an extension of the body can bind to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub nonce: u64,
+    pub uuid: String,
+    /// Our hotkey (SS58).
+    pub dendrite_hotkey: String,
+    /// The target axon's hotkey (SS58).
+    pub axon_hotkey: String,
+}
+
+/// A body extension: called once per request with its [`Stamp`], before the body is hashed,
+/// signed and serialized; it may add fields.
+type Extend<'a> = dyn FnMut(&Stamp, &mut Map<String, Value>) + Send + 'a;
+
 /// How a call ended, in the SDK's terms (`dendrite.status_code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,19 +195,56 @@ impl Dendrite {
         &self.inner.ss58
     }
 
+    /// The hotkey requests are signed with (to sign extensions of them too).
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.keypair
+    }
+
     /// Sends a typed synapse to one axon.
     pub async fn call<S: Synapse>(&self, target: &AxonTarget, synapse: S, timeout: Duration) -> Response<S> {
+        self.call_with(target, synapse, timeout, |_: &Stamp, _: &mut Map<String, Value>| ()).await.0
+    }
+
+    /// [`Self::call`] with `extend` run on the request body's fields once the nonce and uuid are
+    /// chosen (and before the body is hashed and signed): how a signed extension binds to one
+    /// request. Returns what `extend` returned (`None` only if the request was never built).
+    pub async fn call_with<S, T, F>(
+        &self,
+        target: &AxonTarget,
+        synapse: S,
+        timeout: Duration,
+        extend: F,
+    ) -> (Response<S>, Option<T>)
+    where
+        S: Synapse,
+        T: Send,
+        F: FnOnce(&Stamp, &mut Map<String, Value>) -> T + Send,
+    {
         let raw = RawSynapse::from_typed(&synapse);
-        let r = self
-            .send(target, raw, timeout, |m| S::from_fields(m).map(|s| s.to_fields()).map_err(|e| e.to_string()))
-            .await;
+        let mut extend = Some(extend);
+        let mut made = None;
+        let r = {
+            let mut hook = |stamp: &Stamp, fields: &mut Map<String, Value>| {
+                if let Some(f) = extend.take() {
+                    made = Some(f(stamp, fields));
+                }
+            };
+            self.send(
+                target,
+                raw,
+                timeout,
+                |m| S::from_fields(m).map(|s| s.to_fields()).map_err(|e| e.to_string()),
+                &mut hook,
+            )
+            .await
+        };
         let typed = S::from_fields(r.synapse.fields).unwrap_or(synapse);
-        Response { synapse: typed, header: r.header, kind: r.kind, elapsed: r.elapsed }
+        (Response { synapse: typed, header: r.header, kind: r.kind, elapsed: r.elapsed }, made)
     }
 
     /// Sends an untyped synapse (fields are taken as the axon returns them).
     pub async fn call_raw(&self, target: &AxonTarget, synapse: RawSynapse, timeout: Duration) -> Response<RawSynapse> {
-        self.send(target, synapse, timeout, Ok).await
+        self.send(target, synapse, timeout, Ok, &mut |_: &Stamp, _: &mut Map<String, Value>| {}).await
     }
 
     /// Sends the same synapse to many axons concurrently; results in the order of `targets`.
@@ -242,12 +295,20 @@ impl Dendrite {
     fn build_request(
         &self,
         target: &AxonTarget,
-        raw: &RawSynapse,
+        raw: &mut RawSynapse,
         timeout: f64,
         lane: &str,
+        extend: &mut Extend<'_>,
     ) -> (SynapseHeader, http::Request<Full<Bytes>>) {
-        let hash = raw.body_hash();
         let nonce = self.next_nonce();
+        let stamp = Stamp {
+            nonce,
+            uuid: lane.to_owned(),
+            dendrite_hotkey: self.inner.ss58.clone(),
+            axon_hotkey: target.hotkey.clone(),
+        };
+        extend(&stamp, &mut raw.fields);
+        let hash = raw.body_hash();
         let message = format!("{nonce}.{}.{}.{lane}.{hash}", self.inner.ss58, target.hotkey);
         let signature = self.inner.keypair.sign(message.as_bytes()).to_hex();
         let header = SynapseHeader {
@@ -284,14 +345,15 @@ impl Dendrite {
     async fn send(
         &self,
         target: &AxonTarget,
-        raw: RawSynapse,
+        mut raw: RawSynapse,
         timeout: Duration,
         validate: impl Fn(Map<String, Value>) -> Result<Map<String, Value>, String>,
+        extend: &mut Extend<'_>,
     ) -> Response<RawSynapse> {
         let started = Instant::now();
         let _permit = self.inner.limit.acquire().await;
         let lane = self.take_lane();
-        let (request_header, req) = self.build_request(target, &raw, timeout.as_secs_f64(), &lane);
+        let (request_header, req) = self.build_request(target, &mut raw, timeout.as_secs_f64(), &lane, extend);
         let exchange = async {
             let resp = self.inner.client.request(req).await?;
             let (parts, body) = resp.into_parts();

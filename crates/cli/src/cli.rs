@@ -60,6 +60,16 @@ pub enum Command {
     Reconcile(cmd::reconcile::ReconcileArgs),
     /// Log in to an allocation (or run a command there after `--`).
     Ssh(cmd::ssh::SshArgs),
+    /// Restart an allocation's container (done when its SSH server answers again).
+    Restart(cmd::lifecycle::LifecycleArgs),
+    /// Pause an allocation's container (done when its SSH server stops answering).
+    Pause(cmd::lifecycle::LifecycleArgs),
+    /// Unpause an allocation's container (done when its SSH server answers again).
+    #[command(visible_alias = "resume")]
+    Unpause(cmd::lifecycle::LifecycleArgs),
+    /// Replace an allocation's login key with another public key.
+    #[command(name = "exchange-key", visible_alias = "exchange_key")]
+    ExchangeKey(cmd::lifecycle::ExchangeKeyArgs),
     /// btcli-compatible wallets: create, list, show; balance and transfer on the chain.
     #[command(subcommand)]
     Wallet(cmd::wallet::WalletCommand),
@@ -198,7 +208,13 @@ mod tests {
     #[test]
     fn positional_hotkeys_do_not_touch_the_wallet_hotkey() {
         let hk = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
-        for argv in [vec!["nicompute", "a_hotkey", hk], vec!["nicompute", "ssh", hk]] {
+        for argv in [
+            vec!["nicompute", "a_hotkey", hk],
+            vec!["nicompute", "ssh", hk],
+            vec!["nicompute", "restart", hk],
+            vec!["nicompute", "resume", hk],
+            vec!["nicompute", "exchange-key", hk, "--ssh-key", "k.pub"],
+        ] {
             let c = Cli::parse_args_with(&argv, EnvPolicy::Ignore).expect("parse");
             assert_eq!(c.global.given.source("wallet.hotkey"), crate::opts::Source::Default, "{argv:?}");
         }

@@ -2,12 +2,58 @@
 //! one JSON document with `--json`); logs, progress and prompts go to stderr. Errors are printed
 //! once with their cause chain, as JSON too under `--json`. A closed stdout (`| head`) ends the
 //! command quietly with success.
+//!
+//! Much of what is shown comes from the network — a miner's GPU name, its refusal reasons, its
+//! usernames — and a miner can put terminal escapes in any of it (`ESC]0;…BEL` retitles the
+//! window, `ESC[2J` clears the screen, `\r` overwrites a line, U+202E reverses text). So every
+//! string leaves through [`clean`]: control characters (C0 but line feed and tab, DEL, C1) and
+//! Unicode's bidirectional overrides are dropped, in tables, text, notes, errors and the strings
+//! of JSON documents alike; no command can forget it. Only [`Output::passthrough`] — the remote
+//! command's own output that `ssh` was asked to run — passes bytes as they are, as OpenSSH does.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
+
+/// Whether `c` may reach a terminal: no control character but line feed and tab, no
+/// bidirectional override or isolate.
+fn printable(c: char) -> bool {
+    let control = c.is_control() && c != '\n' && c != '\t';
+    let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    !control && !bidi
+}
+
+/// `s` without what must not reach a terminal (see the module docs).
+pub fn clean(s: &str) -> Cow<'_, str> {
+    if s.chars().all(printable) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(s.chars().filter(|c| printable(*c)).collect())
+    }
+}
+
+/// [`clean`] on every string (and object key) of a JSON document.
+pub fn clean_json(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            if let Cow::Owned(c) = clean(s) {
+                *s = c;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(clean_json),
+        Value::Object(map) => {
+            if map.keys().any(|k| matches!(clean(k), Cow::Owned(_))) {
+                let taken = std::mem::take(map);
+                *map = taken.into_iter().map(|(k, v)| (clean(&k).into_owned(), v)).collect();
+            }
+            map.values_mut().for_each(clean_json);
+        }
+        _ => {}
+    }
+}
 
 use crate::{EXIT_FAILED, EXIT_USAGE};
 
@@ -77,9 +123,24 @@ impl Output {
         // thousand rows would otherwise cost a system call per line.
         let mut buf: Vec<u8> = Vec::with_capacity(8192);
         let r = if self.json {
-            serde_json::to_writer_pretty(&mut buf, data).map_err(io::Error::from).and_then(|()| writeln!(buf))
+            serde_json::to_value(data)
+                .map(|mut v| {
+                    clean_json(&mut v);
+                    v
+                })
+                .and_then(|v| serde_json::to_writer_pretty(&mut buf, &v))
+                .map_err(io::Error::from)
+                .and_then(|()| writeln!(buf))
         } else {
-            human(&mut buf)
+            human(&mut buf).map(|()| {
+                let cleaned = match clean(&String::from_utf8_lossy(&buf)) {
+                    Cow::Owned(c) => Some(c),
+                    Cow::Borrowed(_) => None,
+                };
+                if let Some(c) = cleaned {
+                    buf = c.into_bytes();
+                }
+            })
         };
         let r = r.and_then(|()| self.out.write_all(&buf)).and_then(|()| self.out.flush());
         if let Err(e) = r {
@@ -102,18 +163,19 @@ impl Output {
     /// A note for people on stderr (not shown under `--json`).
     pub fn note(&mut self, msg: &str) {
         if !self.json {
-            let _ = writeln!(self.err, "{msg}");
+            let _ = writeln!(self.err, "{}", clean(msg));
         }
     }
 
     /// Prints an error with its causes.
     pub fn error(&mut self, e: &anyhow::Error) {
-        let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+        let causes: Vec<String> = e.chain().skip(1).map(|c| clean(&c.to_string()).into_owned()).collect();
+        let message = clean(&e.to_string()).into_owned();
         if self.json {
-            let doc = json!({"error": {"message": e.to_string(), "causes": causes}});
+            let doc = json!({"error": {"message": message, "causes": causes}});
             let _ = writeln!(self.out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         } else {
-            let mut text = format!("error: {e}");
+            let mut text = format!("error: {message}");
             for c in &causes {
                 text.push_str(&format!("\n  caused by: {c}"));
             }
@@ -129,7 +191,7 @@ impl Output {
             Err(_) if self.broken_pipe => ExitCode::SUCCESS,
             Err(e) if e.downcast_ref::<Reported>().is_some() => {
                 if !self.json {
-                    let _ = writeln!(self.err, "error: {e}");
+                    let _ = writeln!(self.err, "error: {}", clean(&e.to_string()));
                 }
                 ExitCode::from(EXIT_FAILED)
             }
@@ -183,7 +245,47 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header(header.to_vec());
     for r in rows {
-        t.add_row(r);
+        t.add_row(r.iter().map(|c| clean(c).into_owned()).collect::<Vec<_>>());
     }
     t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a hostile miner put in its GPU name (the review's reproduction).
+    const HOSTILE: &str = "NVIDIA \u{1b}]0;pwned\u{7}\u{1b}[2JH100\r\u{9b}31m\u{202e}gnp.exe";
+
+    #[test]
+    fn escapes_never_reach_the_terminal() {
+        let cleaned = clean(HOSTILE);
+        assert!(!cleaned.chars().any(|c| c.is_control() || c == '\u{202e}'), "{cleaned:?}");
+        assert_eq!(cleaned, "NVIDIA ]0;pwned[2JH10031mgnp.exe");
+        assert!(matches!(clean("plain\ttext\nlines"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn results_are_cleaned_in_text_tables_and_json() {
+        for json in [false, true] {
+            let (mut out, buf) = Output::capture(json);
+            let doc = json!({"gpu_name": HOSTILE, "rows": [{"x": HOSTILE}], HOSTILE: 1});
+            out.result(&doc, |o| {
+                writeln!(o, "GPU: {HOSTILE}")?;
+                writeln!(o, "{}", table(&["GPU"], vec![vec![HOSTILE.to_owned()]]))
+            });
+            let printed = String::from_utf8(buf.take()).expect("utf8");
+            assert!(
+                !printed.contains('\u{1b}') && !printed.contains('\u{7}') && !printed.contains('\r'),
+                "{printed:?}"
+            );
+            assert!(!printed.contains('\u{9b}') && !printed.contains('\u{202e}'), "{printed:?}");
+            if json {
+                // JSON escapes are no loophole either: a consumer that prints the value is safe.
+                assert!(!printed.contains("\\u001b"), "{printed}");
+                let v: Value = serde_json::from_str(&printed).expect("still JSON");
+                assert_eq!(v["gpu_name"], "NVIDIA ]0;pwned[2JH10031mgnp.exe");
+            }
+        }
+    }
 }

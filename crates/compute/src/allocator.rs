@@ -21,14 +21,19 @@ mod candidates;
 mod options;
 mod release;
 mod run;
+pub mod signed;
 mod store;
 
 use bittensor::dendrite::Response;
 use serde_json::{Map, Value};
 
+use crate::protocol::refusal::{self, Refusal};
+
 pub use self::candidates::{candidates, Candidate, Explain, Verdict};
 pub use self::options::{AllocateError, AllocateFailure, AllocateOptions, Allocated, Stage, Timings};
-pub use self::release::{deallocate, still_allocated, sync_specs, DeallocOutcome, NoAnswer, SpecsError};
+pub use self::release::{
+    deallocate, liveness, still_allocated, sync_specs, DeallocOutcome, Liveness, NoAnswer, SpecsError, SyncedSpecs,
+};
 pub use self::run::{allocate, allocate_hotkey, MAX_ALLOCATE_ATTEMPTS};
 pub use self::store::{AllocationStore, MemoryRow, MemoryStore, RowState, StoreError};
 pub use crate::ssh_banner::wait_for_ssh;
@@ -37,10 +42,6 @@ pub use crate::ssh_banner::wait_for_ssh;
 
 fn status_of(output: &Map<String, Value>) -> bool {
     output.get("status").and_then(Value::as_bool).unwrap_or(false)
-}
-
-fn reason_of(output: &Map<String, Value>) -> Option<String> {
-    output.get("reason").and_then(Value::as_str).map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned)
 }
 
 /// What a failed request says, for verdicts and pending notes.
@@ -56,12 +57,24 @@ fn failure_text<S>(r: &Response<S>) -> String {
     }
 }
 
-/// A "no": `Taken` when the miner is busy (said so, or SN27's reasonless no), else `Refused`.
+/// The verdict of a failed request: the miner's refusal of our hotkey (its 403), or the failure.
+fn failure_verdict<S>(r: &Response<S>) -> Verdict {
+    let status = r.status_code().and_then(|c| u16::try_from(c).ok());
+    match refusal::classify(status, r.status_message().unwrap_or("")) {
+        Some(c) => Verdict::CallerRefused(c),
+        None => Verdict::Error(failure_text(r)),
+    }
+}
+
+/// A "no", by its code: `Taken` when the machine is allocated or busy (or SN27's bare no, which
+/// its miners give only when a container runs), else `Refused` with the reason.
 fn refusal(output: &Map<String, Value>) -> Verdict {
-    match reason_of(output) {
-        None => Verdict::Taken,
-        Some(r) if r.contains("already allocated") || r.contains("another allocation is in progress") => Verdict::Taken,
-        Some(r) => Verdict::Refused(r),
+    let Some(r) = Refusal::read(output) else { return Verdict::Available };
+    match (r.code, r.reason) {
+        (Some(c), _) if c.is_taken() => Verdict::Taken,
+        (None, None) => Verdict::Taken,
+        (_, Some(reason)) => Verdict::Refused(reason),
+        (Some(c), None) => Verdict::Refused(c.as_str().to_owned()),
     }
 }
 
@@ -74,13 +87,23 @@ mod tests {
     fn refusals_are_classified() {
         let out = |v: Value| v.as_object().cloned().unwrap_or_default();
         assert_eq!(refusal(&out(json!({"status": false}))), Verdict::Taken);
-        assert_eq!(refusal(&out(json!({"status": false, "reason": "already allocated"}))), Verdict::Taken);
         assert_eq!(
-            refusal(&out(json!({"status": false, "reason": "gpu.count: requires 1 GPUs, has 0"}))),
+            refusal(&out(json!({"status": false, "reason": "already allocated", "code": "already_allocated"}))),
+            Verdict::Taken
+        );
+        assert_eq!(refusal(&out(json!({"status": false, "reason": "another one", "code": "busy"}))), Verdict::Taken);
+        // The text alone decides nothing: a reason without a code is a refusal with that reason.
+        assert_eq!(
+            refusal(&out(json!({"status": false, "reason": "already allocated"}))),
+            Verdict::Refused("already allocated".into())
+        );
+        assert_eq!(
+            refusal(&out(
+                json!({"status": false, "reason": "gpu.count: requires 1 GPUs, has 0", "code": "requirement_mismatch"})
+            )),
             Verdict::Refused("gpu.count: requires 1 GPUs, has 0".into())
         );
         assert!(status_of(&out(json!({"status": true}))));
         assert!(!status_of(&out(json!({"status": "yes"}))));
-        assert_eq!(reason_of(&out(json!({"reason": "  "}))), None);
     }
 }

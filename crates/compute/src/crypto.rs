@@ -23,9 +23,11 @@ use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePubl
 use rsa::rand_core::OsRng;
 use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value};
 use sha2::Sha256;
+
+pub mod credentials;
+
+pub use self::credentials::{Credentials, CredentialsVersion, MAX_PASSWORD};
 
 /// Bits of the keys SN27's requesters generate.
 pub const KEY_BITS: usize = 2048;
@@ -191,130 +193,10 @@ impl AllocationKey {
     }
 }
 
-/// The `version` a miner puts in its credentials: SN27 sends `__version_as_int__` (an integer,
-/// `183` for v1.8.3); text is accepted for peers that send a version string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialsVersion {
-    Number(i64),
-    Text(String),
-}
-
-impl fmt::Display for CredentialsVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Number(n) => write!(f, "{n}"),
-            Self::Text(s) => f.write_str(s),
-        }
-    }
-}
-
-impl From<i64> for CredentialsVersion {
-    fn from(n: i64) -> Self {
-        Self::Number(n)
-    }
-}
-
-impl From<&str> for CredentialsVersion {
-    fn from(s: &str) -> Self {
-        Self::Text(s.to_owned())
-    }
-}
-
-impl CredentialsVersion {
-    fn to_value(&self) -> Value {
-        match self {
-            Self::Number(n) => Value::from(*n),
-            Self::Text(s) => Value::from(s.as_str()),
-        }
-    }
-}
-
-/// The SSH credentials a miner returns for an allocation, as the JSON object
-/// `{"username": "root", "password": "...", "port": 4444, "version": 183}`.
-#[derive(Clone)]
-pub struct Credentials {
-    pub username: String,
-    pub password: SecretString,
-    pub port: u16,
-    pub version: CredentialsVersion,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"[REDACTED]")
-            .field("port", &self.port)
-            .field("version", &self.version)
-            .finish()
-    }
-}
-
-impl PartialEq for Credentials {
-    fn eq(&self, other: &Self) -> bool {
-        self.username == other.username
-            && self.password.expose_secret() == other.password.expose_secret()
-            && self.port == other.port
-            && self.version == other.version
-    }
-}
-
-impl Credentials {
-    /// The JSON bytes exactly as Python's `json.dumps(info)` renders them on the miner: keys in
-    /// the order username, password, port, version; `", "` and `": "` separators; non-ASCII
-    /// escaped. Wiped from memory on drop since they hold the password.
-    pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
-        let mut m = Map::new();
-        m.insert("username".into(), Value::from(self.username.as_str()));
-        m.insert("password".into(), Value::from(self.password.expose_secret()));
-        m.insert("port".into(), Value::from(self.port));
-        m.insert("version".into(), self.version.to_value());
-        // The intermediate `Value` is not wiped (serde_json has no zeroize support); the bytes are.
-        Zeroizing::new(bittensor::synapse::py::to_json(&Value::Object(m), true, true))
-    }
-
-    /// Parses the credentials JSON; extra keys are ignored, the four SN27 keys are required.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, CryptoError> {
-        let bad = |m: &str| CryptoError::MalformedCredentials(m.to_owned());
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| CryptoError::MalformedCredentials(e.to_string()))?;
-        let Value::Object(mut m) = value else {
-            return Err(bad("expected a JSON object"));
-        };
-        let username = match m.remove("username") {
-            Some(Value::String(s)) => s,
-            _ => return Err(bad("\"username\" is missing or not a string")),
-        };
-        let password = match m.remove("password") {
-            Some(Value::String(s)) => SecretString::from(s),
-            _ => return Err(bad("\"password\" is missing or not a string")),
-        };
-        let port = match m.get("port") {
-            Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-            Some(Value::String(s)) => s.trim().parse::<u16>().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| bad("\"port\" is missing or not a port number"))?;
-        let version = match m.get("version") {
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(i) => CredentialsVersion::Number(i),
-                None => CredentialsVersion::Text(n.to_string()),
-            },
-            Some(Value::String(s)) => CredentialsVersion::Text(s.clone()),
-            _ => return Err(bad("\"version\" is missing or neither a number nor a string")),
-        };
-        Ok(Self { username, password, port, version })
-    }
-
-    /// Encrypts these credentials to a requester's public key PEM, as the miner answers them.
-    pub fn encrypt_for(&self, public_pem: &str) -> Result<String, CryptoError> {
-        encrypt_b64(public_pem, &self.to_json())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::{ExposeSecret, SecretString};
     use std::path::PathBuf;
 
     fn fixture(name: &str) -> String {
@@ -362,6 +244,7 @@ mod tests {
             password: SecretString::from("pässwörd \"quoted\""),
             port: 4444,
             version: CredentialsVersion::Number(183),
+            external_user_ports: None,
         };
         let info = creds.encrypt_for(&public).unwrap();
         assert_eq!(key.decrypt_credentials(&info).unwrap(), creds);
@@ -484,6 +367,7 @@ mod tests {
             password: SecretString::from("hunter2"),
             port: 1,
             version: "x".into(),
+            external_user_ports: None,
         };
         let dbg = format!("{creds:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
@@ -522,6 +406,7 @@ mod tests {
             password: SecretString::from("Zx9QwErTy1"),
             port: 4444,
             version: CredentialsVersion::Number(183),
+            external_user_ports: None,
         };
         let ours = creds.encrypt_for(&public).unwrap();
         let script = r#"

@@ -29,6 +29,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavio
 
 mod allocation;
 mod api;
+mod auth;
 mod miners;
 mod schema;
 mod wandb;

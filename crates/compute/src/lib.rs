@@ -4,7 +4,7 @@
 pub mod allocator;
 pub mod crypto;
 pub mod db;
-pub mod gate;
+pub mod known_hosts;
 pub mod miner;
 pub mod protocol;
 pub mod renter;

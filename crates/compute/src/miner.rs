@@ -5,8 +5,14 @@
 //! weaknesses fixed: a check says yes only if the machine is free *and* meets the requirement;
 //! expiry is a timer of this daemon that survives restarts (no `at` jobs); a crash at any moment
 //! is reconciled at the next start (see [`state`]); only the holder of the allocation key may
-//! end or manage an allocation; concurrent allocations get one success and clean refusals.
+//! end or manage an allocation; concurrent allocations get one success and clean refusals, each
+//! with a typed code ([`crate::protocol::refusal`]). Requests signed with nicompute's extension
+//! are verified and answered signed, the container's SSH host key included
+//! ([`crate::protocol::auth`]; the handler is in `handler`); what the miner offers beyond SN27
+//! 1.8.3 is in [`offer`].
 
+mod handler;
+pub mod offer;
 pub mod policy;
 pub mod state;
 
@@ -18,15 +24,12 @@ use std::time::Duration;
 use bittensor::axon::{Axon, AxonConfig, AxonHandle, HandlerError, Request};
 use bittensor::subtensor::Subtensor;
 use bittensor::{Clock, Keypair};
-use rand::distributions::{Alphanumeric, DistString};
-use secrecy::SecretString;
-use serde_json::{json, Map, Value};
 use tokio::sync::{Mutex, Notify};
 
-use crate::crypto::{allocation_key_b64, Credentials, CredentialsVersion};
 use crate::protocol::{Allocate, Specs as SpecsSynapse};
-use crate::runtime::{ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
-use crate::specs::{self, Requirement, Specs};
+use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use crate::specs::Specs;
+use offer::Offer;
 use policy::{CallerPolicy, PolicyConfig};
 use state::{Allocation, Phase, StateStore};
 
@@ -57,6 +60,8 @@ pub struct MinerConfig {
     pub specs: Specs,
     pub policy: PolicyConfig,
     pub metagraph: MetagraphSource,
+    /// What the miner offers beyond SN27 1.8.3 (user ports, images, environment, signed-only).
+    pub offer: Offer,
 }
 
 impl std::fmt::Debug for MinerConfig {
@@ -68,6 +73,7 @@ impl std::fmt::Debug for MinerConfig {
             .field("ssh_port", &self.ssh_port)
             .field("runtime", &self.runtime.name())
             .field("state_dir", &self.state_dir)
+            .field("offer", &self.offer)
             .finish()
     }
 }
@@ -87,6 +93,10 @@ pub enum MinerError {
 }
 
 struct Miner {
+    /// Signs answers to nicompute renters.
+    keypair: Keypair,
+    ss58: String,
+    offer: Offer,
     runtime: Arc<dyn ContainerRuntime>,
     store: StateStore,
     specs: Specs,
@@ -147,6 +157,9 @@ pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
     let replay = state::SqliteReplayJournal::open(&db)?;
     let specs_json = cfg.specs.to_json_string();
     let miner = Arc::new(Miner {
+        ss58: cfg.keypair.ss58(),
+        keypair: cfg.keypair.clone(),
+        offer: cfg.offer,
         runtime: cfg.runtime.clone(),
         store,
         specs: cfg.specs,
@@ -191,17 +204,13 @@ pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
         .replay_journal(Box::new(replay))?
         .attach(move |req: Request<Allocate>| {
             let m = m1.clone();
-            async move { Ok::<_, HandlerError>(allocate(&m, req).await) }
+            async move { Ok::<_, HandlerError>(handler::allocate(&m, req).await) }
         })
         .attach(move |req: Request<SpecsSynapse>| {
             let m = m2.clone();
-            async move {
-                let mut s = req.synapse;
-                s.specs_output = m.specs_json.clone();
-                Ok::<_, HandlerError>(s)
-            }
+            async move { Ok::<_, HandlerError>(handler::specs(&m, req)) }
         })
-        .blacklist(move |head| p1.refuse(head.header.dendrite.hotkey.as_deref()))
+        .blacklist(move |head| p1.refuse(head.header.dendrite.hotkey.as_deref(), head.name))
         .priority(16, move |head| p2.priority(head.header.dendrite.hotkey.as_deref()));
     let bind = cfg.axon.bind;
     let axon = axon.spawn(cfg.axon).await.map_err(|source| MinerError::Axon { addr: bind, source })?;
@@ -281,236 +290,4 @@ async fn end(m: &Miner, a: &Allocation) -> Result<(), MinerError> {
     m.store.clear(&a.allocation_id)?;
     m.changed.notify_one();
     Ok(())
-}
-
-fn answer(mut s: Allocate, port: u16, status: bool, extra: Option<(&str, Value)>) -> Allocate {
-    let mut out = Map::new();
-    out.insert("status".into(), json!(status));
-    if let Some((k, v)) = extra {
-        out.insert(k.into(), v);
-    }
-    out.insert("port".into(), json!(port));
-    s.output = out;
-    s
-}
-
-fn refuse(s: Allocate, port: u16, reason: impl Into<String>) -> Allocate {
-    answer(s, port, false, Some(("reason", json!(reason.into()))))
-}
-
-/// The Allocate synapse, SN27's five cases.
-async fn allocate(m: &Miner, req: Request<Allocate>) -> Allocate {
-    let s = req.synapse;
-    let port = m.ssh_port;
-    let key = if s.public_key.is_empty() { None } else { Some(allocation_key_b64(&s.public_key)) };
-    let current = match m.store.current() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "miner state unreadable");
-            return refuse(s, port, "the miner's state is unavailable");
-        }
-    };
-    let holds_key = |a: &Allocation| key.as_deref() == Some(a.key_b64.as_str());
-    match (s.checking, s.timeline > 0, s.docker_change) {
-        // Is this machine free and does it meet the requirement?
-        (true, true, _) => {
-            if current.is_some() {
-                return refuse(s, port, "already allocated");
-            }
-            let req = match Requirement::from_json(&Value::Object(s.device_requirement.clone())) {
-                Ok(r) => r,
-                Err(e) => return refuse(s, port, format!("unreadable device_requirement: {}", e.0)),
-            };
-            match specs::check(&req, &m.specs) {
-                Ok(()) => answer(s, port, true, None),
-                Err(mismatch) => refuse(s, port, mismatch.to_string()),
-            }
-        }
-        // Is the caller's allocation still here?
-        (true, false, _) => {
-            let alive = match &current {
-                Some(a) if holds_key(a) && a.phase == Phase::Running => container_running(m, a).await,
-                _ => false,
-            };
-            answer(s, port, alive, None)
-        }
-        // Restart, pause, unpause, exchange_key: the key holder only. A caller without the key
-        // is refused before waiting for the allocation lock, so it cannot queue behind one.
-        (false, _, true) => {
-            if !current.as_ref().is_some_and(holds_key) {
-                return refuse(s, port, "not the holder of the allocation key");
-            }
-            let _guard = m.busy.lock().await;
-            match m.store.current().ok().flatten() {
-                Some(a) if holds_key(&a) => {
-                    let action = s.docker_action.get("action").and_then(Value::as_str).unwrap_or("").to_owned();
-                    match docker_action(m, &a, &action, &s.docker_action).await {
-                        Ok(()) => answer(s, port, true, None),
-                        Err(e) => refuse(s, port, e),
-                    }
-                }
-                _ => refuse(s, port, "not the holder of the allocation key"),
-            }
-        }
-        // Allocate.
-        (false, true, false) => start_allocation(m, s, &req.caller.hotkey.to_ss58(), key).await,
-        // Deallocate: the key holder only, checked before waiting for the allocation lock.
-        (false, false, false) => {
-            match &current {
-                None => return refuse(s, port, "no allocation"),
-                Some(a) if !holds_key(a) => return refuse(s, port, "not the holder of the allocation key"),
-                Some(_) => {}
-            }
-            let _guard = m.busy.lock().await;
-            let Some(a) = m.store.current().ok().flatten() else { return refuse(s, port, "no allocation") };
-            if !holds_key(&a) {
-                return refuse(s, port, "not the holder of the allocation key");
-            }
-            match end(m, &a).await {
-                Ok(()) => answer(s, port, true, None),
-                Err(e) => {
-                    tracing::error!(allocation = %a.allocation_id, error = %e, "deallocation failed");
-                    refuse(s, port, "the miner could not remove the container; its operator's log has the details")
-                }
-            }
-        }
-    }
-}
-
-/// What a caller may read about a runtime failure; the detail (Docker's own text, paths, ids)
-/// goes to the miner's log only.
-fn plain(e: &RuntimeError) -> &'static str {
-    match e {
-        RuntimeError::Unavailable(_) => "the miner's container runtime is unavailable; try again later",
-        RuntimeError::NotFound(_) => "the allocation's container is gone",
-        RuntimeError::PortInUse { .. } => "the miner's SSH port is taken on its host; its operator must free it",
-        RuntimeError::Failed(_) => "the miner's container runtime failed; its operator's log has the details",
-    }
-}
-
-async fn container_running(m: &Miner, a: &Allocation) -> bool {
-    let Ok(list) = m.runtime.list().await else { return false };
-    list.iter().any(|c| Some(&c.id) == a.container_id.as_ref() && c.state != ContainerState::Stopped)
-}
-
-async fn docker_action(m: &Miner, a: &Allocation, action: &str, fields: &Map<String, Value>) -> Result<(), String> {
-    let id = a.container_id.as_deref().ok_or("the allocation has no container yet")?;
-    let r = match action {
-        "restart" => m.runtime.restart(id).await,
-        "pause" => m.runtime.pause(id).await,
-        "unpause" | "resume" => m.runtime.unpause(id).await,
-        "exchange_key" => {
-            let key = fields.get("ssh_key").and_then(Value::as_str).unwrap_or("").trim().to_owned();
-            let key_type = fields.get("key_type").and_then(Value::as_str).unwrap_or("user");
-            if !matches!(key_type, "user" | "terminal" | "") {
-                return Err("unknown key_type (user or terminal)".into());
-            }
-            if key.is_empty() || !key.starts_with("ssh-") && !key.starts_with("ecdsa-") {
-                return Err("exchange_key needs an OpenSSH public key in ssh_key".into());
-            }
-            m.runtime.set_authorized_keys(id, &[key]).await
-        }
-        other => {
-            let shown: String = other.chars().take(32).collect();
-            return Err(format!("unknown docker action '{shown}' (restart, pause, unpause, resume, exchange_key)"));
-        }
-    };
-    r.map_err(|e| {
-        tracing::error!(allocation = %a.allocation_id, action, error = %e, "container action failed");
-        plain(&e).to_owned()
-    })
-}
-
-async fn start_allocation(m: &Miner, s: Allocate, requester: &str, key: Option<String>) -> Allocate {
-    let port = m.ssh_port;
-    let Some(key_b64) = key else { return refuse(s, port, "public_key is required to allocate") };
-    // One allocation at a time: a concurrent request is refused, not queued.
-    let Ok(_guard) = m.busy.try_lock() else { return refuse(s, port, "another allocation is in progress") };
-    let req = match Requirement::from_json(&Value::Object(s.device_requirement.clone())) {
-        Ok(r) => r,
-        Err(e) => return refuse(s, port, format!("unreadable device_requirement: {}", e.0)),
-    };
-    if let Err(mismatch) = specs::check(&req, &m.specs) {
-        return refuse(s, port, mismatch.to_string());
-    }
-    let ttl = ttl_of(&s);
-    let started_ms = Clock::system().now_ms();
-    let allocation = Allocation {
-        allocation_id: uuid_like(),
-        key_b64,
-        container_id: None,
-        requester: requester.to_owned(),
-        started_ms,
-        expires_ms: started_ms.saturating_add(ttl.as_millis() as u64),
-        phase: Phase::Starting,
-    };
-    match m.store.begin(&allocation) {
-        Ok(true) => {}
-        Ok(false) => return refuse(s, port, "already allocated"),
-        Err(e) => {
-            tracing::error!(error = %e, "miner state unwritable");
-            return refuse(s, port, "the miner's state is unavailable");
-        }
-    }
-    let password = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 20);
-    let ssh_key = s.docker_requirement.get("ssh_key").and_then(Value::as_str).unwrap_or("").trim().to_owned();
-    let spec = ContainerSpec {
-        allocation_id: allocation.allocation_id.clone(),
-        password: SecretString::from(password.clone()),
-        authorized_keys: if ssh_key.is_empty() { Vec::new() } else { vec![ssh_key] },
-        ssh_port: port,
-        bind_ip: m.ssh_bind_ip,
-        cpu_count: req.cpu_count.and_then(|c| u32::try_from(c).ok()),
-        memory_bytes: req.ram_bytes,
-        gpus: m.specs.gpu.count > 0 && !m.specs.simulated,
-    };
-    let container = match m.runtime.start(&spec).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(allocation = %allocation.allocation_id, error = %e, "allocation failed to start");
-            let _ = m.store.clear(&allocation.allocation_id);
-            return refuse(s, port, format!("the machine could not start: {}", plain(&e)));
-        }
-    };
-    let creds = Credentials {
-        username: "root".into(),
-        password: SecretString::from(password),
-        port,
-        version: CredentialsVersion::Number(COMPUTE_VERSION_INT),
-    };
-    let info = match creds.encrypt_for(&s.public_key) {
-        Ok(i) => i,
-        Err(e) => {
-            let _ = m.runtime.remove(&container.id).await;
-            let _ = m.store.clear(&allocation.allocation_id);
-            return refuse(s, port, format!("cannot encrypt the credentials for this public_key: {e}"));
-        }
-    };
-    if let Err(e) = m.store.running(&allocation.allocation_id, &container.id) {
-        tracing::error!(error = %e, "miner state unwritable");
-        let _ = m.runtime.remove(&container.id).await;
-        let _ = m.store.clear(&allocation.allocation_id);
-        return refuse(s, port, "the miner's state is unavailable");
-    }
-    m.changed.notify_one();
-    tracing::info!(allocation = %allocation.allocation_id, requester, ttl_s = ttl.as_secs(), "allocated");
-    answer(s, port, true, Some(("info", json!(info))))
-}
-
-/// `timeline` days (SN27), or our CLI's finer `docker_requirement.ttl_seconds` when given.
-fn ttl_of(s: &Allocate) -> Duration {
-    match s.docker_requirement.get("ttl_seconds").and_then(Value::as_u64) {
-        Some(secs) if secs > 0 => Duration::from_secs(secs),
-        _ => Duration::from_secs(u64::try_from(s.timeline).unwrap_or(0).saturating_mul(86_400)),
-    }
-}
-
-fn uuid_like() -> String {
-    let mut b = [0u8; 8];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-    hex_lower(&b)
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

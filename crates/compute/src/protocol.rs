@@ -1,12 +1,32 @@
-//! SN27's synapses, field for field (`compute/protocol.py`, v1.8.3).
+//! The contract between a nicompute renter and a miner: SN27's synapses field for field
+//! (`compute/protocol.py`, v1.8.3, with v2.x's additive `docker_requirement` keys), and the
+//! rules both sides apply to them, written once:
+//!
+//! - [`refusal`]: why a miner says no — a typed [`refusal::Code`] beside the reason text SN27
+//!   peers read, and the caller gates (registration, stake, version) of its 403 answers;
+//! - [`keys`]: what an SSH public key must look like (`a`, `exchange-key` and the miner);
+//! - [`login`]: what a username, host and port from a miner must look like before they reach a
+//!   shell, and the `ssh` argument vector and printed command built from them;
+//! - [`auth`] (over [`canonical`]): the signed extension by which nicompute peers authenticate
+//!   allocations to each other, invisible to Python peers (spec: `docs/signed-allocations.md`);
+//! - [`docker`]: SN27 v2.x's `docker_requirement` keys as the miner reads them.
 //!
 //! Field order is declaration order: it is the order of the JSON body the SDK sends. Dict
 //! fields stay free-form JSON objects because validators and miners put varying keys in them;
-//! typed views over their contents belong to the modules that use them.
+//! typed views over their contents live in the submodules.
+
+pub mod auth;
+pub mod canonical;
+pub mod docker;
+pub mod keys;
+pub mod login;
+pub mod refusal;
 
 use bittensor::Synapse;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+
+pub use self::auth::Extension;
 
 /// `Allocate`: check, allocate, deallocate, or act on a miner's container.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +42,10 @@ pub struct Allocate {
     pub docker_requirement: Map<String, Value>,
     pub docker_change: bool,
     pub docker_action: Map<String, Value>,
+    /// nicompute's signed extension ([`auth`]); absent from every SN27 peer's body, ignored by
+    /// the Python SDK (pydantic drops unknown keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nicompute_auth: Option<Extension>,
 }
 
 impl Default for Allocate {
@@ -41,6 +65,7 @@ impl Default for Allocate {
             })),
             docker_change: false,
             docker_action: object(json!({"action": "", "ssh_key": "", "key_type": ""})),
+            nicompute_auth: None,
         }
     }
 }
@@ -55,6 +80,9 @@ impl Synapse for Allocate {
 pub struct Specs {
     pub specs_input: String,
     pub specs_output: String,
+    /// nicompute's signed extension ([`auth`]): the miner signs its specs for nicompute renters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nicompute_auth: Option<Extension>,
 }
 
 impl Synapse for Specs {

@@ -26,9 +26,11 @@ use bittensor::subtensor::{ChainError, Subtensor};
 use bittensor::Keypair;
 use serde::Serialize;
 
-pub use self::lifecycle::{container_action, ActionError, ContainerAction};
+pub use self::lifecycle::{container_action, ActionDone, ActionError, ActionTarget, ContainerAction};
 pub use self::resources::{gpu_summary, resources, GpuSummary, Resource, ResourceQuery, SortKey};
-use crate::allocator::{self, AllocateError, AllocateOptions, Allocated, Candidate, DeallocOutcome, Stage, Verdict};
+use crate::allocator::{
+    self, AllocateError, AllocateOptions, Allocated, Candidate, DeallocOutcome, Liveness, Stage, Verdict,
+};
 use crate::db::{AllocationState, ComputeDb, DbError};
 use crate::specs::{Requirement, Specs};
 
@@ -124,7 +126,7 @@ pub enum Reconciled {
     StillUnreachable(String),
     Held,
     GoneRemoved,
-    Gone,
+    Gone(String),
     NoAnswer(String),
 }
 
@@ -139,8 +141,10 @@ impl fmt::Display for Reconciled {
             Self::StillUnreachable(e) => write!(f, "still unreachable: {e}"),
             Self::Held => f.write_str("ok: the machine is allocated to you"),
             Self::GoneRemoved => f.write_str("gone on the miner; row removed"),
-            Self::Gone => f.write_str("gone on the miner (expired or removed); `reconcile --prune` removes the row"),
-            Self::NoAnswer(e) => write!(f, "no answer: {e}"),
+            Self::Gone(why) => {
+                write!(f, "gone on the miner ({why}); `reconcile --prune` removes the row")
+            }
+            Self::NoAnswer(e) => write!(f, "no answer, kept: {e}"),
         }
     }
 }
@@ -162,13 +166,23 @@ pub struct ReconcileReport {
     pub changed: bool,
 }
 
-/// What one sync did: how many serving miners were asked, how many answered with specs, and
-/// why each of the others has none.
+/// What one sync did: how many serving miners were asked, how many answered with specs (how
+/// many of them signed: nicompute miners), and why each of the others has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SyncReport {
     pub asked: usize,
     pub answered: usize,
+    pub signed: usize,
     pub failed: Vec<(String, String)>,
+}
+
+/// What a lifecycle action did, for the CLI's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionReport {
+    /// The miner signed its answer.
+    pub signed: bool,
+    /// The pinned host key changed: the miner signed a new one for a recreated machine.
+    pub host_key_changed: bool,
 }
 
 /// The renter: one database, one chain, one hotkey. Cheap to share behind an `Arc`.
@@ -236,9 +250,9 @@ impl Renter {
         for (hotkey, regkey) in rows {
             let Ok(c) = Candidate::from_metagraph(&hotkey, mg, None) else { continue };
             let store: &ComputeDb = &self.db;
-            match allocator::deallocate(&self.dendrite, &c.target, &hotkey, &regkey, store, Duration::from_secs(30))
-                .await
-            {
+            let signs = self.db.is_signer(&hotkey).unwrap_or(false);
+            let timeout = Duration::from_secs(30);
+            match allocator::deallocate(&self.dendrite, &c.target, &hotkey, &regkey, store, timeout, signs).await {
                 DeallocOutcome::Released | DeallocOutcome::NotHolder(_) => {
                     let _ = self.db.abort_allocation(&hotkey);
                     tracing::info!(%hotkey, "released an interrupted allocation");
@@ -263,23 +277,44 @@ impl Renter {
     ) -> Result<Allocated, RenterError> {
         let specs: Vec<(String, Option<Specs>)> =
             self.db.miner_details()?.into_iter().map(|m| (m.hotkey, m.specs)).collect();
+        let signers = self.db.signers()?;
         let store: &ComputeDb = &self.db;
-        match target {
+        let allocated = match target {
             Target::Hotkey(hk) => {
                 let specs = specs.iter().find(|(h, _)| h == hk).and_then(|(_, s)| s.clone());
-                let candidate = Candidate::from_metagraph(hk, mg, specs)
+                let mut candidate = Candidate::from_metagraph(hk, mg, specs)
                     .map_err(|verdict| RenterError::NotAllocatable { hotkey: hk.clone(), verdict })?;
-                Ok(allocator::allocate_hotkey(&self.dendrite, candidate, req, opts, store, progress).await?)
+                candidate.signs = signers.contains(hk);
+                allocator::allocate_hotkey(&self.dendrite, candidate, req, opts, store, progress).await?
             }
             Target::Requirement => {
                 if specs.is_empty() {
                     return Err(RenterError::NoMiners);
                 }
                 let penalized: HashSet<String> = self.db.penalized()?.into_iter().collect();
-                let (cands, excluded) = allocator::candidates(&specs, mg, &penalized, req);
-                Ok(allocator::allocate(&self.dendrite, cands, excluded, req, opts, store, progress).await?)
+                let (mut cands, excluded) = allocator::candidates(&specs, mg, &penalized, req);
+                for c in &mut cands {
+                    c.signs = signers.contains(&c.hotkey);
+                }
+                allocator::allocate(&self.dendrite, cands, excluded, req, opts, store, progress).await?
             }
+        };
+        if allocated.authenticated {
+            self.db.mark_signer(&allocated.hotkey)?;
         }
+        Ok(allocated)
+    }
+
+    /// Whether answers about `hotkey`'s allocation must be signed: it was made with signed
+    /// answers, or the miner has signed before.
+    fn signed_expected(&self, hotkey: &str, authenticated: bool) -> bool {
+        authenticated || self.db.is_signer(hotkey).unwrap_or(false)
+    }
+
+    /// Forgets that `hotkey` signs its answers (its operator moved to a miner without nicompute's
+    /// extension). `false` if it was not remembered.
+    pub fn forget_signer(&self, hotkey: &str) -> Result<bool, RenterError> {
+        Ok(self.db.forget_signer(hotkey)?)
     }
 
     /// Releases the allocation of `hotkey`: the row goes when the miner confirms; an
@@ -289,6 +324,7 @@ impl Renter {
         let Some(regkey) = rec.details.as_ref().map(|d| d.regkey.clone()).filter(|r| !r.is_empty()) else {
             return Ok(Released::Failed("the row has no regkey".into()));
         };
+        let expected = self.signed_expected(hotkey, rec.details.as_ref().is_some_and(|d| d.authenticated));
         let target = match Candidate::from_metagraph(hotkey, mg, None) {
             Ok(c) => c.target,
             Err(v) => {
@@ -298,7 +334,7 @@ impl Renter {
             }
         };
         let store: &ComputeDb = &self.db;
-        Ok(match allocator::deallocate(&self.dendrite, &target, hotkey, &regkey, store, timeout).await {
+        Ok(match allocator::deallocate(&self.dendrite, &target, hotkey, &regkey, store, timeout, expected).await {
             DeallocOutcome::Released => Released::Released,
             DeallocOutcome::Unreachable(e) => {
                 Released::Pending(format!("{e}; kept as pending_deallocation — `nicompute reconcile` retries"))
@@ -317,6 +353,18 @@ impl Renter {
         action: &ContainerAction,
         observe: Duration,
     ) -> Result<(), RenterError> {
+        self.container_action_report(mg, hotkey, action, observe).await.map(drop)
+    }
+
+    /// [`Self::container_action`], saying whether the answer was signed and whether the pinned
+    /// host key moved (a machine the miner recreated: the new key came signed, so the pin follows).
+    pub async fn container_action_report(
+        &self,
+        mg: &Metagraph,
+        hotkey: &str,
+        action: &ContainerAction,
+        observe: Duration,
+    ) -> Result<ActionReport, RenterError> {
         let not = || RenterError::NotAllocated { hotkey: hotkey.to_owned() };
         let rec = self.db.allocation(hotkey)?.ok_or_else(not)?;
         let details = rec.details.as_ref().filter(|d| !d.regkey.is_empty()).ok_or_else(not)?;
@@ -324,8 +372,23 @@ impl Renter {
             .map_err(|verdict| RenterError::NotAllocatable { hotkey: hotkey.to_owned(), verdict })?
             .target;
         let ip = if details.ip.is_empty() { target.ip.clone() } else { details.ip.clone() };
-        container_action(&self.dendrite, &target, &details.regkey, action, &ip, details.port, observe).await?;
-        Ok(())
+        let to = ActionTarget {
+            axon: &target,
+            regkey_pem: &details.regkey,
+            ssh_ip: &ip,
+            ssh_port: details.port,
+            signed_expected: self.signed_expected(hotkey, details.authenticated),
+        };
+        let done = container_action(&self.dendrite, to, action, observe).await?;
+        let host_key_changed = match &done.host_key {
+            Some(k) if details.host_key.as_deref() != Some(k.as_str()) => {
+                tracing::warn!(%hotkey, "the miner signed a new host key for the allocation; the pin follows it");
+                self.db.set_host_key(hotkey, k)?;
+                details.host_key.is_some()
+            }
+            _ => false,
+        };
+        Ok(ActionReport { signed: done.signed, host_key_changed })
     }
 
     /// Makes the database and the miners agree: releases interrupted allocations, retries
@@ -350,10 +413,10 @@ impl Renter {
                     continue;
                 }
             };
+            let expected = self.signed_expected(&hotkey, rec.details.as_ref().is_some_and(|d| d.authenticated));
             let result = if rec.state == AllocationState::PendingDeallocation {
-                match allocator::deallocate(&self.dendrite, &target, &hotkey, &regkey, store, Duration::from_secs(30))
-                    .await
-                {
+                let timeout = Duration::from_secs(30);
+                match allocator::deallocate(&self.dendrite, &target, &hotkey, &regkey, store, timeout, expected).await {
                     DeallocOutcome::Released => Reconciled::PendingReleased,
                     DeallocOutcome::NotHolder(_) => {
                         self.db.finish_deallocation(&hotkey)?;
@@ -363,13 +426,15 @@ impl Renter {
                     DeallocOutcome::Unreachable(e) => Reconciled::StillUnreachable(e),
                 }
             } else {
-                match allocator::still_allocated(&self.dendrite, &target, &regkey, Duration::from_secs(12)).await {
-                    Ok(true) => Reconciled::Held,
-                    Ok(false) if prune => {
+                // Only a definite "not here" lets a row go: an error, an answer that cannot tell,
+                // or an unsigned answer about a signed allocation keeps it.
+                match allocator::liveness(&self.dendrite, &target, &regkey, Duration::from_secs(12), expected).await {
+                    Ok(Liveness::Running { .. }) => Reconciled::Held,
+                    Ok(Liveness::Gone(_)) if prune => {
                         self.db.finish_deallocation(&hotkey)?;
                         Reconciled::GoneRemoved
                     }
-                    Ok(false) => Reconciled::Gone,
+                    Ok(Liveness::Gone(why)) => Reconciled::Gone(why),
                     Err(e) => Reconciled::NoAnswer(e.to_string()),
                 }
             };
@@ -388,12 +453,20 @@ impl Renter {
         progress: &(dyn Fn(usize, usize) + Send + Sync),
     ) -> Result<SyncReport, RenterError> {
         let mg = self.metagraph().await?;
-        let results = allocator::sync_specs(&self.dendrite, &mg, timeout, concurrency, progress).await;
+        let signers = self.db.signers()?;
+        let results = allocator::sync_specs(&self.dendrite, &mg, timeout, concurrency, &signers, progress).await;
         let now = self.db.clock().now_ms();
         let mut failed = Vec::new();
+        let mut signed = 0;
         for (hotkey, r) in &results {
             match r {
-                Ok(specs) => self.db.upsert_specs(hotkey, specs, now)?,
+                Ok(specs) => {
+                    self.db.upsert_specs(hotkey, &specs.json, now)?;
+                    if specs.signed {
+                        signed += 1;
+                        self.db.mark_signer(hotkey)?;
+                    }
+                }
                 Err(e) => {
                     let why = e.to_string();
                     self.db.record_no_specs(hotkey, &why, now)?;
@@ -401,6 +474,6 @@ impl Renter {
                 }
             }
         }
-        Ok(SyncReport { asked: results.len(), answered: results.len() - failed.len(), failed })
+        Ok(SyncReport { asked: results.len(), answered: results.len() - failed.len(), signed, failed })
     }
 }

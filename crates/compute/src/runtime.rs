@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use russh::keys::PrivateKey;
 use secrecy::SecretString;
 
 pub mod docker;
@@ -42,6 +43,45 @@ pub struct ContainerSpec {
     pub memory_bytes: Option<u64>,
     /// Give it every GPU of the host.
     pub gpus: bool,
+    /// The image to run instead of the runtime's own (a renter's choice the miner offers;
+    /// ignored by the local runtime).
+    pub image: Option<String>,
+    /// Environment variables for the container (ignored by the local runtime).
+    pub env: Vec<(String, String)>,
+    /// The container port sshd listens on (22 in the nicompute image).
+    pub ssh_container_port: u16,
+    /// Extra ports: (container port, host port) pairs published on `bind_ip`. The local runtime
+    /// maps nothing: its sessions bind host ports themselves.
+    pub user_ports: Vec<(u16, u16)>,
+    /// The SSH host key the machine must present (the miner makes one per allocation and signs
+    /// its public half to nicompute renters); `None`: the runtime's own.
+    pub host_key: Option<PrivateKey>,
+}
+
+impl ContainerSpec {
+    /// A spec with no limits, no extra ports, the runtime's image and host key.
+    pub fn new(allocation_id: &str, password: SecretString, ssh_port: u16, bind_ip: std::net::IpAddr) -> Self {
+        Self {
+            allocation_id: allocation_id.to_owned(),
+            password,
+            authorized_keys: Vec::new(),
+            ssh_port,
+            bind_ip,
+            cpu_count: None,
+            memory_bytes: None,
+            gpus: false,
+            image: None,
+            env: Vec::new(),
+            ssh_container_port: 22,
+            user_ports: Vec::new(),
+            host_key: None,
+        }
+    }
+
+    /// The OpenSSH public line of [`Self::host_key`].
+    pub fn host_public_key(&self) -> Option<String> {
+        self.host_key.as_ref().and_then(|k| k.public_key().to_openssh().ok())
+    }
 }
 
 impl std::fmt::Debug for ContainerSpec {
@@ -55,6 +95,11 @@ impl std::fmt::Debug for ContainerSpec {
             .field("cpu_count", &self.cpu_count)
             .field("memory_bytes", &self.memory_bytes)
             .field("gpus", &self.gpus)
+            .field("image", &self.image)
+            .field("env", &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("ssh_container_port", &self.ssh_container_port)
+            .field("user_ports", &self.user_ports)
+            .field("host_key", &self.host_public_key())
             .finish()
     }
 }
@@ -66,6 +111,9 @@ pub struct Container {
     pub id: String,
     pub allocation_id: String,
     pub state: ContainerState,
+    /// The extra ports the runtime really published, (container port, host port); what the
+    /// renter's credentials report (empty from [`ContainerRuntime::list`]).
+    pub user_ports: Vec<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

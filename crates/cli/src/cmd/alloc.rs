@@ -15,7 +15,8 @@ use anyhow::Context;
 use bittensor::AccountId;
 use clap::Args;
 use compute::allocator::{AllocateOptions, Allocated, Explain, Stage, Verdict};
-use compute::gate::{self, CallerRefusal};
+use compute::protocol::login::Login;
+use compute::protocol::refusal::{CallerRefusal, Gate};
 use compute::renter::{RenterError, Target};
 use compute::specs::{GpuRequirement, Requirement};
 use secrecy::ExposeSecret;
@@ -67,6 +68,14 @@ pub struct AllocOpts {
     /// Print every candidate and why it was taken or rejected.
     #[arg(long)]
     pub explain: bool,
+    /// A container port to reach from outside (SN27 v2.x user ports; the miner maps it to a host
+    /// port it picks; repeatable or comma-separated, at most 4) [default: the miner's, SN27's
+    /// 27015-27018]
+    #[arg(short = 'p', long = "port", value_name = "PORT", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+    /// The image to run, where the miner offers it (SN27 v2.4 `docker_requirement.image`).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +173,8 @@ impl AllocOpts {
             deadline: self.deadline,
             check_timeout: self.deadline,
             clock: g.clock.clone(),
+            user_ports: self.ports.clone(),
+            image: self.image.clone(),
             ..AllocateOptions::default()
         })
     }
@@ -194,6 +205,14 @@ struct AllocatedView<'a> {
     ssh: String,
     ssh_key_injected: bool,
     ssh_ready: bool,
+    /// SN27 v2.x user ports: container port → host port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_user_ports: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The miner signed its answer (nicompute's extension); SN27 peers do not.
+    authenticated: bool,
+    /// The SHA256 fingerprint of the host key the miner signed (pinned for `ssh`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_key: Option<String>,
     expires_in: String,
     elapsed_ms: u128,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -212,7 +231,7 @@ struct ExplainView<'a> {
 /// The miner refused our hotkey (its registration, stake or version), not the request.
 fn caller_refusal(e: &Explain) -> Option<CallerRefusal> {
     match &e.verdict {
-        Verdict::Error(t) | Verdict::Refused(t) => gate::classify_text(t),
+        Verdict::CallerRefused(c) => Some(c.clone()),
         _ => None,
     }
 }
@@ -223,7 +242,7 @@ fn explain_views(explain: &[Explain]) -> Vec<ExplainView<'_>> {
 
 /// One line per gate the miners closed on our hotkey: how many, and the fix.
 fn gate_notes(explain: &[Explain]) -> Vec<String> {
-    let mut by_gate: Vec<(gate::Gate, usize)> = Vec::new();
+    let mut by_gate: Vec<(Gate, usize)> = Vec::new();
     for r in explain.iter().filter_map(caller_refusal) {
         match by_gate.iter_mut().find(|(g, _)| *g == r.gate) {
             Some((_, n)) => *n += 1,
@@ -263,6 +282,23 @@ fn explain_table(explain: &[Explain]) -> String {
     table(&["Hotkey", "Verdict", "Detail", "Answer"], rows)
 }
 
+/// `27015→40001, 27016→40002` for people.
+pub fn ports_text(ports: &[(u16, u16)]) -> String {
+    if ports.is_empty() {
+        return "none".into();
+    }
+    ports.iter().map(|(c, h)| format!("{c}→{h}")).collect::<Vec<_>>().join(", ")
+}
+
+/// How an allocation's answers were authenticated, for people.
+pub fn auth_text(authenticated: bool, host_key: Option<&str>) -> String {
+    match (authenticated, host_key) {
+        (true, Some(k)) => format!("signed by the miner; host key {} pinned", compute::sshexec::fingerprint(k)),
+        (true, None) => "signed by the miner (no host key given)".into(),
+        (false, _) => "not signed (an SN27 miner): host key trusted on first use".into(),
+    }
+}
+
 fn show(out: &mut Output, a: &Allocated, with_explain: bool, now: u64) {
     let view = AllocatedView {
         hotkey: &a.hotkey,
@@ -271,9 +307,16 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool, now: u64) {
         password: out.secret(a.password.expose_secret()).to_owned(),
         port: a.port,
         ip: &a.ip,
-        ssh: format!("ssh {}@{} -p {}", a.username, a.ip, a.port),
+        // The allocator checked the login when it decrypted the credentials.
+        ssh: Login::new(&a.username, &a.ip, a.port).map_or_else(|e| format!("(none: {e})"), |l| l.command_line()),
         ssh_key_injected: a.ssh_key_injected,
         ssh_ready: a.ssh_ready,
+        external_user_ports: a
+            .external_user_ports
+            .as_ref()
+            .map(|p| p.iter().map(|(c, h)| (c.to_string(), serde_json::Value::from(*h))).collect()),
+        authenticated: a.authenticated,
+        host_key: a.host_key.as_deref().map(compute::sshexec::fingerprint),
         expires_in: crate::duration::human_duration_ms(i128::from(a.expires_ms) - i128::from(now)),
         elapsed_ms: a.timings.total.as_millis(),
         explain: with_explain.then(|| explain_views(&a.explain)),
@@ -285,8 +328,12 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool, now: u64) {
         writeln!(o, "Password:   {}", view.password)?;
         writeln!(o, "Port:       {}", view.port)?;
         writeln!(o, "IP:         {}", view.ip)?;
+        if let Some(ports) = &a.external_user_ports {
+            writeln!(o, "User ports: {}", ports_text(ports))?;
+        }
         writeln!(o, "Expires in: {}", view.expires_in)?;
         writeln!(o, "SSH:        {}", view.ssh)?;
+        writeln!(o, "Auth:       {}", auth_text(a.authenticated, a.host_key.as_deref()))?;
         if with_explain {
             writeln!(o, "{}", explain_table(&a.explain))?;
         }

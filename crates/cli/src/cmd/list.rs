@@ -30,6 +30,14 @@ struct AllocationView {
     port: Option<u16>,
     ip: String,
     ssh: String,
+    /// SN27 v2.x user ports: container port → host port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_user_ports: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The miner signed its answers (nicompute's extension); SN27 peers do not.
+    authenticated: bool,
+    /// The pinned host key's SHA256 fingerprint (signed allocations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_key: Option<String>,
     expires_in: String,
     state: String,
 }
@@ -47,7 +55,12 @@ fn view(r: &AllocationRecord, out: &Output, now: u64) -> AllocationView {
         username: user.clone(),
         password: d.map(|d| out.secret(d.password.expose_secret()).to_owned()).unwrap_or_default(),
         port,
-        ssh: port.map(|p| format!("ssh {user}@{ip} -p {p}")).unwrap_or_default(),
+        ssh: d.map(|d| d.ssh_command()).unwrap_or_default(),
+        external_user_ports: d
+            .and_then(|d| d.external_user_ports.as_ref())
+            .map(|p| p.iter().map(|(c, h)| (c.to_string(), serde_json::Value::from(*h))).collect()),
+        authenticated: d.is_some_and(|d| d.authenticated),
+        host_key: d.and_then(|d| d.host_key.as_deref()).map(compute::sshexec::fingerprint),
         ip,
         expires_in: r.expires_ms.map_or("-".into(), |e| human_duration_ms(i128::from(e) - i128::from(now))),
         state: r.state.as_str().to_owned(),
@@ -70,12 +83,33 @@ pub fn list_a(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
                     r.port.map_or("-".into(), |p| p.to_string()),
                     r.ip.clone(),
                     r.ssh.clone(),
+                    r.external_user_ports.as_ref().map_or("-".into(), |p| {
+                        p.iter().map(|(c, h)| format!("{c}→{h}")).collect::<Vec<_>>().join(", ")
+                    }),
+                    match (r.authenticated, &r.host_key) {
+                        (true, Some(_)) => "signed, host key pinned".into(),
+                        (true, None) => "signed".into(),
+                        (false, _) => "unsigned (SN27 peer)".into(),
+                    },
                     r.expires_in.clone(),
                     r.state.clone(),
                 ]
             })
             .collect();
-        let header = ["ID", "Hotkey", "Resource", "Username", "Password", "Port", "IP", "SSH", "Expires in", "State"];
+        let header = [
+            "ID",
+            "Hotkey",
+            "Resource",
+            "Username",
+            "Password",
+            "Port",
+            "IP",
+            "SSH",
+            "User ports",
+            "Auth",
+            "Expires in",
+            "State",
+        ];
         writeln!(o, "{}", table(&header, t))?;
         writeln!(o, "{} allocation(s)", rows.len())
     });
@@ -163,7 +197,7 @@ pub struct ResourceRow {
     pub last_error: Option<String>,
     /// The last `sync` was refused because of our hotkey (registration, stake, version): the fix.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refused_caller: Option<compute::gate::CallerRefusal>,
+    pub refused_caller: Option<compute::protocol::refusal::CallerRefusal>,
 }
 
 impl ResourceRow {
@@ -180,7 +214,7 @@ impl ResourceRow {
             simulated: r.simulated,
             specs_age: age(now, r.specs_updated_ms),
             stale: r.stale,
-            refused_caller: r.last_error.as_deref().and_then(compute::gate::classify_text),
+            refused_caller: r.last_error.as_deref().and_then(compute::protocol::refusal::classify_text),
             last_error: r.last_error.clone(),
         }
     }
@@ -206,11 +240,11 @@ impl ListResourcesArgs {
         let summary = gpu_summary(chosen.iter().copied());
         let rows: Vec<ResourceRow> = chosen.iter().map(|r| ResourceRow::new(r, now)).collect();
         // Miners that refused our hotkey itself at the last sync, with or without specs on file.
-        let refusals: Vec<(String, compute::gate::CallerRefusal)> = db
+        let refusals: Vec<(String, compute::protocol::refusal::CallerRefusal)> = db
             .miner_details()?
             .into_iter()
             .filter_map(|m| {
-                let r = compute::gate::classify_text(m.last_error.as_deref()?)?;
+                let r = compute::protocol::refusal::classify_text(m.last_error.as_deref()?)?;
                 Some((m.hotkey, r))
             })
             .collect();
@@ -276,7 +310,7 @@ impl ListResourcesArgs {
             if network.is_some() {
                 writeln!(o, "Status: this database and the validators' lists on wandb ({})", doc.status_from)?;
             }
-            let mut gates: Vec<compute::gate::Gate> = Vec::new();
+            let mut gates: Vec<compute::protocol::refusal::Gate> = Vec::new();
             for (_, r) in &refusals {
                 if !gates.contains(&r.gate) {
                     gates.push(r.gate);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bittensor::axon::AxonConfig;
 use clap::{Args, Subcommand, ValueEnum};
+use compute::miner::offer::Offer;
 use compute::miner::policy::PolicyConfig;
 use compute::miner::{self, MetagraphSource, MinerConfig};
 use compute::runtime::ContainerRuntime;
@@ -35,6 +36,37 @@ pub enum RuntimeKind {
     Docker,
     /// An embedded SSH server per allocation; isolates nothing (devnet only).
     Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenterEnv {
+    Allow,
+    Deny,
+}
+
+/// `--external.ports`: host ports, at most four (what the credentials carry), all distinct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalPorts(pub Vec<u16>);
+
+fn parse_ports(s: &str) -> Result<ExternalPorts, String> {
+    if s.trim() == "none" {
+        return Ok(ExternalPorts(Vec::new()));
+    }
+    let mut ports = Vec::new();
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let n: u16 = p.parse().ok().filter(|n| *n != 0).ok_or_else(|| format!("'{p}' is not a port"))?;
+        if ports.contains(&n) {
+            return Err(format!("port {n} is listed twice"));
+        }
+        ports.push(n);
+    }
+    if ports.len() > compute::protocol::docker::MAX_USER_PORTS {
+        return Err(format!(
+            "at most {} ports (the credentials carry no more)",
+            compute::protocol::docker::MAX_USER_PORTS
+        ));
+    }
+    Ok(ExternalPorts(ports))
 }
 
 #[derive(Debug, Args)]
@@ -69,9 +101,29 @@ pub struct RunArgs {
     /// These hotkeys are always refused (comma-separated).
     #[arg(long = "blacklist-hotkeys", value_delimiter = ',')]
     pub blacklist: Vec<String>,
-    /// Minimum caller stake in TAO (SN27's validator threshold).
+    /// Minimum caller stake in TAO (SN27's validator threshold: 1024 in 1.8.x, 10000 in 2.x).
     #[arg(long = "min-stake", default_value_t = 1024.0)]
     pub min_stake: f64,
+    /// SN27 2.x's version gate: admit only callers whose on-chain prometheus version is at least
+    /// this (221 for 2.2.1), once more than --version-gate-threshold percent of validators have it.
+    #[arg(long = "min-caller-version", value_name = "VERSION")]
+    pub min_caller_version: Option<u32>,
+    /// Percent of validators that must be updated before the version gate closes (SN27: 90).
+    #[arg(long = "version-gate-threshold", value_name = "PERCENT", default_value_t = compute::miner::policy::SN27_VERSION_THRESHOLD_PCT)]
+    pub version_threshold: f64,
+    /// Refuse requests without nicompute's signed extension: only nicompute renters may allocate.
+    #[arg(long = "require-signed-requests")]
+    pub require_signed: bool,
+    /// Host ports renters' extra container ports are mapped to, in order (SN27 v2.x), or `none`.
+    #[arg(long = "external.ports", visible_alias = "external-ports", value_name = "PORT,…|none", default_value = "27015,27016,27017,27018", value_parser = parse_ports)]
+    pub external_ports: ExternalPorts,
+    /// An image renters may ask for (SN27 v2.4 `docker_requirement.image`); repeatable. Without
+    /// one, every allocation runs --image.
+    #[arg(long = "offer-image", value_name = "IMAGE")]
+    pub offer_images: Vec<String>,
+    /// Whether renters may set environment variables in their container (SN27 v2.4 `env`).
+    #[arg(long = "renter-env", value_enum, default_value_t = RenterEnv::Allow)]
+    pub renter_env: RenterEnv,
     /// Where the allocation state lives [default: <data dir>/miner]
     #[arg(long = "state-dir", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -183,6 +235,12 @@ impl RunArgs {
                 "callers below SN27's validator threshold (1024 TAO) will be served"
             );
         }
+        if let Some(bad) = self.offer_images.iter().find(|i| !compute::protocol::docker::valid_image(i)) {
+            return Err(UsageError(format!("--offer-image {bad}: not a Docker image reference")).into());
+        }
+        if self.external_ports.0.contains(&self.ssh_port) {
+            return Err(UsageError(format!("--external.ports includes the SSH port {}", self.ssh_port)).into());
+        }
         let axon = self.axon_config();
         raise_open_file_limit(axon.max_connections + 256);
         let state_dir = self.state_dir.clone().unwrap_or_else(|| g.dirs.data_dir_or_here().join("miner"));
@@ -229,8 +287,16 @@ impl RunArgs {
                 whitelist: self.whitelist.iter().cloned().collect(),
                 blacklist: self.blacklist.iter().cloned().collect(),
                 min_stake_tao: self.min_stake,
+                min_caller_version: self.min_caller_version,
+                version_threshold_pct: self.version_threshold,
             },
             metagraph: MetagraphSource::Chain { client: chain.clone(), interval: self.metagraph_refresh },
+            offer: Offer {
+                require_signed: self.require_signed,
+                external_ports: self.external_ports.0.clone(),
+                images: self.offer_images.clone(),
+                renter_env: self.renter_env == RenterEnv::Allow,
+            },
         };
         let handle = miner::spawn(cfg).await.context("starting the miner")?;
         let axon_port = handle.axon_addr().port();
@@ -243,6 +309,8 @@ impl RunArgs {
             "axon": format!("{}:{}", self.axon_ip, axon_port),
             "ssh_port": ssh_port,
             "runtime": format!("{:?}", self.runtime).to_lowercase(),
+            "external_ports": self.external_ports.0,
+            "require_signed_requests": self.require_signed,
             "state_dir": state_dir.display().to_string(),
             "chain": chain.endpoint(),
             "pid": std::process::id(),
@@ -269,6 +337,15 @@ impl RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_ports() {
+        assert_eq!(parse_ports("27015,27016,27017,27018"), Ok(ExternalPorts(vec![27015, 27016, 27017, 27018])));
+        assert_eq!(parse_ports("none"), Ok(ExternalPorts(vec![])));
+        assert!(parse_ports("1,1").is_err());
+        assert!(parse_ports("0").is_err());
+        assert!(parse_ports("1,2,3,4,5").is_err());
+    }
 
     #[test]
     fn body_limits_for_all_or_one_synapse() {

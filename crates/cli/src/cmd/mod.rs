@@ -6,6 +6,7 @@ pub mod axon;
 pub mod balance;
 pub mod dealloc;
 pub mod devnet;
+pub mod lifecycle;
 pub mod list;
 pub mod metagraph;
 pub mod miner;
@@ -71,6 +72,10 @@ pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Sync(a) => a.run(g, out).await,
         Command::Reconcile(a) => a.run(g, out).await,
         Command::Ssh(a) => a.run(g, out).await,
+        Command::Restart(a) => a.restart(g, out).await,
+        Command::Pause(a) => a.pause(g, out).await,
+        Command::Unpause(a) => a.unpause(g, out).await,
+        Command::ExchangeKey(a) => a.run(g, out).await,
         Command::Wallet(c) => c.run(g, out).await,
         Command::Wandb(c) => c.run(g, out).await,
         Command::Query(a) => a.run(g, out).await,

@@ -1,5 +1,8 @@
 //! `sync`: ask every serving miner of the subnet for its specs (`Specs` synapse), concurrently,
 //! and store them in `miner_details` with SN27's `no_specs_count` rule and our last-seen time.
+//! Requests carry nicompute's signed extension: a nicompute miner signs its specs, and is then
+//! remembered as one that signs (its unsigned answers are refused from then on);
+//! `--forget-signer HOTKEY` forgets that for a miner that really moved to SN27's software.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -23,6 +26,9 @@ pub struct SyncArgs {
     /// Miners asked at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Forget that these miners sign their answers (comma-separated), then sync.
+    #[arg(long = "forget-signer", value_name = "HOTKEY", value_delimiter = ',')]
+    pub forget_signer: Vec<String>,
 }
 
 pub use compute::renter::SyncReport;
@@ -46,6 +52,11 @@ pub async fn sync_specs(
 impl SyncArgs {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         let renter = crate::cmd::renter(g)?;
+        for hk in &self.forget_signer {
+            if !renter.forget_signer(hk.trim())? {
+                out.note(&format!("{hk} was not remembered as a miner that signs"));
+            }
+        }
         let tty = std::io::stderr().is_terminal();
         let progress = move |done: usize, total: usize| {
             if tty {
@@ -62,7 +73,14 @@ impl SyncArgs {
                 let rows = doc.failed.iter().map(|(h, e)| vec![h.clone(), e.clone()]).collect();
                 writeln!(o, "{}", table(&["Hotkey", "No specs because"], rows))?;
             }
-            writeln!(o, "sync: {} of {} serving miners answered; {} failed", doc.answered, doc.asked, doc.failed.len())
+            writeln!(
+                o,
+                "sync: {} of {} serving miners answered ({} signed: nicompute miners); {} failed",
+                doc.answered,
+                doc.asked,
+                doc.signed,
+                doc.failed.len()
+            )
         });
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Live interop with the real Python SDK, both SDK versions, both directions: our dendrite
 //! against a Python axon, and a Python dendrite against our axon — success for `Allocate` and
 //! `Specs`, a denied hotkey (403), a replay (401), a wrong axon hotkey (401), a handler slower
-//! than the timeout (408 on the client) and an unknown synapse (404).
+//! than the timeout (408 on the client) and an unknown synapse (404). And our renter's signed
+//! allocation against a Python axon answering like SN27 v2.2.1: the extension is invisible to it.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -224,4 +225,40 @@ async fn python_dendrite_to_rust_axon_10_5_0() {
 fn bittensor_test_keys_match() {
     assert_eq!(kp("axon_hotkey").ss58(), keys()["axon_hotkey"]["ss58"]);
     assert_eq!(kp("dendrite_hotkey").account_id().to_hex(), keys()["dendrite_hotkey"]["public_key"]);
+}
+
+/// Our renter (every call signed with nicompute's extension) allocates from a Python 9.0.0 axon
+/// answering like SN27 v2.2.1: the SDK ignores the extension, the answer is unsigned and accepted
+/// as an SN27 peer's, and v2.2.1's credentials (user ports, an integer version) are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_renter_allocates_from_a_python_axon_answering_like_sn27_2_2_1() {
+    use compute::allocator::{self, AllocateOptions, Candidate, MemoryStore};
+    use compute::crypto::CredentialsVersion;
+    use compute::specs::{GpuRequirement, Requirement};
+    let Some(py) = python("9.0.0") else { return };
+    let axon = {
+        let (py, doc) =
+            (py.clone(), json!({"hotkey_mnemonic": mnemonic("axon_hotkey"), "port": 0, "sn27_version": "2.2.1"}));
+        tokio::task::spawn_blocking(move || PyAxon::start_config(&py, &doc)).await.expect("start")
+    };
+    let hotkey = kp("axon_hotkey").ss58();
+    let candidate = Candidate {
+        hotkey: hotkey.clone(),
+        target: AxonTarget { ip: "127.0.0.1".into(), port: axon.port, hotkey: hotkey.clone() },
+        specs: None,
+        signs: false,
+    };
+    let req = Requirement::sn27(Some(GpuRequirement { count: 1, memory_mib: 80 * 1024, kind: "h100".into() }));
+    let opts = AllocateOptions { ssh_wait: Duration::from_millis(200), ..AllocateOptions::default() };
+    let store = MemoryStore::default();
+    let d = Dendrite::new(kp("dendrite_hotkey"));
+    let rec = allocator::allocate_hotkey(&d, candidate, &req, &opts, &store, &|_| {}).await.expect("allocated");
+    assert!(!rec.authenticated, "a Python peer signs nothing");
+    assert_eq!(rec.host_key, None);
+    assert_eq!(rec.username, "root");
+    assert_eq!(rec.version, CredentialsVersion::Number(221));
+    assert_eq!(rec.external_user_ports, Some(vec![(27015, 40001), (27016, 40002), (27017, 40003), (27018, 40004)]));
+    let target = AxonTarget { ip: "127.0.0.1".into(), port: axon.port, hotkey: hotkey.clone() };
+    let out = allocator::deallocate(&d, &target, &hotkey, &rec.regkey_pem, &store, T, false).await;
+    assert_eq!(out, allocator::DeallocOutcome::Released);
 }

@@ -64,6 +64,12 @@ impl PyAxon {
 
     /// An axon with its own hotkey that refuses `denied` with `deny_reason` (403).
     pub fn start_with(py: &PathBuf, hotkey_mnemonic: &str, denied: &[String], deny_reason: &str) -> PyAxon {
+        let doc = json!({"hotkey_mnemonic": hotkey_mnemonic, "port": 0, "denied_hotkeys": denied, "deny_reason": deny_reason});
+        Self::start_config(py, &doc)
+    }
+
+    /// An axon configured by `doc` (see `tests/peers/axon.py`).
+    pub fn start_config(py: &PathBuf, doc: &Value) -> PyAxon {
         let mut child = crate::harness::command(py)
             .arg(script("axon.py"))
             .stdin(Stdio::piped())
@@ -71,7 +77,6 @@ impl PyAxon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start python axon");
-        let doc = json!({"hotkey_mnemonic": hotkey_mnemonic, "port": 0, "denied_hotkeys": denied, "deny_reason": deny_reason});
         writeln!(child.stdin.as_mut().expect("stdin"), "{doc}").expect("write config");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read READY");

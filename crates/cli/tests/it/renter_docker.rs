@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use compute::runtime::docker::DockerRuntime;
-use compute::runtime::ContainerRuntime;
+use compute::runtime::{ContainerRuntime, ContainerState};
 
 use crate::renter_world::{docker, json, keygen, python, text, World, H100};
 
@@ -95,6 +95,36 @@ async fn docker_allocation_through_the_renter_cli() {
                 text(&out.stderr)
             );
 
+            // The allocation is authenticated: a nicompute miner signed its answer and host key.
+            let listed = json(&w.cli(&["list_a", "--json"]).await);
+            assert_eq!(listed[0]["authenticated"], true, "{listed}");
+
+            // The lifecycle commands, each checked against the container's real state.
+            let container = containers_of(&docker, &mine).await.pop().expect("the container");
+            let state = || async {
+                docker.list().await.expect("docker list").into_iter().find(|c| c.id == container).map(|c| c.state)
+            };
+            let out = w.cli(&["pause", &hotkey, "--wait", "20s", "--json"]).await;
+            assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+            assert_eq!(json(&out)["signed"], true);
+            assert_eq!(state().await, Some(ContainerState::Paused));
+            let out = w.cli(&["resume", &hotkey, "--wait", "20s", "--json"]).await;
+            assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+            assert_eq!(state().await, Some(ContainerState::Running));
+            let out = w.cli(&["restart", &hotkey, "--wait", "30s", "--json"]).await;
+            assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+            assert_eq!(state().await, Some(ContainerState::Running));
+            // exchange-key: the container's authorized_keys holds the new key, not the old one.
+            let new_dir = tempfile::tempdir().expect("tmp");
+            let new_pub = keygen(new_dir.path()).with_extension("pub");
+            let new_line = std::fs::read_to_string(&new_pub).expect("pub").trim().to_owned();
+            let out = w.cli(&["exchange-key", &hotkey, "--ssh-key", new_pub.to_str().expect("utf8"), "--json"]).await;
+            assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+            let out = w.cli(&["ssh", &hotkey, "--builtin", "--", "cat", "/root/.ssh/authorized_keys"]).await;
+            let installed = text(&out.stdout);
+            assert!(installed.contains(&new_line), "{installed}{}", text(&out.stderr));
+            let old_line = std::fs::read_to_string(&pubkey).expect("pub").trim().to_owned();
+            assert!(!installed.contains(&old_line), "the old key is gone: {installed}");
             let out = w.cli(&["d", &hotkey, "-y", "--json"]).await;
             assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
             assert_eq!(json(&out)[0]["result"], "released");

@@ -64,3 +64,45 @@ fn human_output_matches_the_snapshots() {
         snapshot(name, &text);
     }
 }
+
+/// What a malicious miner got into the database (its specs through `sync`, its credentials
+/// through another tool): escapes in the GPU name, an option as username. The real binary prints
+/// none of the escapes, in text or JSON, and `ssh` refuses the login before OpenSSH runs.
+#[test]
+fn a_hostile_miners_strings_never_reach_the_terminal_or_ssh() {
+    const HOSTILE_GPU: &str = "NVIDIA H100\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}31m\u{202e}";
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("database.db");
+    sn27_database(&db);
+    let c = rusqlite::Connection::open(&db).expect("open");
+    let specs = serde_json::json!({"cpu": {"count": 8}, "gpu": {"count": 1, "capacity": 81559,
+        "details": [{"name": HOSTILE_GPU, "capacity": 81559}]}, "has_docker": true});
+    c.execute("UPDATE miner_details SET details = ?1 WHERE hotkey = ?2", [&specs.to_string(), H100]).expect("row");
+    let details = serde_json::json!({"username": "-oProxyCommand=touch pwned #", "password": "p", "port": 4444,
+        "version": 183, "ip": "127.0.0.1", "resource": HOSTILE_GPU, "regkey": "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n"});
+    c.execute("INSERT INTO allocation (hotkey, details) VALUES (?1, ?2)", [H100, &details.to_string()]).expect("row");
+    drop(c);
+    for args in [vec!["list_r"], vec!["list_r", "--json"], vec!["list_a"], vec!["list_a", "--json"]] {
+        let out = crate::harness::nicompute(dir.path()).args(&args).arg("--db").arg(&db).output().expect("run");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("NVIDIA H100"), "{args:?}: the name is shown: {text}");
+        let bad: Vec<char> =
+            text.chars().filter(|c| (c.is_control() && *c != '\n' && *c != '\t') || *c == '\u{202e}').collect();
+        assert!(bad.is_empty(), "{args:?} printed control characters {bad:?}");
+        assert!(!text.contains("\\u001b"), "{args:?}: not even escaped in JSON");
+    }
+    let pwned = dir.path().join("pwned");
+    let out = crate::harness::nicompute(dir.path())
+        .current_dir(dir.path())
+        .args(["ssh", H100])
+        .arg("--db")
+        .arg(&db)
+        .args(["--", "uname"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not safe to use"), "{err}");
+    assert!(!pwned.exists(), "no ProxyCommand ran");
+}

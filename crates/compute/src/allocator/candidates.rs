@@ -9,6 +9,7 @@ use bittensor::dendrite::AxonTarget;
 use bittensor::subtensor::metagraph::Metagraph;
 use serde::Serialize;
 
+use crate::protocol::refusal::CallerRefusal;
 use crate::specs::{check, Requirement, Specs};
 
 /// A miner that may be asked for an allocation.
@@ -18,6 +19,9 @@ pub struct Candidate {
     pub target: AxonTarget,
     /// Its last known specs (for the resource name); `None` when unknown.
     pub specs: Option<Specs>,
+    /// It has signed its answers before (nicompute's extension): an unsigned answer from it is
+    /// one stripped or forged on the path, and refused.
+    pub signs: bool,
 }
 
 impl Candidate {
@@ -29,7 +33,7 @@ impl Candidate {
             return Err(Verdict::NotServing);
         }
         let target = AxonTarget { ip: neuron.axon.ip.clone(), port: neuron.axon.port, hotkey: neuron.hotkey.clone() };
-        Ok(Self { hotkey: hotkey.to_owned(), target, specs })
+        Ok(Self { hotkey: hotkey.to_owned(), target, specs, signs: false })
     }
 
     /// SN27's `resource`: the first GPU's name, `CPU` for a machine without GPUs, `unknown`
@@ -65,6 +69,8 @@ pub enum Verdict {
     NotServing,
     /// The miner answered no, with its reason.
     Refused(String),
+    /// The miner refused our hotkey itself (registration, stake, version, its lists): the fix.
+    CallerRefused(CallerRefusal),
     /// No answer within the check deadline (or the per-request timeout).
     TimedOut,
     /// Not asked yet, or still not answered, when another miner was allocated: not waited for.
@@ -87,6 +93,7 @@ impl Verdict {
             Self::NotInMetagraph => "not in metagraph",
             Self::NotServing => "not serving",
             Self::Refused(_) => "refused",
+            Self::CallerRefused(_) => "refused our hotkey",
             Self::TimedOut => "timed out",
             Self::Unanswered => "unanswered",
             Self::Error(_) => "error",
@@ -106,6 +113,7 @@ impl fmt::Display for Verdict {
             Self::NotInMetagraph => f.write_str("not in the metagraph"),
             Self::NotServing => f.write_str("not serving an axon"),
             Self::Refused(r) => write!(f, "refused: {r}"),
+            Self::CallerRefused(r) => write!(f, "refused our hotkey ({}): {}", r.gate.label(), r.reason),
             Self::TimedOut => f.write_str("did not answer in time"),
             Self::Unanswered => f.write_str("not answered before another miner was allocated"),
             Self::Error(e) => write!(f, "error: {e}"),

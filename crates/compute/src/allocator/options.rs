@@ -38,6 +38,11 @@ pub struct AllocateOptions {
     /// An id recorded with the allocation as `register_api.py`'s `uuid` (with the SSH key), for
     /// allocations made through the API; `None` writes the row as `register.py` does.
     pub uuid: Option<String>,
+    /// Container ports to reach from outside (SN27 v2.x `external_user_ports`; the miner picks
+    /// the host ports). Empty: the miner's default (SN27's 27015–27018).
+    pub user_ports: Vec<u16>,
+    /// An image to run (SN27 v2.4 `docker_requirement.image`), where the miner offers it.
+    pub image: Option<String>,
 }
 
 impl Default for AllocateOptions {
@@ -53,6 +58,8 @@ impl Default for AllocateOptions {
             ssh_wait: Duration::from_secs(60),
             clock: Clock::system(),
             uuid: None,
+            user_ports: Vec::new(),
+            image: None,
         }
     }
 }
@@ -69,10 +76,17 @@ impl AllocateOptions {
             return Err("the TTL must be at least 1 s".into());
         }
         if let Some(key) = &self.ssh_key {
-            let key = key.trim();
-            let known = ["ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-"].iter().any(|p| key.starts_with(p));
-            if !known || key.contains(['\n', '\r']) {
-                return Err("the SSH key must be one OpenSSH public key line (ssh-ed25519 AAAA..., ssh-rsa ...)".into());
+            crate::protocol::keys::validate_public_key(key).map_err(|e| e.to_string())?;
+        }
+        if self.user_ports.len() > crate::protocol::docker::MAX_USER_PORTS || self.user_ports.contains(&0) {
+            return Err(format!(
+                "at most {} user ports, each from 1 to 65535",
+                crate::protocol::docker::MAX_USER_PORTS
+            ));
+        }
+        if let Some(image) = &self.image {
+            if !crate::protocol::docker::valid_image(image) {
+                return Err(format!("'{image}' is not a Docker image reference"));
             }
         }
         Ok(())
@@ -148,6 +162,12 @@ pub struct Allocated {
     pub ssh_key: Option<String>,
     /// [`AllocateOptions::uuid`].
     pub uuid: Option<String>,
+    /// SN27 v2.x's user ports the miner mapped: (container port, host port).
+    pub external_user_ports: Option<Vec<(u16, u16)>>,
+    /// The miner signed its answer with its hotkey (nicompute's extension); SN27 peers do not.
+    pub authenticated: bool,
+    /// The SSH host key the miner signed (the renter pins it).
+    pub host_key: Option<String>,
     pub explain: Vec<Explain>,
     pub timings: Timings,
 }
@@ -166,6 +186,9 @@ impl fmt::Debug for Allocated {
             .field("ssh_key_injected", &self.ssh_key_injected)
             .field("ssh_ready", &self.ssh_ready)
             .field("uuid", &self.uuid)
+            .field("external_user_ports", &self.external_user_ports)
+            .field("authenticated", &self.authenticated)
+            .field("host_key", &self.host_key)
             .field("explain", &self.explain)
             .field("timings", &self.timings)
             .finish_non_exhaustive()
@@ -223,8 +246,12 @@ mod tests {
         assert!(o.validate().is_err());
         let o = AllocateOptions { ssh_key: Some("not a key".into()), ..AllocateOptions::default() };
         assert!(o.validate().is_err());
-        let o = AllocateOptions { ssh_key: Some(" ssh-ed25519 AAAA me@x\n".into()), ..AllocateOptions::default() };
-        assert_eq!(o.ssh_key(), Some("ssh-ed25519 AAAA me@x"));
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGd1qDMYkGqYYsvIHQVkfzWkHDdjVuWvAH9ZpSg7lk1x me@x";
+        let o = AllocateOptions { ssh_key: Some(format!(" {key}\n")), ..AllocateOptions::default() };
+        assert!(o.validate().is_ok());
+        assert_eq!(o.ssh_key(), Some(key));
+        let o = AllocateOptions { user_ports: vec![1, 2, 3, 4, 5], ..AllocateOptions::default() };
+        assert!(o.validate().is_err());
         let o = AllocateOptions { ttl: Some(Duration::from_secs(90)), ..AllocateOptions::default() };
         assert_eq!(o.lease_ms(), 90_000);
         assert_eq!(AllocateOptions::default().lease_ms(), 90 * DAY_MS);

@@ -14,9 +14,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::release::send_release;
+use super::signed::{self, Authenticity};
 use super::{
-    failure_text, refusal, status_of, AllocateError, AllocateFailure, AllocateOptions, Allocated, AllocationStore,
-    Candidate, DeallocOutcome, Explain, Stage, StoreError, Timings, Verdict,
+    failure_text, failure_verdict, refusal, status_of, AllocateError, AllocateFailure, AllocateOptions, Allocated,
+    AllocationStore, Candidate, DeallocOutcome, Explain, Stage, StoreError, Timings, Verdict,
 };
 use crate::crypto::AllocationKey;
 use crate::db::DbError;
@@ -264,16 +265,18 @@ fn spawn_checks(
     let (tx, rx) = mpsc::unbounded_channel();
     let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let per_request = opts.check_timeout.min(opts.deadline);
-    let synapse = Allocate {
+    let mut synapse = Allocate {
         timeline: opts.timeline_days,
         checking: true,
         device_requirement: requirement.clone(),
         ..Allocate::default()
     };
+    // What the allocation will ask for, so a miner that does not offer it says so at the check.
+    extend_docker(&mut synapse, opts, false);
     let mut set = JoinSet::new();
     for (i, c) in candidates.iter().enumerate() {
-        let (dendrite, target, synapse, limit, tx) =
-            (dendrite.clone(), c.target.clone(), synapse.clone(), limit.clone(), tx.clone());
+        let (dendrite, target, synapse, limit, tx, signs) =
+            (dendrite.clone(), c.target.clone(), synapse.clone(), limit.clone(), tx.clone(), c.signs);
         set.spawn(async move {
             let Ok(_permit) = limit.acquire_owned().await else { return };
             let left = deadline.saturating_duration_since(Instant::now());
@@ -281,8 +284,8 @@ fn spawn_checks(
                 // Never asked: counts as timed out (see `Run::explain`).
                 return;
             }
-            let r = dendrite.call(&target, synapse, per_request.min(left)).await;
-            let outcome = check_outcome(&r);
+            let (r, auth) = signed::call(&dendrite, &target, synapse, per_request.min(left)).await;
+            let outcome = check_outcome(&r, &auth, signs);
             // The receiver is gone once the allocation is decided.
             let _ = tx.send((i, outcome, r.elapsed, started.elapsed()));
         });
@@ -290,17 +293,37 @@ fn spawn_checks(
     (set, rx)
 }
 
-fn check_outcome(r: &Response<Allocate>) -> Result<(), Verdict> {
+fn check_outcome(r: &Response<Allocate>, auth: &Authenticity, signs: bool) -> Result<(), Verdict> {
     if r.kind == StatusKind::Timeout {
         return Err(Verdict::TimedOut);
     }
     if !r.is_success() {
-        return Err(Verdict::Error(failure_text(r)));
+        return Err(failure_verdict(r));
     }
+    auth.accept(signs).map_err(Verdict::Error)?;
     if status_of(&r.synapse.output) {
         return Ok(());
     }
     Err(refusal(&r.synapse.output))
+}
+
+/// `docker_requirement`'s additions: the renter's SSH key (allocation only), our TTL, and SN27
+/// v2.x's user ports and image when asked for.
+fn extend_docker(synapse: &mut Allocate, opts: &AllocateOptions, allocating: bool) {
+    let d = &mut synapse.docker_requirement;
+    if allocating {
+        d.insert("ssh_key".into(), json!(opts.ssh_key().unwrap_or("")));
+        if let Some(ttl) = opts.ttl {
+            d.insert("ttl_seconds".into(), json!(ttl.as_secs()));
+        }
+    }
+    if !opts.user_ports.is_empty() {
+        let ports: Map<String, Value> = opts.user_ports.iter().map(|p| (p.to_string(), json!(0))).collect();
+        d.insert("external_user_ports".into(), Value::Object(ports));
+    }
+    if let Some(image) = &opts.image {
+        d.insert("image".into(), json!(image));
+    }
 }
 
 /// One allocate request to one miner, with its bookkeeping.
@@ -350,20 +373,25 @@ impl Attempt<'_> {
             device_requirement: self.requirement.clone(),
             ..Allocate::default()
         };
-        synapse.docker_requirement.insert("ssh_key".into(), json!(ssh_key.unwrap_or("")));
-        if let Some(ttl) = opts.ttl {
-            synapse.docker_requirement.insert("ttl_seconds".into(), json!(ttl.as_secs()));
-        }
+        extend_docker(&mut synapse, opts, true);
         let started = Instant::now();
-        let r = self.dendrite.call(&cand.target, synapse, opts.allocate_timeout).await;
+        let (r, auth) = signed::call(self.dendrite, &cand.target, synapse, opts.allocate_timeout).await;
         let took = started.elapsed();
 
         if !r.is_success() {
             // The miner may have allocated before the answer was lost: release with the same key.
             let what = failure_text(&r);
-            let note = self.release(&pem, &format!("the allocate request failed: {what}")).await;
+            let note = self.release(&pem, &format!("the allocate request failed: {what}"), false).await;
             return Err(Failed::Asked(Verdict::Error(format!("the allocate request failed: {what}; {note}"))));
         }
+        let authenticated = match auth.accept(cand.signs) {
+            Ok(signed) => signed,
+            Err(e) => {
+                // Whatever the real miner did, our key can release it.
+                let note = self.release(&pem, &e, cand.signs).await;
+                return Err(Failed::Asked(Verdict::Error(format!("{e}; {note}"))));
+            }
+        };
         let output = &r.synapse.output;
         if !status_of(output) {
             if let Err(e) = store.abort(&cand.hotkey) {
@@ -375,7 +403,7 @@ impl Attempt<'_> {
         let creds = match self.key.decrypt_credentials(info) {
             Ok(c) => c,
             Err(e) => {
-                let note = self.release(&pem, &format!("unusable credentials: {e}")).await;
+                let note = self.release(&pem, &format!("unusable credentials: {e}"), authenticated).await;
                 return Err(Failed::Asked(Verdict::Error(format!(
                     "the miner allocated but its credentials are unusable ({e}); {note}"
                 ))));
@@ -395,11 +423,14 @@ impl Attempt<'_> {
             ssh_ready: false,
             ssh_key: ssh_key.map(str::to_owned),
             uuid: opts.uuid.clone(),
+            external_user_ports: creds.external_user_ports,
+            authenticated,
+            host_key: auth.host_key().map(str::to_owned),
             explain: Vec::new(),
             timings: Timings::default(),
         };
         if let Err(e) = store.commit(&cand.hotkey, &record) {
-            let note = self.release(&pem, &format!("recording it locally failed: {e}")).await;
+            let note = self.release(&pem, &format!("recording it locally failed: {e}"), authenticated).await;
             return Err(Failed::Asked(Verdict::Error(format!(
                 "the miner allocated but recording it locally failed ({e}); {note}"
             ))));
@@ -409,9 +440,9 @@ impl Attempt<'_> {
 
     /// Releases an allocation that cannot be used, so the miner is not left allocated; aborts
     /// the record when the miner holds nothing for this key any more, else keeps it pending.
-    async fn release(&self, pem: &str, why: &str) -> String {
+    async fn release(&self, pem: &str, why: &str, signed_expected: bool) -> String {
         let (cand, store) = (self.cand, self.store);
-        let outcome = send_release(self.dendrite, &cand.target, pem, self.opts.allocate_timeout).await;
+        let outcome = send_release(self.dendrite, &cand.target, pem, self.opts.allocate_timeout, signed_expected).await;
         tracing::info!(hotkey = %cand.hotkey, why, ?outcome, "released an unusable allocation");
         match outcome {
             DeallocOutcome::Released | DeallocOutcome::NotHolder(_) => {

@@ -199,6 +199,9 @@ impl AllocationStore for ComputeDb {
             // register_api.py's two keys, for allocations that carry its uuid.
             ssh_key: a.uuid.as_ref().map(|_| a.ssh_key.clone().unwrap_or_default()),
             uuid: a.uuid.clone(),
+            external_user_ports: a.external_user_ports.clone(),
+            host_key: a.host_key.clone(),
+            authenticated: a.authenticated,
         };
         Ok(self.commit_allocation(hotkey, &details)?)
     }

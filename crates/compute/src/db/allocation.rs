@@ -80,6 +80,12 @@ pub struct AllocationDetails {
     /// `register_api.py`'s `uuid`: the allocation's id, which its deallocate, lifecycle routes
     /// and webhooks carry (`None` for allocations made by `register.py` or the CLI).
     pub uuid: Option<String>,
+    /// SN27 v2.x's `external_user_ports` from the credentials: (container port, host port).
+    pub external_user_ports: Option<Vec<(u16, u16)>>,
+    /// The SSH host key the miner signed for this allocation (nicompute miners): the pin.
+    pub host_key: Option<String>,
+    /// The miner's answer was signed by its hotkey (`nicompute_auth`); `false` for SN27 peers.
+    pub authenticated: bool,
 }
 
 impl fmt::Debug for AllocationDetails {
@@ -94,6 +100,9 @@ impl fmt::Debug for AllocationDetails {
             .field("version", &self.version)
             .field("ssh_key", &self.ssh_key)
             .field("uuid", &self.uuid)
+            .field("external_user_ports", &self.external_user_ports)
+            .field("host_key", &self.host_key)
+            .field("authenticated", &self.authenticated)
             .finish()
     }
 }
@@ -130,17 +139,27 @@ impl AllocationDetails {
             version: obj.get("version").cloned().unwrap_or(Value::Null),
             ssh_key: text_field(obj, "ssh_key"),
             uuid: text_field(obj, "uuid"),
+            external_user_ports: obj
+                .get("external_user_ports")
+                .filter(|v| !v.is_null())
+                .and_then(|v| crate::crypto::credentials::user_ports_from(v).ok()),
+            host_key: text_field(obj, "host_key"),
+            authenticated: obj.get("authenticated").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
-    /// The JSON object, keys in the order SN27's `register.py` leaves them (the miner's four,
-    /// then `ip`, `resource`, `regkey`), then `register_api.py`'s `ssh_key` and `uuid` when
-    /// recorded. Holds the password in clear.
+    /// The JSON object, keys in the order SN27's `register.py` leaves them (the miner's four —
+    /// five with v2.x's `external_user_ports` — then `ip`, `resource`, `regkey`), then
+    /// `register_api.py`'s `ssh_key` and `uuid` when recorded, then ours: `host_key` and
+    /// `authenticated` for signed allocations. Holds the password in clear.
     pub fn to_value(&self) -> Value {
         let mut obj = Map::new();
         obj.insert("username".into(), self.username.clone().into());
         obj.insert("password".into(), self.password.expose_secret().into());
         obj.insert("port".into(), self.port.into());
+        if let Some(ports) = &self.external_user_ports {
+            obj.insert("external_user_ports".into(), crate::crypto::credentials::user_ports_value(ports));
+        }
         obj.insert("version".into(), self.version.clone());
         obj.insert("ip".into(), self.ip.clone().into());
         obj.insert("resource".into(), self.resource.clone().into());
@@ -150,6 +169,12 @@ impl AllocationDetails {
         }
         if let Some(u) = &self.uuid {
             obj.insert("uuid".into(), u.clone().into());
+        }
+        if let Some(k) = &self.host_key {
+            obj.insert("host_key".into(), k.clone().into());
+        }
+        if self.authenticated {
+            obj.insert("authenticated".into(), true.into());
         }
         Value::Object(obj)
     }
@@ -161,9 +186,18 @@ impl AllocationDetails {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
-    /// `ssh <username>@<ip> -p <port>`, as SN27 prints it.
+    /// `ssh <username>@<ip> -p <port>`, as SN27 prints it, every part checked and shell-quoted
+    /// ([`crate::protocol::login`]); for a row whose login does not pass the checks, why not.
     pub fn ssh_command(&self) -> String {
-        format!("ssh {}@{} -p {}", self.username, self.ip, self.port)
+        match self.login() {
+            Ok(l) => l.command_line(),
+            Err(e) => format!("(no ssh command: {e})"),
+        }
+    }
+
+    /// The row's login, checked: a row another tool wrote may hold anything a miner sent.
+    pub fn login(&self) -> Result<crate::protocol::login::Login, crate::protocol::login::LoginError> {
+        crate::protocol::login::Login::new(&self.username, &self.ip, self.port)
     }
 }
 
@@ -511,6 +545,9 @@ mod tests {
             version: Value::from(183),
             ssh_key: None,
             uuid: None,
+            external_user_ports: None,
+            host_key: None,
+            authenticated: false,
         }
     }
 
@@ -523,6 +560,29 @@ mod tests {
         let back = AllocationDetails::from_json(&details().to_json()).unwrap();
         assert_eq!(back.to_json(), details().to_json());
         assert_eq!(back.ssh_command(), "ssh root@203.0.113.7 -p 4444");
+    }
+
+    #[test]
+    fn v2_ports_and_the_pin_round_trip_after_sn27s_keys() {
+        let d = AllocationDetails {
+            external_user_ports: Some(vec![(27015, 40001)]),
+            host_key: Some("ssh-ed25519 AAAA".into()),
+            authenticated: true,
+            ..details()
+        };
+        let text = d.to_json();
+        assert!(
+            text.starts_with(r#"{"username": "root", "password": "aB3dE5gH7j", "port": 4444, "external_user_ports": {"27015": 40001}, "version": 183"#),
+            "{text}"
+        );
+        assert!(text.ends_with(r#""host_key": "ssh-ed25519 AAAA", "authenticated": true}"#), "{text}");
+        let back = AllocationDetails::from_json(&text).unwrap();
+        assert_eq!(
+            (back.external_user_ports, back.host_key, back.authenticated),
+            (d.external_user_ports, d.host_key, true)
+        );
+        let hostile = AllocationDetails { username: "-oProxyCommand=x".into(), ..details() };
+        assert!(hostile.ssh_command().starts_with("(no ssh command: the username"), "{}", hostile.ssh_command());
     }
 
     #[test]

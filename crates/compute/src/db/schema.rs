@@ -149,6 +149,14 @@ const NC_DDL: &[(&str, &str)] = &[
         "CREATE INDEX IF NOT EXISTS idx_nc_webhook_outbox_due ON nc_webhook_outbox (state, next_ms)",
     ),
     (
+        "nc_miner_auth",
+        "CREATE TABLE IF NOT EXISTS nc_miner_auth (
+            hotkey TEXT PRIMARY KEY,
+            first_signed_ms INTEGER NOT NULL,
+            last_signed_ms INTEGER NOT NULL
+        )",
+    ),
+    (
         "nc_wandb_publication",
         "CREATE TABLE IF NOT EXISTS nc_wandb_publication (
             list TEXT PRIMARY KEY CHECK (list IN ('allocated', 'penalized')),

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS allocation (
     requester TEXT NOT NULL,
     started_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('starting', 'running'))
+    state TEXT NOT NULL CHECK (state IN ('starting', 'running')),
+    host_key TEXT
 );
 CREATE TABLE IF NOT EXISTS axon_nonces (
     hotkey BLOB NOT NULL,
@@ -67,6 +68,9 @@ pub struct Allocation {
     pub started_ms: u64,
     pub expires_ms: u64,
     pub phase: Phase,
+    /// The SSH host key (OpenSSH public key line) the allocation's machine presents: signed in
+    /// answers to nicompute renters, who pin it.
+    pub host_key: Option<String>,
 }
 
 #[derive(Debug)]
@@ -87,6 +91,13 @@ fn open_db(path: &Path, synchronous: &str) -> Result<Connection, StateError> {
     conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
     conn.pragma_update(None, "synchronous", synchronous).map_err(err)?;
     conn.execute_batch(SCHEMA).map_err(err)?;
+    // State files written before host keys were kept have no column for one.
+    let has_host_key: bool = conn
+        .query_row("SELECT count(*) FROM pragma_table_info('allocation') WHERE name = 'host_key'", [], |r| r.get(0))
+        .map_err(err)?;
+    if !has_host_key {
+        conn.execute_batch("ALTER TABLE allocation ADD COLUMN host_key TEXT").map_err(err)?;
+    }
     Ok(conn)
 }
 
@@ -103,7 +114,8 @@ impl StateStore {
         Ok(self
             .lock()
             .query_row(
-                "SELECT allocation_id, key_b64, container_id, requester, started_ms, expires_ms, state FROM allocation",
+                "SELECT allocation_id, key_b64, container_id, requester, started_ms, expires_ms, state, host_key \
+                 FROM allocation",
                 [],
                 |r| {
                     let state: String = r.get(6)?;
@@ -115,6 +127,7 @@ impl StateStore {
                         started_ms: r.get::<_, i64>(4)? as u64,
                         expires_ms: r.get::<_, i64>(5)? as u64,
                         phase: if state == "running" { Phase::Running } else { Phase::Starting },
+                        host_key: r.get(7)?,
                     })
                 },
             )
@@ -124,9 +137,9 @@ impl StateStore {
     /// Claims the slot for a new allocation; `false` if one exists.
     pub fn begin(&self, a: &Allocation) -> Result<bool, StateError> {
         let n = self.lock().execute(
-            "INSERT OR IGNORE INTO allocation (slot, allocation_id, key_b64, container_id, requester, started_ms, expires_ms, state) \
-             VALUES (1, ?1, ?2, NULL, ?3, ?4, ?5, 'starting')",
-            params![a.allocation_id, a.key_b64, a.requester, a.started_ms as i64, a.expires_ms as i64],
+            "INSERT OR IGNORE INTO allocation (slot, allocation_id, key_b64, container_id, requester, started_ms, \
+             expires_ms, state, host_key) VALUES (1, ?1, ?2, NULL, ?3, ?4, ?5, 'starting', ?6)",
+            params![a.allocation_id, a.key_b64, a.requester, a.started_ms as i64, a.expires_ms as i64, a.host_key],
         )?;
         Ok(n == 1)
     }
@@ -238,6 +251,7 @@ mod tests {
             started_ms: 1,
             expires_ms: 2,
             phase: Phase::Starting,
+            host_key: Some("ssh-ed25519 AAAA".into()),
         }
     }
 
@@ -253,10 +267,29 @@ mod tests {
         let s = StateStore::open(&path).expect("reopen");
         let cur = s.current().expect("read").expect("row");
         assert_eq!((cur.phase, cur.container_id.as_deref()), (Phase::Running, Some("c1")));
+        assert_eq!(cur.host_key.as_deref(), Some("ssh-ed25519 AAAA"));
         s.clear("b").expect("clear other");
         assert!(s.current().expect("read").is_some());
         s.clear("a").expect("clear");
         assert!(s.current().expect("read").is_none());
+    }
+
+    #[test]
+    fn a_state_file_from_before_host_keys_opens() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("miner.sqlite");
+        let old = Connection::open(&path).expect("old file");
+        old.execute_batch(
+            "CREATE TABLE allocation (slot INTEGER PRIMARY KEY CHECK (slot = 1), allocation_id TEXT NOT NULL, \
+             key_b64 TEXT NOT NULL, container_id TEXT, requester TEXT NOT NULL, started_ms INTEGER NOT NULL, \
+             expires_ms INTEGER NOT NULL, state TEXT NOT NULL CHECK (state IN ('starting', 'running'))); \
+             INSERT INTO allocation VALUES (1, 'a', 'k', 'c', '5F', 1, 2, 'running');",
+        )
+        .expect("old schema");
+        drop(old);
+        let s = StateStore::open(&path).expect("migrated");
+        let cur = s.current().expect("read").expect("row kept");
+        assert_eq!((cur.allocation_id.as_str(), cur.host_key), ("a", None));
     }
 
     #[test]

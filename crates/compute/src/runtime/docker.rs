@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bollard::errors::Error as DockerError;
 use bollard::models::{
@@ -27,10 +27,13 @@ use bollard::{ClientVersion, Docker};
 use bytes::Bytes;
 use secrecy::ExposeSecret;
 
+use self::tar::TarBuilder;
 use super::{
     BoxFuture, Container, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, ALLOCATION_LABEL, OWNER_LABEL,
     SCOPE_LABEL,
 };
+
+mod tar;
 
 /// The image `scripts/build-ssh-image.sh` builds.
 pub const DEFAULT_IMAGE: &str = "nicompute/sshd:bookworm";
@@ -41,7 +44,12 @@ pub const NAME_PREFIX: &str = "nicompute-";
 /// Where the entrypoint looks for `root:<password>` (applied with chpasswd, then deleted).
 pub const CHPASSWD_PATH: &str = "/run/nicompute/chpasswd";
 
-const SSH_PORT: &str = "22/tcp";
+/// The label naming the container port sshd listens on (`22/tcp` unless the renter's image
+/// says otherwise), so a restart finds the SSH port to wait on.
+const SSH_PORT_LABEL: &str = "io.nicompute.ssh";
+/// Where the miner's per-allocation SSH host key goes (OpenSSH's default ed25519 host key; the
+/// entrypoint's `ssh-keygen -A` keeps an existing one).
+pub const HOST_KEY_PATH: &str = "/etc/ssh/ssh_host_ed25519_key";
 /// Seconds Docker waits after SIGTERM before it kills the container on restart.
 const STOP_GRACE_SECS: i32 = 10;
 /// Read/write timeout of one Engine API request, in seconds.
@@ -153,15 +161,25 @@ impl DockerRuntime {
     }
 
     fn create_body(&self, spec: &ContainerSpec) -> Result<ContainerCreateBody, RuntimeError> {
+        let ssh = format!("{}/tcp", spec.ssh_container_port);
         let mut labels = HashMap::from([
             (OWNER_LABEL.to_owned(), "1".to_owned()),
             (ALLOCATION_LABEL.to_owned(), spec.allocation_id.clone()),
+            (SSH_PORT_LABEL.to_owned(), ssh.clone()),
         ]);
         if let Some(scope) = &self.scope {
             labels.insert(SCOPE_LABEL.to_owned(), scope.clone());
         }
-        let binding =
-            PortBinding { host_ip: Some(spec.bind_ip.to_string()), host_port: Some(spec.ssh_port.to_string()) };
+        let host_ip = Some(spec.bind_ip.to_string());
+        let mut bindings = HashMap::from([(
+            ssh.clone(),
+            Some(vec![PortBinding { host_ip: host_ip.clone(), host_port: Some(spec.ssh_port.to_string()) }]),
+        )]);
+        for (container, host) in &spec.user_ports {
+            let binding = PortBinding { host_ip: host_ip.clone(), host_port: Some(host.to_string()) };
+            bindings.insert(format!("{container}/tcp"), Some(vec![binding]));
+        }
+        let exposed = bindings.keys().map(|k| (k.clone(), HashMap::new())).collect();
         let nano_cpus = spec.cpu_count.map(|n| i64::from(n) * 1_000_000_000);
         let memory =
             spec.memory_bytes.map(i64::try_from).transpose().map_err(|_| {
@@ -175,12 +193,14 @@ impl DockerRuntime {
                 ..Default::default()
             }]
         });
+        let env = (!spec.env.is_empty()).then(|| spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect());
         Ok(ContainerCreateBody {
-            image: Some(self.image.clone()),
+            image: Some(spec.image.clone().unwrap_or_else(|| self.image.clone())),
             labels: Some(labels),
-            exposed_ports: Some(HashMap::from([(SSH_PORT.to_owned(), HashMap::new())])),
+            env,
+            exposed_ports: Some(exposed),
             host_config: Some(HostConfig {
-                port_bindings: Some(HashMap::from([(SSH_PORT.to_owned(), Some(vec![binding]))])),
+                port_bindings: Some(bindings),
                 nano_cpus,
                 memory,
                 restart_policy: Some(RestartPolicy { name: Some(self.restart_policy), maximum_retry_count: None }),
@@ -216,7 +236,12 @@ impl DockerRuntime {
         let id = created.id;
         tracing::debug!(container = %id, allocation = %spec.allocation_id, "created container");
         match self.provision(&id, spec, password, &keys).await {
-            Ok(()) => Ok(Container { id, allocation_id: spec.allocation_id.clone(), state: ContainerState::Running }),
+            Ok(()) => Ok(Container {
+                id,
+                allocation_id: spec.allocation_id.clone(),
+                state: ContainerState::Running,
+                user_ports: spec.user_ports.clone(),
+            }),
             Err(e) => {
                 if let Err(cleanup) = self.force_remove(&id).await {
                     tracing::warn!(container = %id, error = %cleanup, "could not remove a container that failed to start");
@@ -233,6 +258,19 @@ impl DockerRuntime {
         tar.file(CHPASSWD_PATH.trim_start_matches('/'), 0o600, format!("root:{password}\n").as_bytes());
         tar.dir("root/.ssh", 0o700);
         tar.file("root/.ssh/authorized_keys", 0o600, keys.as_bytes());
+        if let Some(key) = &spec.host_key {
+            let private = key
+                .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+                .map_err(|e| RuntimeError::Failed(format!("cannot encode the SSH host key: {e}")))?;
+            let public = spec.host_public_key().unwrap_or_default();
+            tar.dir("etc/ssh", 0o755);
+            tar.file(HOST_KEY_PATH.trim_start_matches('/'), 0o600, private.as_bytes());
+            tar.file(
+                &format!("{}.pub", HOST_KEY_PATH.trim_start_matches('/')),
+                0o644,
+                format!("{public}\n").as_bytes(),
+            );
+        }
         self.upload(id, tar.finish()).await?;
 
         if let Err(e) = self.docker.start_container(id, None::<StartContainerOptions>).await {
@@ -366,10 +404,16 @@ impl DockerRuntime {
         if inspect.state.as_ref().and_then(|s| s.status) == Some(ContainerStateStatusEnum::PAUSED) {
             self.unpause_inner(id).await?;
         }
+        let ssh = inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(SSH_PORT_LABEL).cloned())
+            .unwrap_or_else(|| "22/tcp".to_owned());
         let binding = inspect
             .host_config
             .and_then(|h| h.port_bindings)
-            .and_then(|mut p| p.remove(SSH_PORT).flatten())
+            .and_then(|mut p| p.remove(&ssh).flatten())
             .and_then(|b| b.into_iter().next())
             .ok_or_else(|| RuntimeError::Failed(format!("container {id} publishes no SSH port")))?;
         let port = binding.host_port.as_deref().and_then(|p| p.parse::<u16>().ok());
@@ -414,7 +458,7 @@ impl DockerRuntime {
                     // created, restarting (crash loop), exited, removing, dead: not serving.
                     _ => ContainerState::Stopped,
                 };
-                Some(Container { id, allocation_id, state })
+                Some(Container { id, allocation_id, state, user_ports: Vec::new() })
             })
             .collect())
     }
@@ -535,113 +579,9 @@ fn reachable(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A minimal in-memory ustar writer: directories and regular files owned by root, which is all
-/// the archive API needs here (no dependency on a tar crate for four entries).
-struct TarBuilder {
-    buf: Vec<u8>,
-    mtime: u64,
-}
-
-impl TarBuilder {
-    fn new() -> Self {
-        let mtime = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Self { buf: Vec::new(), mtime }
-    }
-
-    fn dir(&mut self, path: &str, mode: u32) {
-        self.header(&format!("{}/", path.trim_end_matches('/')), mode, 0, b'5');
-    }
-
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
-        self.header(path, mode, data.len() as u64, b'0');
-        self.buf.extend_from_slice(data);
-        let pad = (512 - data.len() % 512) % 512;
-        self.buf.resize(self.buf.len() + pad, 0);
-    }
-
-    /// Names here are short constants, well under ustar's 100 bytes.
-    fn header(&mut self, name: &str, mode: u32, size: u64, kind: u8) {
-        let mut h = [0u8; 512];
-        put(&mut h[0..100], name.as_bytes());
-        put_octal(&mut h[100..108], u64::from(mode));
-        put_octal(&mut h[108..116], 0); // uid root
-        put_octal(&mut h[116..124], 0); // gid root
-        put_octal(&mut h[124..136], size);
-        put_octal(&mut h[136..148], self.mtime);
-        h[156] = kind;
-        put(&mut h[257..263], b"ustar\0");
-        put(&mut h[263..265], b"00");
-        put(&mut h[265..297], b"root");
-        put(&mut h[297..329], b"root");
-        // The checksum is computed with its own field read as eight spaces.
-        h[148..156].fill(b' ');
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        put(&mut h[148..156], format!("{sum:06o}\0 ").as_bytes());
-        self.buf.extend_from_slice(&h);
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.buf.resize(self.buf.len() + 1024, 0);
-        self.buf
-    }
-}
-
-fn put(field: &mut [u8], value: &[u8]) {
-    let n = value.len().min(field.len());
-    field[..n].copy_from_slice(&value[..n]);
-}
-
-/// Zero-padded octal, NUL-terminated, filling the field.
-fn put_octal(field: &mut [u8], value: u64) {
-    let width = field.len() - 1;
-    put(field, format!("{value:0width$o}\0").as_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tar_headers_are_valid_ustar() {
-        let mut tar = TarBuilder::new();
-        tar.dir("root/.ssh", 0o700);
-        tar.file("root/.ssh/authorized_keys", 0o600, b"ssh-ed25519 AAAA x\n");
-        let bytes = tar.finish();
-        assert_eq!(bytes.len(), 512 + 512 + 512 + 1024);
-        for header in [&bytes[0..512], &bytes[512..1024]] {
-            let stored = std::str::from_utf8(&header[148..154]).unwrap();
-            let mut copy = header.to_vec();
-            copy[148..156].fill(b' ');
-            let sum: u32 = copy.iter().map(|&b| u32::from(b)).sum();
-            assert_eq!(u32::from_str_radix(stored, 8).unwrap(), sum);
-            assert_eq!(&header[257..263], b"ustar\0");
-        }
-        assert_eq!(&bytes[0..10], b"root/.ssh/");
-        assert_eq!(bytes[156], b'5');
-        assert_eq!(&bytes[100..108], b"0000700\0");
-        assert_eq!(bytes[512 + 156], b'0');
-        assert_eq!(&bytes[512 + 124..512 + 136], b"00000000023\0");
-        assert_eq!(&bytes[1024..1043], b"ssh-ed25519 AAAA x\n");
-        assert!(bytes[1043..].iter().all(|&b| b == 0));
-    }
-
-    #[test]
-    fn tar_is_readable_by_gnu_tar_when_present() {
-        let mut tar = TarBuilder::new();
-        tar.dir("run/nicompute", 0o700);
-        tar.file("run/nicompute/chpasswd", 0o600, b"root:secret\n");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.tar");
-        std::fs::write(&path, tar.finish()).unwrap();
-        let Ok(out) = std::process::Command::new("tar").arg("-tvf").arg(&path).output() else {
-            return;
-        };
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(listing.contains("drwx------ root/root"), "{listing}");
-        assert!(listing.contains("-rw------- root/root        12"), "{listing}");
-        assert!(listing.contains("run/nicompute/chpasswd"), "{listing}");
-    }
 
     #[test]
     fn keys_and_ids_are_checked() {

@@ -4,15 +4,17 @@
 //!
 //! **It isolates nothing.** Every command a renter runs executes as the miner's own Unix user, with
 //! that user's files, network and credentials (the miner's wallet included) in reach. CPU, memory
-//! and GPU limits in the [`ContainerSpec`] are ignored. Use it only against a devnet chain, never
+//! and GPU limits, the image, the environment and the user ports in the [`ContainerSpec`] are
+//! ignored (a session binds host ports itself). Use it only against a devnet chain, never
 //! to sell compute.
 //!
 //! Each allocation gets:
 //! - a working directory `root_dir/<allocation_id>/` (mode 0700), which is `HOME` and the current
 //!   directory of every command; `root_dir/<allocation_id>/.ssh/authorized_keys` holds the public
 //!   keys accepted for new logins (re-read at every login, so a renter can edit it as in a container);
-//! - an SSH server (russh) on `spec.bind_ip:spec.ssh_port` presenting one persistent ed25519 host
-//!   key shared by all allocations (`root_dir/host_key`, mode 0600, generated once). Port 0 takes
+//! - an SSH server (russh) on `spec.bind_ip:spec.ssh_port` presenting the spec's host key (the
+//!   miner makes one per allocation), else one persistent ed25519 host key shared by all
+//!   allocations (`root_dir/host_key`, mode 0600, generated once). Port 0 takes
 //!   any free port ([`LocalRuntime::ssh_port`] says which); a port [`LocalRuntime::reserve`]d
 //!   is bound once and kept between allocations, so a miner that publishes it before its first
 //!   allocation (SN27's answers carry it) never loses it to another process;
@@ -209,7 +211,8 @@ impl LocalRuntime {
             .map_err(|e| RuntimeError::Failed(format!("local runtime: preparing the directory: {e}")))??;
 
         let shared = Arc::new(Shared::new(id.to_owned(), dir.clone(), spec.password.expose_secret()));
-        let config = ssh::server_config(self.host_key.clone());
+        // The miner's per-allocation key when it made one (it signs that key to renters).
+        let config = ssh::server_config(spec.host_key.clone().unwrap_or_else(|| self.host_key.clone()));
         let task = tokio::spawn(ssh::serve(listener, config, shared.clone()));
 
         let mut servers = lock(&self.servers);
@@ -232,7 +235,9 @@ impl LocalRuntime {
             elapsed_ms = began.elapsed().as_millis() as u64,
             "local SSH server started (no isolation)"
         );
-        Ok(Container { id: container_id(id), allocation_id: id.to_owned(), state: ContainerState::Running })
+        // Nothing is mapped: a session's process binds the host port itself.
+        let user_ports = spec.user_ports.iter().map(|(c, _)| (*c, *c)).collect();
+        Ok(Container { id: container_id(id), allocation_id: id.to_owned(), state: ContainerState::Running, user_ports })
     }
 
     async fn remove_inner(&self, id: &str) -> Result<(), RuntimeError> {
@@ -349,6 +354,7 @@ impl ContainerRuntime for LocalRuntime {
                     } else {
                         ContainerState::Running
                     },
+                    user_ports: Vec::new(),
                 })
                 .collect();
             list.sort_by(|a, b| a.id.cmp(&b.id));

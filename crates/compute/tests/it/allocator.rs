@@ -314,7 +314,7 @@ async fn first_yes_wins_among_black_holes_dead_ports_mismatches_and_penalized() 
     // The renter's key logs in (when the OpenSSH client is here).
     login_with_key(&_keydir, winner.ssh_port);
 
-    let out = allocator::deallocate(&d, &winner.target(), &a.hotkey, &a.regkey_pem, store.as_ref(), T).await;
+    let out = allocator::deallocate(&d, &winner.target(), &a.hotkey, &a.regkey_pem, store.as_ref(), T, true).await;
     assert_eq!(out, DeallocOutcome::Released);
     assert!(store.rows().is_empty());
     assert!(winner.runtime.list().await.expect("list").is_empty());
@@ -424,7 +424,7 @@ async fn a_yes_that_is_taken_before_the_allocation_falls_back_to_the_next_yes() 
     assert!(a.ssh_ready);
     assert!(!a.ssh_key_injected);
     let winner = miners.iter().find(|m| m.hotkey == a.hotkey).expect("winner");
-    let out = allocator::deallocate(&d, &winner.target(), &a.hotkey, &a.regkey_pem, &store, T).await;
+    let out = allocator::deallocate(&d, &winner.target(), &a.hotkey, &a.regkey_pem, &store, T, true).await;
     assert_eq!(out, DeallocOutcome::Released);
 }
 
@@ -497,10 +497,10 @@ async fn deallocate_releases_refuses_a_wrong_key_and_keeps_unreachable_ones_pend
     let a = allocator::allocate_hotkey(&d, cand(), &req, &opts, &store, &quiet).await.expect("allocated");
     assert!(!a.ssh_ready, "ssh_wait 0: not tried");
     let stranger = AllocationKey::generate().expect("rsa").public_pem().expect("pem");
-    let out = allocator::deallocate(&d, &m.target(), &m.hotkey, &stranger, &store, T).await;
+    let out = allocator::deallocate(&d, &m.target(), &m.hotkey, &stranger, &store, T, true).await;
     assert!(matches!(&out, DeallocOutcome::NotHolder(r) if r.contains("not the holder")), "{out:?}");
     assert_eq!(store.get(&m.hotkey).map(|r| r.state), Some(RowState::Committed), "left as is");
-    let out = allocator::deallocate(&d, &m.target(), &m.hotkey, &a.regkey_pem, &store, T).await;
+    let out = allocator::deallocate(&d, &m.target(), &m.hotkey, &a.regkey_pem, &store, T, true).await;
     assert_eq!(out, DeallocOutcome::Released);
     assert!(store.get(&m.hotkey).is_none());
     assert!(says_yes(&d, &m.target()).await, "free again");
@@ -510,7 +510,8 @@ async fn deallocate_releases_refuses_a_wrong_key_and_keeps_unreachable_ones_pend
     if let Some(miner) = m.miner.take() {
         miner.shutdown().await;
     }
-    let out = allocator::deallocate(&d, &m.target(), &m.hotkey, &a.regkey_pem, &store, Duration::from_secs(3)).await;
+    let out =
+        allocator::deallocate(&d, &m.target(), &m.hotkey, &a.regkey_pem, &store, Duration::from_secs(3), true).await;
     assert!(matches!(&out, DeallocOutcome::Unreachable(e) if e.contains("503")), "{out:?}");
     match store.get(&m.hotkey).map(|r| r.state) {
         Some(RowState::Pending(e)) => assert!(e.contains("not confirmed"), "{e}"),
@@ -561,15 +562,17 @@ async fn sync_specs_asks_every_serving_axon() {
         let seen = seen.clone();
         move |done: usize, total: usize| seen.lock().expect("lock").push((done, total))
     };
-    let results = allocator::sync_specs(&d, &mg, Duration::from_secs(10), 2, &progress).await;
+    let signers = HashSet::new();
+    let results = allocator::sync_specs(&d, &mg, Duration::from_secs(10), 2, &signers, &progress).await;
     let hotkeys: Vec<&str> = results.iter().map(|(h, _)| h.as_str()).collect();
     assert_eq!(
         hotkeys,
         [miners[0].hotkey.as_str(), dead.as_str(), miners[1].hotkey.as_str(), miners[2].hotkey.as_str()]
     );
     for (i, gpu) in [(0, "NVIDIA H100 80GB HBM3"), (2, "NVIDIA GeForce RTX 4090"), (3, "NVIDIA H100 80GB HBM3")] {
-        let text = results[i].1.as_ref().expect("specs");
-        let specs = Specs::from_json(text).expect("parse");
+        let synced = results[i].1.as_ref().expect("specs");
+        assert!(synced.signed, "a nicompute miner signs its specs");
+        let specs = Specs::from_json(&synced.json).expect("parse");
         assert_eq!(specs.gpu.details[0].name, gpu);
     }
     assert!(
@@ -601,7 +604,10 @@ async fn still_allocated_tells_the_holder_only() {
     assert_eq!(allocator::still_allocated(&d, &target, &a.regkey_pem, T).await, Ok(true));
     let stranger = AllocationKey::generate().expect("rsa").public_pem().expect("pem");
     assert_eq!(allocator::still_allocated(&d, &target, &stranger, T).await, Ok(false));
-    assert_eq!(allocator::deallocate(&d, &target, &a.hotkey, &a.regkey_pem, &store, T).await, DeallocOutcome::Released);
+    assert_eq!(
+        allocator::deallocate(&d, &target, &a.hotkey, &a.regkey_pem, &store, T, a.authenticated).await,
+        DeallocOutcome::Released
+    );
     assert_eq!(allocator::still_allocated(&d, &target, &a.regkey_pem, T).await, Ok(false));
     let closed = ClosedPort::new();
     let dead = AxonTarget { ip: "127.0.0.1".into(), port: closed.port(), hotkey: m.hotkey.clone() };

@@ -213,6 +213,9 @@ fn details(regkey: &str, password: &str) -> AllocationDetails {
         version: serde_json::json!(183),
         ssh_key: None,
         uuid: None,
+        external_user_ports: None,
+        host_key: None,
+        authenticated: false,
     }
 }
 

@@ -103,6 +103,11 @@ fn spec(allocation_id: &str, password: &str, keys: Vec<String>, port: u16) -> Co
         cpu_count: Some(1),
         memory_bytes: Some(512 * 1024 * 1024),
         gpus: false,
+        image: None,
+        env: Vec::new(),
+        ssh_container_port: 22,
+        user_ports: Vec::new(),
+        host_key: None,
     }
 }
 
@@ -168,7 +173,10 @@ async fn container_lifecycle_over_ssh() {
 
     // Listed, with its allocation id.
     let listed = find(&rt, &alloc).await.unwrap();
-    assert_eq!(listed, Container { id: id.clone(), allocation_id: alloc.clone(), state: ContainerState::Running });
+    assert_eq!(
+        listed,
+        Container { id: id.clone(), allocation_id: alloc.clone(), state: ContainerState::Running, user_ports: vec![] }
+    );
 
     // A second container on the same port.
     let clash = rt.start(&spec(&other, &password, vec![], port)).await;

@@ -83,6 +83,7 @@ pub async fn local_miner(
         specs,
         policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
         metagraph: MetagraphSource::Static(stakes),
+        offer: miner::offer::Offer::default(),
     };
     (miner::spawn(cfg).await.unwrap(), ssh_port)
 }

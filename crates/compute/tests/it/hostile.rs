@@ -46,6 +46,7 @@ async fn start_miner(state_dir: PathBuf, runtime: Arc<dyn ContainerRuntime>, ssh
         specs,
         policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
         metagraph: MetagraphSource::Static(stakes),
+        offer: miner::offer::Offer::default(),
     };
     miner::spawn(cfg).await.expect("miner")
 }

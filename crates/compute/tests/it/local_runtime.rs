@@ -32,6 +32,11 @@ fn spec(id: &str, port: u16, keys: Vec<String>) -> ContainerSpec {
         cpu_count: None,
         memory_bytes: None,
         gpus: false,
+        image: None,
+        env: Vec::new(),
+        ssh_container_port: 22,
+        user_ports: Vec::new(),
+        host_key: None,
     }
 }
 

@@ -5,6 +5,7 @@
 mod harness;
 
 mod allocator;
+mod auth;
 mod db;
 mod docker;
 mod hostile;

@@ -181,7 +181,7 @@ async fn callers_are_checked_and_specs_are_real() {
     let net = start_miner(tempfile::tempdir().expect("tmp"), None).await;
     let r = Dendrite::new(kp("denied_hotkey")).call(&net.target, check(80), T).await;
     assert_eq!(r.status_code(), Some(403));
-    assert!(r.status_message().is_some_and(|m| m.contains("Insufficient stake")), "{:?}", r.status_message());
+    assert!(r.status_message().is_some_and(|m| m.contains("Not enough stake!")), "{:?}", r.status_message());
     let r = Dendrite::new(Keypair::generate(12).expect("k")).call(&net.target, check(80), T).await;
     assert_eq!(r.status_code(), Some(403), "an unregistered caller gets a 403, not a dropped connection");
     assert!(r.status_message().is_some_and(|m| m.contains("not registered")));
@@ -249,6 +249,11 @@ async fn restart_reconciles_interrupted_orphaned_and_vanished_allocations() {
         cpu_count: None,
         memory_bytes: None,
         gpus: false,
+        image: None,
+        env: Vec::new(),
+        ssh_container_port: 22,
+        user_ports: Vec::new(),
+        host_key: None,
     };
     let row = |id: &str, container: Option<&str>, phase: Phase, expires_ms: u64| Allocation {
         allocation_id: id.into(),
@@ -258,6 +263,7 @@ async fn restart_reconciles_interrupted_orphaned_and_vanished_allocations() {
         started_ms: 1,
         expires_ms,
         phase,
+        host_key: None,
     };
     let far = u64::MAX / 2;
 
