@@ -61,7 +61,7 @@ pub struct UpArgs {
     #[command(flatten)]
     pub dir: DirArg,
     /// How many miners [default: 4, or one per --gpus entry]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub miners: Option<u16>,
     /// Where allocations run [default: auto]
     #[arg(long, value_enum)]
