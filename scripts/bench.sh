@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options of that benchmark]
+#   scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|network|renter|demo|wandb] [options of that benchmark]
 #   (devnetup and demo: RUNS=N runs per configuration instead of 3 and 5)
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
@@ -34,6 +34,11 @@
 # devnetup: `nicompute devnet up --miners 4 --runtime local` from nothing, 3 runs per chain: the
 #         embedded chain, and the real runtime with chopsticks' batch and instant block modes: wall
 #         time of `up` (processes started, network set up, first sync) and its set-up by extrinsics.
+# network: how the devnet grows from 32 to 256 miners (NETWORK_SIZES="32 64 128 256", RUNS=10 `a`
+#         runs each; scripts/bench_network.py): `devnet up --miners N --runtime local` wall time,
+#         RSS and open file descriptors of all its processes, cold `list_r`, then with a quarter of
+#         the miners dead (SIGKILL) or black holes (SIGSTOP): `sync --timeout 2s` beyond its
+#         deadline, and `a` p50/p90.
 # demo:   `nicompute devnet demo` end to end, 5 runs per chain (embedded; the real runtime when
 #         chopsticks is installed) and runtime (local; Docker when it answers and has the image):
 #         median and max of the demo's own total, and wall time per step.
@@ -81,6 +86,7 @@ print(f"devnet up --miners 4, {sys.argv[1]}: {len(walls)} runs, wall median {sta
     done
     ;;
   miner) exec "$bench" miner "$@" ;;
+  network) exec python3 scripts/bench_network.py ;;
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   wandb) exec "$bench" wandb "$@" ;;
   api) exec "$bench" api "$@" ;;
@@ -142,5 +148,5 @@ for name, v in steps.items():
     "$bench" chainwrite
     "$bench" devnet
     ;;
-  *) echo "usage: scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|network|renter|demo|wandb] [options]" >&2; exit 2 ;;
 esac

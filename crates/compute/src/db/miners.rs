@@ -136,6 +136,24 @@ impl ComputeDb {
         })
     }
 
+    /// The `last_error` of every `miner_details` row that has one, by id, without reading the
+    /// specs: what `list_r` needs for its note on refusals, at a fraction of
+    /// [`Self::miner_details`]'s cost.
+    pub fn miner_last_errors(&self) -> Result<Vec<(String, String)>, DbError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT d.hotkey, s.last_error FROM miner_details d JOIN nc_miner_seen s ON s.hotkey = d.hotkey \
+                 WHERE d.hotkey IS NOT NULL AND s.last_error IS NOT NULL ORDER BY d.id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((value_text(r.get_ref(0)?).unwrap_or_default(), value_text(r.get_ref(1)?).unwrap_or_default()))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
     /// Adds `hotkeys` to SN27's `blacklist` (as SN27 does: hotkey only, existing ones left as
     /// they are), in one transaction. Returns those that were not already there, in order.
     pub fn penalize<S: AsRef<str>>(&self, hotkeys: &[S]) -> Result<Vec<String>, DbError> {
