@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-<<<<<<< HEAD
-#   scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb|web] [options of that benchmark]
+#   scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|network|renter|demo|wandb|web] [options of that benchmark]
 #   (devnetup and demo: RUNS=N runs per configuration instead of 3 and 5)
-=======
-#   scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options of that benchmark]
->>>>>>> wip/auth
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
 #         generator to CPU 1, 3 s warm-up + 20 s measured, against our axon and the real Python
@@ -42,6 +38,11 @@
 #         1,024 miners: first render of the Machines page from the navigation's start to the rows
 #         painted (performance marks), cold cache and on reload (--runs N each), 1,000 rows per
 #         page, and the page's files as they crossed the wire (gzip).
+# network: how the devnet grows from 32 to 256 miners (NETWORK_SIZES="32 64 128 256", RUNS=10 `a`
+#         runs each; scripts/bench_network.py): `devnet up --miners N --runtime local` wall time,
+#         RSS and open file descriptors of all its processes, cold `list_r`, then with a quarter of
+#         the miners dead (SIGKILL) or black holes (SIGSTOP): `sync --timeout 2s` beyond its
+#         deadline, and `a` p50/p90.
 # demo:   `nicompute devnet demo` end to end, 5 runs per chain (embedded; the real runtime when
 #         chopsticks is installed) and runtime (local; Docker when it answers and has the image):
 #         median and max of the demo's own total, and wall time per step.
@@ -89,6 +90,7 @@ print(f"devnet up --miners 4, {sys.argv[1]}: {len(walls)} runs, wall median {sta
     done
     ;;
   miner) exec "$bench" miner "$@" ;;
+  network) exec python3 scripts/bench_network.py ;;
   renter) scripts/python-peers.sh && exec "$bench" renter "$@" ;;
   wandb) exec "$bench" wandb "$@" ;;
   api) exec "$bench" api "$@" ;;
@@ -153,9 +155,5 @@ for name, v in steps.items():
     "$bench" chainwrite
     "$bench" devnet
     ;;
-<<<<<<< HEAD
-  *) echo "usage: scripts/bench.sh [all|api|axon|decode|chain|chainwrite|devnet|devnetup|miner|renter|demo|wandb|web] [options]" >&2; exit 2 ;;
-=======
-  *) echo "usage: scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|miner|renter|demo|wandb] [options]" >&2; exit 2 ;;
->>>>>>> wip/auth
+  *) echo "usage: scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|network|renter|demo|wandb|web] [options]" >&2; exit 2 ;;
 esac

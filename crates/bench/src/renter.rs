@@ -53,9 +53,10 @@ const LIST_WARMUP: usize = 3;
 const LIST_RUNS: usize = 30;
 const KEYGEN_RUNS: usize = 20;
 /// Targets (milliseconds).
-const TARGET_A_P50: f64 = 1000.0;
-const TARGET_LIST_A: f64 = 20.0;
-const TARGET_LIST_R: f64 = 50.0;
+const TARGET_A_P50: f64 = 100.0;
+const TARGET_A_P90: f64 = 200.0;
+const TARGET_LIST_A: f64 = 12.0;
+const TARGET_LIST_R: f64 = 12.0;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -298,8 +299,8 @@ impl Net {
             rows.push(Row::new(
                 "a, 32 candidates (16 live/8 black holes/8 refused), cold",
                 text,
-                "p50 < 1 s",
-                Some(p50 < TARGET_A_P50),
+                "p50 < 100 ms, p90 < 200 ms",
+                Some(p50 < TARGET_A_P50 && p90 < TARGET_A_P90),
             ));
         }
 
@@ -331,17 +332,44 @@ impl Net {
 
         // Where `a`'s time goes: the RSA-2048 key it needs for the miner's answer (made while the
         // checks run, awaited at the first "yes"), generated here the same way.
-        let mut keygen = (0..KEYGEN_RUNS)
-            .map(|_| {
-                let t = Instant::now();
-                AllocationKey::generate()?;
-                Ok(t.elapsed())
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (k50, k90, kmax) = pcts(&mut keygen);
-        let text = format!("p50 {k50:.0} ms, p90 {k90:.0} ms, max {kmax:.0} ms ({KEYGEN_RUNS} runs)");
-        println!("RSA-2048 allocation key generation (in-process, as `a` does): {text}");
-        rows.push(Row::new("  RSA-2048 key generation (a awaits it at the 1st yes)", text, "-", None));
+        // Both ways side by side: `rsa`'s own (one prime after the other) and ours (p and q
+        // searched for at once on two threads), alternating so that the machine's load falls on
+        // both alike; plus the system OpenSSL's CLI (`openssl genrsa 2048`, constant-time C; its
+        // process start included) where it is installed.
+        let mut serial = Vec::new();
+        let mut parallel = Vec::new();
+        for _ in 0..KEYGEN_RUNS {
+            let t = Instant::now();
+            AllocationKey::generate_serial()?;
+            serial.push(t.elapsed());
+            let t = Instant::now();
+            AllocationKey::generate()?;
+            parallel.push(t.elapsed());
+        }
+        for (label, mut times) in [
+            ("RSA-2048 key generation, rsa 0.9 RsaPrivateKey::new (before)", serial),
+            ("RSA-2048 key generation, p and q at once (what `a` uses)", parallel),
+        ] {
+            let (k50, k90, kmax) = pcts(&mut times);
+            let text = format!("p50 {k50:.0} ms, p90 {k90:.0} ms, max {kmax:.0} ms ({KEYGEN_RUNS} runs)");
+            println!("{label}: {text}");
+            rows.push(Row::new(format!("  {label}"), text, "-", None));
+        }
+        let mut openssl = Vec::new();
+        for _ in 0..KEYGEN_RUNS {
+            let t = Instant::now();
+            match Command::new("openssl").args(["genrsa", "2048"]).stdout(Stdio::null()).stderr(Stdio::null()).status()
+            {
+                Ok(s) if s.success() => openssl.push(t.elapsed()),
+                _ => break,
+            }
+        }
+        if openssl.len() == KEYGEN_RUNS {
+            let (k50, k90, kmax) = pcts(&mut openssl);
+            let text = format!("p50 {k50:.0} ms, p90 {k90:.0} ms, max {kmax:.0} ms ({KEYGEN_RUNS} runs)");
+            println!("RSA-2048 key generation, `openssl genrsa 2048` (reference): {text}");
+            rows.push(Row::new("  RSA-2048, openssl genrsa 2048 (reference)", text, "-", None));
+        }
 
         // 2. SN27 register.py's check phase with the real Python SDK.
         if opts.no_python {

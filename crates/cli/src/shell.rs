@@ -81,6 +81,8 @@ pub async fn run(startup: Vec<String>, g: &GlobalOpts) -> anyhow::Result<()> {
     let mut stderr = std::io::stderr();
     use std::io::Write;
     let _ = writeln!(stderr, "nicompute {} — type `help` for commands, `exit` to leave.", env!("CARGO_PKG_VERSION"));
+    // One allocation key kept ready in memory for the next `a`, the next one started after each.
+    compute::crypto::KeyReserve::global().keep_ready(true);
     loop {
         let line = match editor.readline("nicompute> ") {
             Ok(l) => l,

@@ -36,7 +36,7 @@ mod wandb;
 
 pub use allocation::{key_fingerprint, AllocationDetails, AllocationDetailsError, AllocationRecord, AllocationState};
 pub use api::{ApiAllocation, ApiAllocationState, Delivery, DeliveryState, HealthRecord, NewDelivery, TokenRecord};
-pub use miners::{MinerRecord, NO_SPECS_LIMIT};
+pub use miners::{MinerRecord, SyncOutcome, NO_SPECS_LIMIT};
 pub use wandb::PublicationRecord;
 
 /// How long an allocation being made is claimed by the handle that began it: within it, while

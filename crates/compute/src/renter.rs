@@ -460,20 +460,22 @@ impl Renter {
         let mut signed = 0;
         for (hotkey, r) in &results {
             match r {
-                Ok(specs) => {
-                    self.db.upsert_specs(hotkey, &specs.json, now)?;
-                    if specs.signed {
-                        signed += 1;
-                        self.db.mark_signer(hotkey)?;
-                    }
-                }
-                Err(e) => {
-                    let why = e.to_string();
-                    self.db.record_no_specs(hotkey, &why, now)?;
-                    failed.push((hotkey.clone(), why));
-                }
+                Ok(specs) => signed += usize::from(specs.signed),
+                Err(e) => failed.push((hotkey.clone(), e.to_string())),
             }
         }
+        let mut errors = failed.iter();
+        let outcomes: Vec<crate::db::SyncOutcome<'_>> = results
+            .iter()
+            .map(|(hotkey, r)| match r {
+                Ok(specs) => crate::db::SyncOutcome::Specs { hotkey, json: &specs.json, signed: specs.signed },
+                Err(_) => {
+                    crate::db::SyncOutcome::NoSpecs { hotkey, error: errors.next().map_or("", |(_, why)| why.as_str()) }
+                }
+            })
+            .collect();
+        // One transaction for the whole sync.
+        self.db.record_sync(&outcomes, now)?;
         Ok(SyncReport { asked: results.len(), answered: results.len() - failed.len(), signed, failed })
     }
 }

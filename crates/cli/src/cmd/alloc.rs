@@ -354,6 +354,8 @@ async fn run_alloc(
     opts: &AllocOpts,
     timeline_days: i64,
 ) -> anyhow::Result<()> {
+    // The allocation key is made while the metagraph is read and the miners are checked.
+    compute::crypto::KeyReserve::global().prepare();
     let requirement = req.resolve(hotkey.is_none())?;
     let options = opts.options(g, out, timeline_days)?;
     let renter = crate::cmd::renter(g)?;

@@ -242,12 +242,9 @@ impl ListResourcesArgs {
         let rows: Vec<ResourceRow> = chosen.iter().map(|r| ResourceRow::new(r, now)).collect();
         // Miners that refused our hotkey itself at the last sync, with or without specs on file.
         let refusals: Vec<(String, compute::protocol::refusal::CallerRefusal)> = db
-            .miner_details()?
+            .miner_last_errors()?
             .into_iter()
-            .filter_map(|m| {
-                let r = compute::protocol::refusal::classify_text(m.last_error.as_deref()?)?;
-                Some((m.hotkey, r))
-            })
+            .filter_map(|(hotkey, error)| Some((hotkey, compute::protocol::refusal::classify_text(&error)?)))
             .collect();
         #[derive(Serialize)]
         struct Doc<'a> {

@@ -163,6 +163,8 @@ impl ServeArgs {
             other => anyhow::Error::from(other),
         })?;
         let addr = handle.addr();
+        // One allocation key kept ready in memory for the next allocation, the next started after each.
+        compute::crypto::KeyReserve::global().keep_ready(true);
         let scheme = if self.tls_cert.is_some() { "https" } else { "http" };
         let doc = json!({
             "listen": addr.to_string(),

@@ -116,10 +116,15 @@ fn ssh_hello(net: &Net, hotkey: &str) -> String {
 
 /// `devnet demo` with this allocation runtime and chain, as a user runs it; checks every step.
 pub fn run_demo(runtime: &str, chain: &str) {
+    run_demo_with(runtime, chain, 4);
+}
+
+/// [`run_demo`] on a network of `miners` miners.
+pub fn run_demo_with(runtime: &str, chain: &str, miners: u16) {
     let home = tempfile::tempdir().expect("tmp");
     let tmp = tempfile::tempdir().expect("tmp");
     let o = nicompute(home.path())
-        .args(["devnet", "demo", "--runtime", runtime, "--chain", chain])
+        .args(["devnet", "demo", "--runtime", runtime, "--chain", chain, "--miners", &miners.to_string()])
         .env("TMPDIR", tmp.path())
         .output()
         .expect("demo");
@@ -137,7 +142,7 @@ pub fn run_demo(runtime: &str, chain: &str) {
         assert!(stdout.contains(shown), "the demo did not show {shown:?}:\n{stdout}");
     }
     assert!(stdout.contains(&format!("runtime {runtime}")), "{stdout}");
-    assert!(stdout.contains(&format!("{chain} chain and 4 miners running")), "{stdout}");
+    assert!(stdout.contains(&format!("{chain} chain and {miners} miners running")), "{stdout}");
     // The temporary devnet directory is gone, with every process it had.
     let left: Vec<PathBuf> = std::fs::read_dir(tmp.path()).expect("ls").map(|e| e.expect("entry").path()).collect();
     assert!(left.is_empty(), "the demo left {left:?}");
@@ -146,6 +151,14 @@ pub fn run_demo(runtime: &str, chain: &str) {
 #[test]
 fn demo_runs_the_main_job_with_the_local_runtime() {
     run_demo("local", "embedded");
+}
+
+/// The demo's whole flow (up → list_r → a → ssh → list_a → d → down) on a 64-miner network: 64
+/// miner processes, each with its own hotkey, axon port, SSH port and state, all registered and
+/// serving; every one is checked by `a`. Runs alone (nextest group `network`).
+#[test]
+fn many_miners_demo_runs_on_a_64_miner_network() {
+    run_demo_with("local", "embedded", 64);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,7 +19,7 @@ use super::{
     failure_text, failure_verdict, refusal, status_of, AllocateError, AllocateFailure, AllocateOptions, Allocated,
     AllocationStore, Candidate, DeallocOutcome, Explain, Stage, StoreError, Timings, Verdict,
 };
-use crate::crypto::AllocationKey;
+use crate::crypto::{AllocationKey, KeyReserve};
 use crate::db::DbError;
 use crate::protocol::Allocate;
 use crate::specs::Requirement;
@@ -59,8 +59,9 @@ pub async fn allocate(
     };
     let mut run = Run::new(&candidates, started + opts.deadline);
     progress(Stage::Checking { candidates: candidates.len() });
-    // The first key is made while the checks run: RSA-2048 generation takes a noticeable moment.
-    let mut first_key = Some(tokio::task::spawn_blocking(AllocationKey::generate));
+    // The key was started before (`KeyReserve::prepare` when `a` starts, or kept ready by a
+    // long-lived process); if not, it is started now, in parallel with the checks.
+    KeyReserve::global().prepare();
     let (mut checks, mut answers) = spawn_checks(dendrite, &candidates, &requirement, opts, started, run.deadline);
 
     let mut last_failure = None;
@@ -72,13 +73,8 @@ pub async fn allocate(
         run.attempts += 1;
         let cand = &candidates[i];
         progress(Stage::Allocating { hotkey: cand.hotkey.clone(), attempt: run.attempts });
-        let key = match first_key.take() {
-            Some(task) => task.await,
-            None => tokio::task::spawn_blocking(AllocationKey::generate).await,
-        };
-        let key = match key {
-            Ok(Ok(k)) => k,
-            Ok(Err(e)) => return Err(run.fail(&candidates, excluded, AllocateFailure::KeyGeneration(e.to_string()))),
+        let key = match KeyReserve::global().take().await {
+            Ok(k) => k,
             Err(e) => return Err(run.fail(&candidates, excluded, AllocateFailure::KeyGeneration(e.to_string()))),
         };
         let ctx = Attempt { dendrite, cand, key: &key, requirement: &requirement, opts, store };

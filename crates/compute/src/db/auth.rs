@@ -14,14 +14,7 @@ impl ComputeDb {
     /// Records that `hotkey` answered with a valid signature now.
     pub fn mark_signer(&self, hotkey: &str) -> Result<(), DbError> {
         let now = sql_ms(self.clock().now_ms());
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO nc_miner_auth (hotkey, first_signed_ms, last_signed_ms) VALUES (?1, ?2, ?2) \
-                 ON CONFLICT(hotkey) DO UPDATE SET last_signed_ms = excluded.last_signed_ms",
-                params![hotkey, now],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| Ok(write_signer(tx, hotkey, now)?))
     }
 
     /// The miners that have signed an answer before: their answers must be signed.
@@ -65,4 +58,14 @@ impl ComputeDb {
             Ok(true)
         })
     }
+}
+
+/// `mark_signer`'s row, in a transaction the caller holds.
+pub(super) fn write_signer(tx: &rusqlite::Transaction<'_>, hotkey: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO nc_miner_auth (hotkey, first_signed_ms, last_signed_ms) VALUES (?1, ?2, ?2) \
+         ON CONFLICT(hotkey) DO UPDATE SET last_signed_ms = excluded.last_signed_ms",
+        params![hotkey, now],
+    )?;
+    Ok(())
 }

@@ -60,6 +60,60 @@ fn miner(r: &Row<'_>) -> rusqlite::Result<MinerRecord> {
     })
 }
 
+/// One miner's outcome of a `sync`, for [`ComputeDb::record_sync`].
+#[derive(Debug, Clone, Copy)]
+pub enum SyncOutcome<'a> {
+    /// It answered with these specs (JSON object text), signed or not.
+    Specs { hotkey: &'a str, json: &'a str, signed: bool },
+    /// It did not answer usable specs; `error` says why.
+    NoSpecs { hotkey: &'a str, error: &'a str },
+}
+
+/// Whether `details_json` is a non-empty JSON object (`false`: empty, which counts as no
+/// answer); an error if it is not an object at all.
+fn specs_object(hotkey: &str, details_json: &str) -> Result<bool, DbError> {
+    let invalid = |reason: String| DbError::InvalidSpecs { hotkey: hotkey.into(), reason };
+    match serde_json::from_str::<Value>(details_json) {
+        Ok(Value::Object(obj)) => Ok(!obj.is_empty()),
+        Ok(other) => Err(invalid(format!("a JSON {}", json_kind(&other)))),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+fn write_specs(tx: &rusqlite::Transaction<'_>, hotkey: &str, details_json: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO miner_details (hotkey, details, no_specs_count) VALUES (?1, ?2, 0) \
+         ON CONFLICT(hotkey) DO UPDATE SET details = excluded.details, no_specs_count = 0",
+        params![hotkey, details_json],
+    )?;
+    tx.execute(
+        "INSERT INTO nc_miner_seen (hotkey, last_seen_ms, specs_updated_ms, last_error, failures) \
+         VALUES (?1, ?2, ?2, NULL, 0) ON CONFLICT(hotkey) DO UPDATE SET \
+         last_seen_ms = excluded.last_seen_ms, specs_updated_ms = excluded.specs_updated_ms, \
+         last_error = NULL, failures = 0",
+        params![hotkey, now],
+    )?;
+    Ok(())
+}
+
+fn write_no_specs(tx: &rusqlite::Transaction<'_>, hotkey: &str, error: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO miner_details (hotkey, details, no_specs_count) VALUES (?1, '{}', 1) \
+         ON CONFLICT(hotkey) DO UPDATE SET \
+         no_specs_count = MIN(COALESCE(miner_details.no_specs_count, 0) + 1, ?2), \
+         details = CASE WHEN COALESCE(miner_details.no_specs_count, 0) + 1 >= ?2 THEN '{}' \
+                   ELSE miner_details.details END",
+        params![hotkey, NO_SPECS_LIMIT],
+    )?;
+    tx.execute(
+        "INSERT INTO nc_miner_seen (hotkey, last_error, last_failure_ms, failures) VALUES (?1, ?2, ?3, 1) \
+         ON CONFLICT(hotkey) DO UPDATE SET last_error = excluded.last_error, \
+         last_failure_ms = excluded.last_failure_ms, failures = nc_miner_seen.failures + 1",
+        params![hotkey, error, now],
+    )?;
+    Ok(())
+}
+
 impl ComputeDb {
     /// Stores the specs `hotkey` answered with, by SN27's rule (insert, or replace `details`;
     /// `no_specs_count` back to 0), and marks the miner seen at `now_ms`. `details_json` must be
@@ -67,29 +121,10 @@ impl ComputeDb {
     /// it drop them all. An empty object counts as no answer, as in SN27 (`if response:`), and is
     /// recorded with [`Self::record_no_specs`].
     pub fn upsert_specs(&self, hotkey: &str, details_json: &str, now_ms: u64) -> Result<(), DbError> {
-        let invalid = |reason: String| DbError::InvalidSpecs { hotkey: hotkey.into(), reason };
-        match serde_json::from_str::<Value>(details_json) {
-            Ok(Value::Object(obj)) if obj.is_empty() => return self.record_no_specs(hotkey, "empty specs", now_ms),
-            Ok(Value::Object(_)) => {}
-            Ok(other) => return Err(invalid(format!("a JSON {}", json_kind(&other)))),
-            Err(e) => return Err(invalid(e.to_string())),
+        if !specs_object(hotkey, details_json)? {
+            return self.record_no_specs(hotkey, "empty specs", now_ms);
         }
-        let now = sql_ms(now_ms);
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO miner_details (hotkey, details, no_specs_count) VALUES (?1, ?2, 0) \
-                 ON CONFLICT(hotkey) DO UPDATE SET details = excluded.details, no_specs_count = 0",
-                params![hotkey, details_json],
-            )?;
-            tx.execute(
-                "INSERT INTO nc_miner_seen (hotkey, last_seen_ms, specs_updated_ms, last_error, failures) \
-                 VALUES (?1, ?2, ?2, NULL, 0) ON CONFLICT(hotkey) DO UPDATE SET \
-                 last_seen_ms = excluded.last_seen_ms, specs_updated_ms = excluded.specs_updated_ms, \
-                 last_error = NULL, failures = 0",
-                params![hotkey, now],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| Ok(write_specs(tx, hotkey, details_json, sql_ms(now_ms))?))
     }
 
     /// Records that `hotkey` did not answer a specs request (`error` says why): SN27's
@@ -101,22 +136,35 @@ impl ComputeDb {
     /// missed request wipes a miner's specs. We keep the last known specs until the 5th
     /// consecutive failure and blank them then; [`Self::upsert_specs`] resets the count.
     pub fn record_no_specs(&self, hotkey: &str, error: &str, now_ms: u64) -> Result<(), DbError> {
+        self.write(|tx| Ok(write_no_specs(tx, hotkey, error, sql_ms(now_ms))?))
+    }
+
+    /// A whole `sync`'s outcome in one transaction (one commit, one fsync, instead of one per
+    /// miner and one more per signer: at 256 miners, half a second): each answer as
+    /// [`Self::upsert_specs`] records it (and as `mark_signer` when it was signed), each failure
+    /// as [`Self::record_no_specs`]. Nothing is written if any specs are invalid.
+    pub fn record_sync(&self, outcomes: &[SyncOutcome<'_>], now_ms: u64) -> Result<(), DbError> {
+        let mut checked = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            checked.push(match *o {
+                SyncOutcome::Specs { hotkey, json, signed } => match specs_object(hotkey, json)? {
+                    true => (hotkey, Some(json), "", signed),
+                    false => (hotkey, None, "empty specs", signed),
+                },
+                SyncOutcome::NoSpecs { hotkey, error } => (hotkey, None, error, false),
+            });
+        }
         let now = sql_ms(now_ms);
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO miner_details (hotkey, details, no_specs_count) VALUES (?1, '{}', 1) \
-                 ON CONFLICT(hotkey) DO UPDATE SET \
-                 no_specs_count = MIN(COALESCE(miner_details.no_specs_count, 0) + 1, ?2), \
-                 details = CASE WHEN COALESCE(miner_details.no_specs_count, 0) + 1 >= ?2 THEN '{}' \
-                           ELSE miner_details.details END",
-                params![hotkey, NO_SPECS_LIMIT],
-            )?;
-            tx.execute(
-                "INSERT INTO nc_miner_seen (hotkey, last_error, last_failure_ms, failures) VALUES (?1, ?2, ?3, 1) \
-                 ON CONFLICT(hotkey) DO UPDATE SET last_error = excluded.last_error, \
-                 last_failure_ms = excluded.last_failure_ms, failures = nc_miner_seen.failures + 1",
-                params![hotkey, error, now],
-            )?;
+            for (hotkey, json, error, signed) in &checked {
+                match json {
+                    Some(json) => write_specs(tx, hotkey, json, now)?,
+                    None => write_no_specs(tx, hotkey, error, now)?,
+                }
+                if *signed {
+                    super::auth::write_signer(tx, hotkey, now)?;
+                }
+            }
             Ok(())
         })
     }
@@ -132,6 +180,24 @@ impl ComputeDb {
                  WHERE d.hotkey IS NOT NULL ORDER BY d.id",
             )?;
             let rows = stmt.query_map([], miner)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// The `last_error` of every `miner_details` row that has one, by id, without reading the
+    /// specs: what `list_r` needs for its note on refusals, at a fraction of
+    /// [`Self::miner_details`]'s cost.
+    pub fn miner_last_errors(&self) -> Result<Vec<(String, String)>, DbError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT d.hotkey, s.last_error FROM miner_details d JOIN nc_miner_seen s ON s.hotkey = d.hotkey \
+                 WHERE d.hotkey IS NOT NULL AND s.last_error IS NOT NULL ORDER BY d.id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((value_text(r.get_ref(0)?).unwrap_or_default(), value_text(r.get_ref(1)?).unwrap_or_default()))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use compute::db::{key_fingerprint, AllocationDetails, AllocationState, ComputeDb, DbError, NO_SPECS_LIMIT};
+use compute::db::{
+    key_fingerprint, AllocationDetails, AllocationState, ComputeDb, DbError, SyncOutcome, NO_SPECS_LIMIT,
+};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 use secrecy::{ExposeSecret, SecretString};
@@ -555,6 +557,53 @@ fn unreadable_allocation_json_is_kept_raw() {
     assert_eq!(all[1].details_raw.as_deref(), Some("not json"));
     assert_eq!(all[1].regkey, None);
     assert_eq!(all[2].details.as_ref().map(|d| d.port), Some(2222));
+}
+
+/// A whole sync in one transaction leaves the rows one call per miner leaves.
+#[test]
+fn a_sync_recorded_at_once_equals_one_write_per_miner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, batch) =
+        (ComputeDb::open(dir.path().join("one.db")).unwrap(), ComputeDb::open(dir.path().join("batch.db")).unwrap());
+    for db in [&one, &batch] {
+        db.upsert_specs(MINER2_HOTKEY, H100_SPECS, 500).unwrap();
+    }
+    one.upsert_specs(MINER_HOTKEY, H100_SPECS, 1_000).unwrap();
+    one.mark_signer(MINER_HOTKEY).unwrap();
+    one.record_no_specs(MINER2_HOTKEY, "timed out", 1_000).unwrap();
+    one.upsert_specs("5Empty", "{}", 1_000).unwrap();
+    batch
+        .record_sync(
+            &[
+                SyncOutcome::Specs { hotkey: MINER_HOTKEY, json: H100_SPECS, signed: true },
+                SyncOutcome::NoSpecs { hotkey: MINER2_HOTKEY, error: "timed out" },
+                SyncOutcome::Specs { hotkey: "5Empty", json: "{}", signed: false },
+            ],
+            1_000,
+        )
+        .unwrap();
+    let rows = |db: &ComputeDb| {
+        db.miner_details()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.hotkey, m.details_raw, m.no_specs_count, m.last_seen_ms, m.last_error, m.failures))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&one), rows(&batch));
+    assert_eq!(one.signers().unwrap(), batch.signers().unwrap());
+    assert!(batch.signers().unwrap().contains(MINER_HOTKEY));
+    assert_eq!(one.miner_last_errors().unwrap(), batch.miner_last_errors().unwrap());
+    assert_eq!(batch.miner_last_errors().unwrap().len(), 2, "the timed-out miner and the empty answer");
+    // Invalid specs: nothing is written.
+    let e = batch.record_sync(
+        &[
+            SyncOutcome::NoSpecs { hotkey: "5New", error: "x" },
+            SyncOutcome::Specs { hotkey: "5Bad", json: "[1]", signed: false },
+        ],
+        2_000,
+    );
+    assert!(matches!(e, Err(DbError::InvalidSpecs { .. })), "{e:?}");
+    assert!(batch.miner_details().unwrap().iter().all(|m| m.hotkey != "5New"));
 }
 
 #[test]

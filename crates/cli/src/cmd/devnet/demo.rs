@@ -40,6 +40,9 @@ pub struct DemoArgs {
     /// Leave the devnet running at the end (skip `devnet down`).
     #[arg(long)]
     pub keep: bool,
+    /// How many miners (passed to `devnet up`; SN27 allows 256 on a subnet).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub miners: u16,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,7 +152,8 @@ impl DemoArgs {
         let mut demo = Demo { out, interrupted, exe, config: dir.join("config.toml"), steps: Vec::new() };
         let t0 = Instant::now();
         demo.say(&format!(
-            "nicompute devnet demo: a chain, four miners with simulated GPUs and a renter, all on this machine ({}).\n",
+            "nicompute devnet demo: a chain, {} miner(s) with simulated GPUs and a renter, all on this machine ({}).\n",
+            self.miners,
             dir.display()
         ));
         // Blocking work (child processes) off the async runtime's workers.
@@ -235,20 +239,21 @@ impl DemoArgs {
         let dir_s = dir.display().to_string();
         let runtime = format!("{:?}", self.runtime).to_lowercase();
         let chain = format!("{:?}", self.chain).to_lowercase();
-        let up =
-            d.step(false, &["devnet", "up", "--dir", &dir_s, "--runtime", &runtime, "--chain", &chain], |d, _| {
-                let v = d.query(&["devnet", "status"]).map_err(|e| e.to_string())?;
-                let n = v["miners"].as_array().map_or(0, Vec::len);
-                if v["healthy"] == true {
-                    Ok(format!(
-                        "{} chain and {n} miners running and answering ({} runtime)",
-                        v["chain_kind"].as_str().unwrap_or("?"),
-                        v["runtime"].as_str().unwrap_or("?")
-                    ))
-                } else {
-                    Err("not every process is healthy".into())
-                }
-            })?;
+        let miners = self.miners.to_string();
+        let args = ["devnet", "up", "--dir", &dir_s, "--runtime", &runtime, "--chain", &chain, "--miners", &miners];
+        let up = d.step(false, &args, |d, _| {
+            let v = d.query(&["devnet", "status"]).map_err(|e| e.to_string())?;
+            let n = v["miners"].as_array().map_or(0, Vec::len);
+            if v["healthy"] == true {
+                Ok(format!(
+                    "{} chain and {n} miners running and answering ({} runtime)",
+                    v["chain_kind"].as_str().unwrap_or("?"),
+                    v["runtime"].as_str().unwrap_or("?")
+                ))
+            } else {
+                Err("not every process is healthy".into())
+            }
+        })?;
         if !up {
             return Ok(false);
         }

@@ -61,7 +61,7 @@ pub struct UpArgs {
     #[command(flatten)]
     pub dir: DirArg,
     /// How many miners [default: 4, or one per --gpus entry]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub miners: Option<u16>,
     /// Where allocations run [default: auto]
     #[arg(long, value_enum)]
@@ -409,7 +409,11 @@ fn miner_args(layout: &Layout, state: &State, m: &MinerState) -> Vec<String> {
     kv("--ssh.bind_ip", m.ip.clone());
     kv("--state-dir", layout.miner_dir(&m.name).display().to_string());
     kv("--simulate-gpu", m.gpu.clone());
-    kv("--metagraph-refresh", "5s".into());
+    // Every miner reads the whole metagraph at each refresh: 5 s up to 32 miners, then longer,
+    // so that the chain serves at most ~6 metagraphs a second (at 256 miners every 5 s it spent
+    // 70-90% of a core on them, which slowed every check and allocation on the network).
+    let refresh_ms = (state.miners.len() as u64 * 160).max(5_000);
+    kv("--metagraph-refresh", format!("{refresh_ms}ms"));
     a
 }
 
