@@ -314,27 +314,37 @@ pub fn usage_error(e: clap::Error, json: bool) -> ExitCode {
 /// (tested below).
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let simple = |c: &str| !c.contains(['\n', '\t']);
-    let fast = header.iter().all(|c| simple(c))
-        && rows.iter().all(|r| r.len() == header.len() && r.iter().all(|c| simple(&clean(c))));
-    if fast {
-        table_lines(header, &rows)
+    if header.iter().all(|c| simple(c)) && rows.iter().all(|r| r.len() == header.len()) {
+        // Each cell cleaned once, and laid out directly when every cell is one line.
+        let cleaned: Vec<Vec<Cow<'_, str>>> = rows.iter().map(|r| r.iter().map(|c| clean(c)).collect()).collect();
+        if cleaned.iter().all(|r| r.iter().all(|c| simple(c))) {
+            return table_lines(header, &cleaned);
+        }
+    }
+    comfy(header, rows)
+}
+
+/// Columns a cell takes: its length for ASCII (cleaned cells hold no control character), else
+/// its Unicode width.
+fn cell_width(s: &str) -> usize {
+    use unicode_width::UnicodeWidthStr;
+    if s.is_ascii() {
+        s.len()
     } else {
-        comfy(header, rows)
+        s.width()
     }
 }
 
-/// [`table`] for cells of one line each.
-fn table_lines(header: &[&str], rows: &[Vec<String>]) -> String {
-    use unicode_width::UnicodeWidthStr;
-    let cleaned: Vec<Vec<Cow<'_, str>>> = rows.iter().map(|r| r.iter().map(|c| clean(c)).collect()).collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
-    for r in &cleaned {
+/// [`table`] for cleaned cells of one line each.
+fn table_lines(header: &[&str], cleaned: &[Vec<Cow<'_, str>>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| cell_width(h)).collect();
+    for r in cleaned {
         for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.width());
+            *w = (*w).max(cell_width(c));
         }
     }
     let line_len: usize = widths.iter().map(|w| w + 3).sum::<usize>() + 1;
-    let mut out = String::with_capacity((rows.len() + 4) * (line_len + 8) * 2);
+    let mut out = String::with_capacity((cleaned.len() + 4) * (line_len + 8) * 2);
     let rule = |out: &mut String, left: char, fill: char, mid: char, right: char| {
         out.push(left);
         for (i, w) in widths.iter().enumerate() {
@@ -354,14 +364,14 @@ fn table_lines(header: &[&str], rows: &[Vec<String>]) -> String {
             }
             out.push(' ');
             out.push_str(c);
-            out.extend(std::iter::repeat_n(' ', w - c.width() + 1));
+            out.extend(std::iter::repeat_n(' ', w - cell_width(c) + 1));
         }
         out.push_str("│\n");
     };
     rule(&mut out, '┌', '─', '┬', '┐');
     row(&mut out, &mut header.iter().copied());
     rule(&mut out, '╞', '═', '╪', '╡');
-    for r in &cleaned {
+    for r in cleaned {
         row(&mut out, &mut r.iter().map(|c| c.as_ref()));
     }
     rule(&mut out, '└', '─', '┴', '┘');

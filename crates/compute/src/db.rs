@@ -248,6 +248,9 @@ impl ComputeDb {
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| classify(&path, e))?;
         conn.pragma_update(None, "foreign_keys", false).map_err(|e| classify(&path, e))?;
+        // Reads straight from the page cache instead of one pread and copy per page: a cold
+        // `list_a` over 1,000 allocations reads about 400 pages.
+        conn.pragma_update(None, "mmap_size", MMAP_SIZE).map_err(|e| classify(&path, e))?;
         if plan.needs_change() {
             schema::apply(&mut conn, &path)?;
         }
@@ -298,6 +301,9 @@ impl ComputeDb {
         body(&conn).map_err(|f| self.fail(f))
     }
 }
+
+/// Most bytes of the database file SQLite maps into memory for reading.
+const MMAP_SIZE: i64 = 256 << 20;
 
 /// Switches the file to WAL. SQLite does not call the busy handler while it changes the journal
 /// mode (it would risk a deadlock), so a concurrent opener, or a validator mid-transaction, makes
@@ -387,7 +393,11 @@ fn value_text(v: ValueRef<'_>) -> Option<String> {
         ValueRef::Null => None,
         ValueRef::Integer(i) => Some(i.to_string()),
         ValueRef::Real(f) => Some(f.to_string()),
-        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        // Valid UTF-8 (the usual case) is checked by the fast path; only bad bytes go lossy.
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(match std::str::from_utf8(b) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(b).into_owned(),
+        }),
     }
 }
 

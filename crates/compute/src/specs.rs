@@ -337,9 +337,19 @@ fn detect_gpus(opts: &DetectOptions) -> Vec<NvidiaGpu> {
 
 /// A section (`cpu`, `gpu`, ...): `null`, `{}`, a missing key or a value of the wrong shape all
 /// read as the default, so one odd section does not discard a miner's whole specs.
-fn section<'de, D: Deserializer<'de>, T: Default + serde::de::DeserializeOwned>(d: D) -> Result<T, D::Error> {
-    let v = Value::deserialize(d)?;
-    Ok(serde_json::from_value(v).unwrap_or_default())
+fn section<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    // serde's untagged buffer (borrowed strings, no ordered map) rather than a `Value` tree: a
+    // cold `list_r` parses a thousand specs.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Or<T> {
+        Read(T),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Or::<T>::deserialize(d)? {
+        Or::Read(t) => t,
+        Or::Other(_) => T::default(),
+    })
 }
 
 fn value_u64(v: &Value) -> Option<u64> {

@@ -118,33 +118,44 @@ impl AllocationDetails {
     /// absent. `username`, `password` and `port` are required (without them there is nothing to
     /// log in with). Unknown keys are ignored.
     pub fn from_json(text: &str) -> Result<Self, AllocationDetailsError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| AllocationDetailsError(e.to_string()))?;
-        Self::from_value(&value)
+        // Straight into the known keys (no map of every key: this runs once per row of a list).
+        // A document serde's derive refuses (a key twice, say) takes the general path.
+        match serde_json::from_str::<KnownKeys>(text) {
+            Ok(k) => Self::from_fields(|key| k.get(key)),
+            Err(_) => {
+                let value: Value = serde_json::from_str(text).map_err(|e| AllocationDetailsError(e.to_string()))?;
+                Self::from_value(&value)
+            }
+        }
     }
 
     /// As [`Self::from_json`], from parsed JSON.
     pub fn from_value(value: &Value) -> Result<Self, AllocationDetailsError> {
         let obj = value.as_object().ok_or_else(|| AllocationDetailsError("not a JSON object".into()))?;
-        let required = |key: &str| text_field(obj, key).ok_or_else(|| AllocationDetailsError(format!("no `{key}`")));
-        let port = obj.get("port").and_then(port_field).ok_or_else(|| {
-            AllocationDetailsError(format!("`port` is not a port number: {}", obj.get("port").unwrap_or(&Value::Null)))
+        Self::from_fields(|key| obj.get(key))
+    }
+
+    fn from_fields<'v>(get: impl Fn(&str) -> Option<&'v Value>) -> Result<Self, AllocationDetailsError> {
+        let text = |key: &str| get(key).and_then(text_of);
+        let required = |key: &str| text(key).ok_or_else(|| AllocationDetailsError(format!("no `{key}`")));
+        let port = get("port").and_then(port_field).ok_or_else(|| {
+            AllocationDetailsError(format!("`port` is not a port number: {}", get("port").unwrap_or(&Value::Null)))
         })?;
         Ok(Self {
             username: required("username")?,
             password: SecretString::from(required("password")?),
             port,
-            ip: text_field(obj, "ip").unwrap_or_default(),
-            resource: text_field(obj, "resource").unwrap_or_default(),
-            regkey: text_field(obj, "regkey").unwrap_or_default(),
-            version: obj.get("version").cloned().unwrap_or(Value::Null),
-            ssh_key: text_field(obj, "ssh_key"),
-            uuid: text_field(obj, "uuid"),
-            external_user_ports: obj
-                .get("external_user_ports")
+            ip: text("ip").unwrap_or_default(),
+            resource: text("resource").unwrap_or_default(),
+            regkey: text("regkey").unwrap_or_default(),
+            version: get("version").cloned().unwrap_or(Value::Null),
+            ssh_key: text("ssh_key"),
+            uuid: text("uuid"),
+            external_user_ports: get("external_user_ports")
                 .filter(|v| !v.is_null())
                 .and_then(|v| crate::crypto::credentials::user_ports_from(v).ok()),
-            host_key: text_field(obj, "host_key"),
-            authenticated: obj.get("authenticated").and_then(Value::as_bool).unwrap_or(false),
+            host_key: text("host_key"),
+            authenticated: get("authenticated").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -201,8 +212,45 @@ impl AllocationDetails {
     }
 }
 
-fn text_field(obj: &Map<String, Value>, key: &str) -> Option<String> {
-    match obj.get(key)? {
+/// The keys [`AllocationDetails`] reads, each as stored (a JSON null reads as absent, as before).
+#[derive(serde::Deserialize)]
+struct KnownKeys {
+    username: Option<Value>,
+    password: Option<Value>,
+    port: Option<Value>,
+    ip: Option<Value>,
+    resource: Option<Value>,
+    regkey: Option<Value>,
+    version: Option<Value>,
+    ssh_key: Option<Value>,
+    uuid: Option<Value>,
+    external_user_ports: Option<Value>,
+    host_key: Option<Value>,
+    authenticated: Option<Value>,
+}
+
+impl KnownKeys {
+    fn get(&self, key: &str) -> Option<&Value> {
+        match key {
+            "username" => self.username.as_ref(),
+            "password" => self.password.as_ref(),
+            "port" => self.port.as_ref(),
+            "ip" => self.ip.as_ref(),
+            "resource" => self.resource.as_ref(),
+            "regkey" => self.regkey.as_ref(),
+            "version" => self.version.as_ref(),
+            "ssh_key" => self.ssh_key.as_ref(),
+            "uuid" => self.uuid.as_ref(),
+            "external_user_ports" => self.external_user_ports.as_ref(),
+            "host_key" => self.host_key.as_ref(),
+            "authenticated" => self.authenticated.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
