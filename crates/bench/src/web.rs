@@ -83,7 +83,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let r: Value = serde_json::from_slice(&out.stdout).context("the script's report")?;
     let f = |k: &str, p: &str| r[k][p].as_f64().unwrap_or(f64::NAN);
     println!(
-        "web/machines: first render over {MINERS} miners (100 rows, the chart, the filters), cold cache, {} runs: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms (target: < 300 ms)",
+        "web/machines: first render over {MINERS} miners (the first page of 50 rows, the chart, the filters), cold cache, {} runs: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms (target: < 300 ms)",
         opts.runs,
         f("cold", "p50"),
         f("cold", "p90"),

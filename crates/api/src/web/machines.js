@@ -4,7 +4,7 @@
 import { get, query } from "./api.js";
 import { $, ago, fill, gb, h, s, shortKey } from "./dom.js";
 
-const state = { page: 1, perPage: 100, sort: "hotkey", seq: 0, first: true };
+const state = { page: 1, perPage: 50, sort: "hotkey", seq: 0, first: true };
 let ctx = null;
 let timer = null;
 
