@@ -24,10 +24,11 @@ use std::time::Duration;
 use bittensor::axon::{Axon, AxonConfig, AxonHandle, HandlerError, Request};
 use bittensor::subtensor::Subtensor;
 use bittensor::{Clock, Keypair};
+use secrecy::SecretString;
 use tokio::sync::{Mutex, Notify};
 
 use crate::protocol::{Allocate, Specs as SpecsSynapse};
-use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use crate::runtime::{ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
 use crate::specs::Specs;
 use offer::Offer;
 use policy::{CallerPolicy, PolicyConfig};
@@ -62,6 +63,10 @@ pub struct MinerConfig {
     pub metagraph: MetagraphSource,
     /// What the miner offers beyond SN27 1.8.3 (user ports, images, environment, signed-only).
     pub offer: Offer,
+    /// Keep one container made in advance for the next allocation (`--warm-containers 1`): an
+    /// allocation then only sets the credentials and starts it. Runtimes without warm
+    /// containers (local) ignore it.
+    pub warm_containers: bool,
 }
 
 impl std::fmt::Debug for MinerConfig {
@@ -74,6 +79,7 @@ impl std::fmt::Debug for MinerConfig {
             .field("runtime", &self.runtime.name())
             .field("state_dir", &self.state_dir)
             .field("offer", &self.offer)
+            .field("warm_containers", &self.warm_containers)
             .finish()
     }
 }
@@ -108,6 +114,8 @@ struct Miner {
     busy: Mutex<()>,
     /// Wakes the expiry timer when the allocation changes.
     changed: Notify,
+    /// Whether to keep a warm container ([`MinerConfig::warm_containers`]).
+    warm: bool,
 }
 
 impl std::fmt::Debug for Miner {
@@ -169,8 +177,10 @@ pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
         ssh_bind_ip: cfg.ssh_bind_ip,
         busy: Mutex::new(()),
         changed: Notify::new(),
+        warm: cfg.warm_containers,
     });
     reconcile(&miner).await?;
+    warm_up(&miner);
 
     let policy = Arc::new(CallerPolicy::new(cfg.policy, cfg.netuid));
     let mut tasks = Vec::new();
@@ -290,5 +300,26 @@ async fn end(m: &Miner, a: &Allocation) -> Result<(), MinerError> {
     }
     m.store.clear(&a.allocation_id)?;
     m.changed.notify_one();
+    // The image may have changed while the allocation ran: the next one finds a warm container
+    // of the image as it is now.
+    warm_up(m);
     Ok(())
+}
+
+/// Makes (or keeps) the warm container in the background, when the miner keeps one: at start,
+/// after each allocation and after each end. The runtime replaces one made from an older image.
+fn warm_up(m: &Miner) {
+    if !m.warm {
+        return;
+    }
+    let runtime = m.runtime.clone();
+    let mut template = ContainerSpec::new("warm", SecretString::from(String::new()), m.ssh_port, m.ssh_bind_ip);
+    template.gpus = m.specs.gpu.count > 0 && !m.specs.simulated;
+    tokio::spawn(async move {
+        match runtime.prepare_warm(&template).await {
+            Ok(true) => tracing::debug!("miner: the warm container is ready"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "miner: cannot make the warm container; allocations start cold"),
+        }
+    });
 }
