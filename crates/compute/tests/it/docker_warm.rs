@@ -161,20 +161,32 @@ impl Renter {
         r.synapse
     }
 
-    /// Allocates with `key` and logs in over SSH with the credentials: the container's id.
-    async fn allocate_and_log_in(&self, key: &AllocationKey, state_dir: &std::path::Path, port: u16) -> String {
+    /// Allocates with `key` and logs in over SSH with the credentials: the container's id and
+    /// its RSA host key's public line.
+    async fn allocate_and_log_in(
+        &self,
+        key: &AllocationKey,
+        state_dir: &std::path::Path,
+        port: u16,
+    ) -> (String, String) {
         let answer = self.call(allocate_with(key)).await;
-        assert!(yes(&answer), "{:?}", answer.output);
-        let info = answer.output.get("info").and_then(Value::as_str).expect("credentials");
-        let creds = key.decrypt_credentials(info).expect("decrypt");
-        let dir = tempfile::tempdir().expect("tmp");
-        let password = dir.path().join("password");
-        std::fs::write(&password, creds.password.expose_secret()).expect("password file");
-        let out = ssh_run(port, Login::PasswordFile(&password), "hostname && cat /proc/1/cmdline | tr '\\0' ' '");
-        assert!(out.is_ok(), "SSH login with the allocation's credentials: {out:?}");
+        let rsa = log_in(key, &answer, port);
         let state = StateStore::open(&state_dir.join("miner.sqlite")).expect("state");
-        state.current().expect("read").and_then(|a| a.container_id).expect("the allocation's container")
+        let id = state.current().expect("read").and_then(|a| a.container_id).expect("the allocation's container");
+        (id, rsa)
     }
+}
+
+/// Logs in over SSH with the credentials of an allocation's answer: the machine's RSA host key.
+fn log_in(key: &AllocationKey, answer: &Allocate, port: u16) -> String {
+    assert!(yes(answer), "{:?}", answer.output);
+    let info = answer.output.get("info").and_then(Value::as_str).expect("credentials");
+    let creds = key.decrypt_credentials(info).expect("decrypt");
+    let dir = tempfile::tempdir().expect("tmp");
+    let password = dir.path().join("password");
+    std::fs::write(&password, creds.password.expose_secret()).expect("password file");
+    let out = ssh_run(port, Login::PasswordFile(&password), "cat /etc/ssh/ssh_host_rsa_key.pub");
+    out.unwrap_or_else(|e| panic!("SSH login with the allocation's credentials: {e}")).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,8 +202,10 @@ async fn docker_warm_an_allocation_starts_in_the_warm_container_and_a_new_one_is
 
     let first_warm = wait_for_warm(&rt, None).await;
     let key = AllocationKey::generate().expect("key");
-    let container = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
+    let (container, rsa) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     assert_eq!(container, first_warm, "the allocation runs in the warm container");
+    // The miner's RSA host key (no comment), not one `ssh-keygen -A` made at start (`root@…`).
+    assert!(rsa.starts_with("ssh-rsa ") && rsa.split_whitespace().count() == 2, "{rsa}");
     let list = rt.list().await.expect("list");
     let allocated = list.iter().find(|c| c.id == container).expect("listed");
     assert_eq!(allocated.state, ContainerState::Running);
@@ -241,7 +255,7 @@ async fn docker_warm_a_restarted_miner_reconciles_a_leftover_warm_container() {
     let fresh = wait_for_warm(&rt, Some(&leftover)).await;
     // And the fresh one serves an allocation.
     let key = AllocationKey::generate().expect("key");
-    let container = Renter::of(&miner).allocate_and_log_in(&key, &state_dir, ssh.port()).await;
+    let (container, _) = Renter::of(&miner).allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     assert_eq!(container, fresh);
     assert!(yes(&Renter::of(&miner).call(deallocate(&key)).await));
     miner.shutdown().await;
@@ -272,10 +286,12 @@ async fn docker_warm_two_allocations_never_get_the_same_container() {
     for (i, call) in calls.into_iter().enumerate() {
         let answer = call.await.expect("task");
         if yes(&answer) {
-            winners.push(i);
+            winners.push((i, answer));
         }
     }
     assert_eq!(winners.len(), 1, "one allocation at a time");
+    let (winner, answer) = winners.remove(0);
+    let first_rsa = log_in(&keys[winner], &answer, ssh.port());
     let list = rt.list().await.expect("list");
     let running: Vec<_> = list.iter().filter(|c| c.state == ContainerState::Running).collect();
     assert_eq!(running.len(), 1, "one container runs: {list:?}");
@@ -283,11 +299,12 @@ async fn docker_warm_two_allocations_never_get_the_same_container() {
 
     // The next renter, after the first leaves, gets another container: the new warm one.
     let second_warm = wait_for_warm(&rt, Some(&first_warm)).await;
-    assert!(yes(&renter.call(deallocate(&keys[winners[0]])).await));
+    assert!(yes(&renter.call(deallocate(&keys[winner])).await));
     let key = AllocationKey::generate().expect("key");
-    let container = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
+    let (container, rsa) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     assert_eq!(container, second_warm);
     assert_ne!(container, first_warm);
+    assert_ne!(rsa, first_rsa, "each warm container has host keys of its own");
     assert!(yes(&renter.call(deallocate(&key)).await));
     miner.shutdown().await;
 }
@@ -306,7 +323,7 @@ async fn docker_warm_containers_0_creates_one_container_per_allocation() {
     assert!(rt.list().await.expect("list").is_empty(), "no container before an allocation");
 
     let key = AllocationKey::generate().expect("key");
-    let container = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
+    let (container, _) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     let allocation_id = StateStore::open(&state_dir.join("miner.sqlite"))
         .expect("state")
         .current()

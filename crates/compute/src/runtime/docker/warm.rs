@@ -10,6 +10,11 @@
 //!   container with no allocation and removes it.
 //! - Created is not started: it holds no port, no memory and runs nothing, so it may sit beside a
 //!   running allocation that publishes the same SSH port.
+//! - Its RSA and ECDSA host keys are made in advance too (in the miner, off the async threads)
+//!   and uploaded into it, so the entrypoint's `ssh-keygen -A` finds every key and generates
+//!   none: RSA-3072 generation in the container was ~0.5 s of every cold start. The ed25519 key,
+//!   the one the miner signs to renters, is made per allocation as on the cold path. Each warm
+//!   container gets keys of its own: a renter is root in it and can read them.
 //! - [`WarmSlot::take`] hands it out under a mutex, so two allocations never get the same one;
 //!   the taker renames it `nicompute-<allocation id>` before it starts, so a crash between taking
 //!   and starting leaves a container that reconciliation removes with its half-started
@@ -89,6 +94,27 @@ impl WarmSlot {
     }
 }
 
+/// An archive with fresh RSA-3072 and ECDSA P-256 host keys at OpenSSH's default paths (what
+/// `ssh-keygen -A` would make besides the ed25519 key).
+fn other_host_keys() -> Result<Vec<u8>, RuntimeError> {
+    use russh::keys::ssh_key::private::{EcdsaKeypair, KeypairData, RsaKeypair};
+    use russh::keys::{EcdsaCurve, PrivateKey};
+    let fail = |e: russh::keys::ssh_key::Error| RuntimeError::Failed(format!("cannot make an SSH host key: {e}"));
+    let mut rng = rand::rngs::OsRng;
+    let rsa = KeypairData::from(RsaKeypair::random(&mut rng, 3072).map_err(fail)?);
+    let ecdsa = KeypairData::from(EcdsaKeypair::random(&mut rng, EcdsaCurve::NistP256).map_err(fail)?);
+    let mut tar = TarBuilder::new();
+    tar.dir("etc/ssh", 0o755);
+    for (data, file) in [(rsa, "ssh_host_rsa_key"), (ecdsa, "ssh_host_ecdsa_key")] {
+        let key = PrivateKey::new(data, "").map_err(fail)?;
+        let private = key.to_openssh(russh::keys::ssh_key::LineEnding::LF).map_err(fail)?;
+        let public = key.public_key().to_openssh().map_err(fail)?;
+        tar.file(&format!("etc/ssh/{file}"), 0o600, private.as_bytes());
+        tar.file(&format!("etc/ssh/{file}.pub"), 0o644, format!("{public}\n").as_bytes());
+    }
+    Ok(tar.finish())
+}
+
 impl DockerRuntime {
     /// The id of the image the runtime's tag names now.
     async fn image_id(&self) -> Result<String, RuntimeError> {
@@ -130,8 +156,15 @@ impl DockerRuntime {
             labels.insert(WARM_LABEL.to_owned(), "1".to_owned());
         }
         let name = format!("{NAME_PREFIX}{}", spec.allocation_id);
+        let keys = tokio::task::spawn_blocking(other_host_keys)
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("host key generation stopped: {e}")))??;
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
         let created = self.docker.create_container(Some(options), body).await.map_err(|e| self.map_err(e, &name))?;
+        if let Err(e) = self.upload(&created.id, keys).await {
+            let _ = self.force_remove(&created.id).await;
+            return Err(e);
+        }
         tracing::debug!(container = %created.id, image = %image_id, "warm container created");
         let replaced = self.warm.lock().replace(Warm { id: created.id, image_id, fit });
         // Only this function stores one, under `making`: nothing can be there now.
