@@ -98,7 +98,7 @@ pub struct RunArgs {
     /// Containers kept created in advance for the next allocation (docker runtime): 1 (one warm
     /// container, so an allocation only sets the credentials and starts it) or 0 (each
     /// allocation creates its own).
-    #[arg(long = "warm-containers", value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    #[arg(long = "warm-containers", env = "NICOMPUTE_WARM_CONTAINERS", value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub warm_containers: u8,
     /// Only these hotkeys may call (comma-separated); empty: anyone registered with stake.
     #[arg(long = "whitelist-hotkeys", value_delimiter = ',')]
