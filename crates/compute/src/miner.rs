@@ -315,6 +315,17 @@ fn warm_up(m: &Miner) {
     let runtime = m.runtime.clone();
     let mut template = ContainerSpec::new("warm", SecretString::from(String::new()), m.ssh_port, m.ssh_bind_ip);
     template.gpus = m.specs.gpu.count > 0 && !m.specs.simulated;
+    // What a renter who asks for nothing particular gets (SN27's four user ports by default).
+    match m.offer.resolve(&crate::protocol::docker::DockerRequest::default()) {
+        Ok(r) => {
+            template.ssh_container_port = r.ssh_container_port;
+            template.user_ports = r.user_ports;
+        }
+        Err(r) => {
+            tracing::warn!(reason = ?r.reason, "miner: no warm container: the default request resolves to nothing");
+            return;
+        }
+    }
     tokio::spawn(async move {
         match runtime.prepare_warm(&template).await {
             Ok(true) => tracing::debug!("miner: the warm container is ready"),

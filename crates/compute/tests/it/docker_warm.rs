@@ -83,6 +83,16 @@ async fn start_miner(
     ssh: &PortLease,
     warm: bool,
 ) -> MinerHandle {
+    start_miner_with(state_dir, runtime, ssh, warm, miner::offer::Offer::default()).await
+}
+
+async fn start_miner_with(
+    state_dir: PathBuf,
+    runtime: Arc<dyn ContainerRuntime>,
+    ssh: &PortLease,
+    warm: bool,
+    offer: miner::offer::Offer,
+) -> MinerHandle {
     let stakes: HashMap<String, f32> = [(kp("dendrite_hotkey").ss58(), 5000.0)].into_iter().collect();
     let sim: SimulatedGpu = "NVIDIA H100 80GB HBM3:81559:1".parse().expect("gpu");
     let specs =
@@ -98,7 +108,7 @@ async fn start_miner(
         specs,
         policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
         metagraph: MetagraphSource::Static(stakes),
-        offer: miner::offer::Offer::default(),
+        offer,
         warm_containers: warm,
     };
     miner::spawn(cfg).await.expect("miner")
@@ -197,7 +207,11 @@ async fn docker_warm_an_allocation_starts_in_the_warm_container_and_a_new_one_is
     let dir = tempfile::tempdir().expect("tmp");
     let state_dir = dir.path().join("state");
     let ssh = PortLease::new();
-    let miner = start_miner(state_dir.clone(), rt.clone(), &ssh, true).await;
+    // SN27's user port 27015 mapped to a host port of this test's own, as `nicompute miner run`
+    // maps the four by default: the warm container publishes it too.
+    let user_port = PortLease::new();
+    let offer = miner::offer::Offer { external_ports: vec![user_port.port()], ..miner::offer::Offer::default() };
+    let miner = start_miner_with(state_dir.clone(), rt.clone(), &ssh, true, offer).await;
     let renter = Renter::of(&miner);
 
     let first_warm = wait_for_warm(&rt, None).await;
@@ -223,6 +237,9 @@ async fn docker_warm_an_allocation_starts_in_the_warm_container_and_a_new_one_is
     let host = inspect.host_config.expect("host config");
     assert_eq!(host.nano_cpus, Some(1_000_000_000), "the renter's CPU limit is applied");
     assert_eq!(host.memory, Some(1 << 30), "the renter's memory limit is applied");
+    let bindings = host.port_bindings.expect("port bindings");
+    let published = bindings.get("27015/tcp").cloned().flatten().expect("27015 published");
+    assert_eq!(published[0].host_port.as_deref(), Some(user_port.port().to_string().as_str()));
 
     // A new warm container is made while the allocation runs (created only: the port is the
     // allocation's), and the deallocation leaves it.

@@ -19,8 +19,8 @@
 //!   the taker renames it `nicompute-<allocation id>` before it starts, so a crash between taking
 //!   and starting leaves a container that reconciliation removes with its half-started
 //!   allocation.
-//! - An allocation takes it only when its spec fits: the runtime's own image, no environment, no
-//!   extra ports, the same SSH port, address and GPU request. CPU and memory limits are applied
+//! - An allocation takes it only when its spec fits: the runtime's own image, no environment, the
+//!   same SSH port, extra ports (SN27's four by default), address and GPU request. CPU and memory limits are applied
 //!   to it with Docker's update API. If the tag now names another image (the image was rebuilt),
 //!   or anything on the warm path fails, the container is removed and the allocation starts cold.
 //!
@@ -45,18 +45,20 @@ pub(super) struct Fit {
     bind_ip: IpAddr,
     gpus: bool,
     ssh_container_port: u16,
+    user_ports: Vec<(u16, u16)>,
 }
 
 impl Fit {
-    /// `None` when no warm container can serve `spec`: another image, an environment or extra
-    /// ports (all fixed when a container is created).
+    /// `None` when no warm container can serve `spec`: another image or an environment (fixed
+    /// when a container is created; ports are compared as part of the fit).
     fn of(spec: &ContainerSpec, image: &str) -> Option<Self> {
         let own_image = spec.image.as_deref().is_none_or(|i| i == image);
-        (own_image && spec.env.is_empty() && spec.user_ports.is_empty()).then_some(Self {
+        (own_image && spec.env.is_empty()).then(|| Self {
             ssh_port: spec.ssh_port,
             bind_ip: spec.bind_ip,
             gpus: spec.gpus,
             ssh_container_port: spec.ssh_container_port,
+            user_ports: spec.user_ports.clone(),
         })
     }
 }
@@ -125,7 +127,7 @@ impl DockerRuntime {
     pub(super) async fn prepare_warm_inner(&self, template: &ContainerSpec) -> Result<bool, RuntimeError> {
         let Some(fit) = Fit::of(template, &self.image) else {
             return Err(RuntimeError::Failed(
-                "a warm container runs the runtime's own image, with no environment and no extra ports".into(),
+                "a warm container runs the runtime's own image, with no environment".into(),
             ));
         };
         let _making = self.warm.making.lock().await;
@@ -257,7 +259,8 @@ mod tests {
             Fit::of(&ContainerSpec { env: vec![("A".into(), "1".into())], ..base.clone() }, DEFAULT_IMAGE),
             None
         );
-        assert_eq!(Fit::of(&ContainerSpec { user_ports: vec![(80, 8080)], ..base.clone() }, DEFAULT_IMAGE), None);
+        let ports = ContainerSpec { user_ports: vec![(80, 8080)], ..base.clone() };
+        assert_ne!(Fit::of(&ports, DEFAULT_IMAGE), Some(fit.clone()), "other ports, another fit");
         assert_ne!(Fit::of(&ContainerSpec { ssh_port: 4445, ..base.clone() }, DEFAULT_IMAGE), Some(fit.clone()));
         assert_ne!(Fit::of(&ContainerSpec { gpus: true, ..base }, DEFAULT_IMAGE), Some(fit));
     }
