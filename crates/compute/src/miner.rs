@@ -38,6 +38,9 @@ use state::{Allocation, Phase, StateStore};
 /// `bt_header_axon_version` (1.8.3 → 183).
 pub const COMPUTE_VERSION_INT: i64 = 183;
 
+/// How long after an allocation the next warm container is made.
+const WARM_AFTER_ALLOCATION: Duration = Duration::from_secs(3);
+
 /// Where the miner learns who is registered and staked.
 #[derive(Debug, Clone)]
 pub enum MetagraphSource {
@@ -180,7 +183,7 @@ pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
         warm: cfg.warm_containers,
     });
     reconcile(&miner).await?;
-    warm_up(&miner);
+    warm_up(&miner, Duration::ZERO);
 
     let policy = Arc::new(CallerPolicy::new(cfg.policy, cfg.netuid));
     let mut tasks = Vec::new();
@@ -302,13 +305,14 @@ async fn end(m: &Miner, a: &Allocation) -> Result<(), MinerError> {
     m.changed.notify_one();
     // The image may have changed while the allocation ran: the next one finds a warm container
     // of the image as it is now.
-    warm_up(m);
+    warm_up(m, Duration::ZERO);
     Ok(())
 }
 
-/// Makes (or keeps) the warm container in the background, when the miner keeps one: at start,
-/// after each allocation and after each end. The runtime replaces one made from an older image.
-fn warm_up(m: &Miner) {
+/// Makes (or keeps) the warm container in the background after `delay`, when the miner keeps
+/// one: at start, after each allocation and after each end. The runtime replaces one made from
+/// an older image.
+fn warm_up(m: &Miner, delay: Duration) {
     if !m.warm {
         return;
     }
@@ -327,6 +331,7 @@ fn warm_up(m: &Miner) {
         }
     }
     tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
         match runtime.prepare_warm(&template).await {
             Ok(true) => tracing::debug!("miner: the warm container is ready"),
             Ok(false) => {}
