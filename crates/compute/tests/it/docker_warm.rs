@@ -270,6 +270,12 @@ async fn docker_warm_a_restarted_miner_reconciles_a_leftover_warm_container() {
     let list = rt.list().await.expect("list");
     assert!(list.iter().all(|c| c.id != leftover), "start-up removed the leftover warm container: {list:?}");
     let fresh = wait_for_warm(&rt, Some(&leftover)).await;
+    // A miner restarted in the same process (the runtime remembers the container it made, which
+    // the start-up removes) makes another one too.
+    miner.shutdown().await;
+    let miner = start_miner(state_dir.clone(), rt.clone(), &ssh, true).await;
+    assert!(rt.list().await.expect("list").iter().all(|c| c.id != fresh), "start-up removed it");
+    let fresh = wait_for_warm(&rt, Some(&fresh)).await;
     // And the fresh one serves an allocation.
     let key = AllocationKey::generate().expect("key");
     let (container, _) = Renter::of(&miner).allocate_and_log_in(&key, &state_dir, ssh.port()).await;

@@ -132,14 +132,14 @@ impl DockerRuntime {
         };
         let _making = self.warm.making.lock().await;
         let image_id = self.image_id().await?;
-        let stale = {
-            let mut kept = self.warm.lock();
-            match kept.as_ref() {
-                Some(w) if w.fit == fit && w.image_id == image_id => return Ok(true),
-                Some(_) => kept.take(),
-                None => None,
+        let kept = self.warm.lock().as_ref().map(|w| (w.id.clone(), w.fit == fit && w.image_id == image_id));
+        if let Some((id, true)) = &kept {
+            // Still there and still created? (A reconciliation or an operator may have removed it.)
+            if self.status(id).await.ok().flatten() == Some(ContainerStateStatusEnum::CREATED) {
+                return Ok(true);
             }
-        };
+        }
+        let stale = if kept.is_some() { self.warm.lock().take() } else { None };
         if let Some(old) = stale {
             tracing::info!(container = %old.id, "replacing the warm container (its image or settings changed)");
             self.force_remove(&old.id).await?;
