@@ -22,7 +22,8 @@
 #         block time apart; the Python SDK 9.0.0's burned_register and serve_axon on the same chain;
 #         and the cold start of `nicompute wallet balance` against the RPC calls it makes.
 # miner:  the real `nicompute miner run` (Docker runtime; --runtime local) on a devnet: idle RSS,
-#         then 10 allocate → SSH login → deallocate cycles (--allocations N), p50/p90/max.
+#         then 10 allocate → SSH login → deallocate cycles (--allocations N), p50/p90/max, once
+#         with --warm-containers 0 and once with 1 (--warm-containers 1 for one run).
 # wandb:  SN27's shared allocation state read from a local endpoint serving 100 signed validator
 #         runs (2 pages of 50, 256 UIDs of stats each): shared_state end to end, p50/p90/max.
 # api:    `nicompute serve`: GET /v1/resources over 1,024 miners (server on CPU 0, load on CPU 1,

@@ -109,6 +109,10 @@ enum Cmd {
         allocations: usize,
         #[arg(long, value_enum, default_value_t = miner::Runtime::Docker)]
         runtime: miner::Runtime,
+        /// The miner's `--warm-containers`, one run each in this order (default: 0 then 1, the
+        /// cold start beside the warm container on the same machine).
+        #[arg(long = "warm-containers", value_delimiter = ',', default_value = "0,1")]
+        warm_containers: Vec<u8>,
     },
     /// The renter CLI: cold `a` on a devnet of 32 miners (16 live, 8 black holes, 8 refusing) with
     /// SN27's check phase (Python 9.0.0 dendrite.query) beside it, then cold `list_a` and `list_r`.
@@ -231,7 +235,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Chain { neurons, iterations } => chain::run(neurons, iterations),
         Cmd::Decode { fixtures, iterations } => decode::run(&fixtures, iterations),
-        Cmd::Miner { allocations, runtime } => miner::run(allocations, runtime),
+        Cmd::Miner { allocations, runtime, warm_containers } => miner::run(allocations, runtime, &warm_containers),
         Cmd::Renter { runs, check_runs, peers, no_python, lists_only } => {
             renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only })
         }

@@ -5,13 +5,15 @@
 //! (`--runtime docker` by default), waits until its axon answers `Specs`, reads its idle memory
 //! from /proc, then runs N allocate → SSH login → deallocate cycles from the validator's
 //! dendrite and prints, per run and as p50/p90/max, the time from sending `Allocate` to its
-//! response and to the first successful password login over SSH (`ssh … true`).
+//! response and to the first successful password login over SSH (`ssh … true`). It does so once
+//! per `--warm-containers` value (0 then 1 by default): with 1 it waits before each allocation
+//! until the miner's warm container exists (a real miner has minutes between allocations; the
+//! bench has none) and says per run whether the allocation found one.
 //!
-//! Whatever happens, it stops the miner (SIGTERM), removes the containers of the allocations it
-//! made (only those: another miner's or test's containers on the same daemon are left alone) and
-//! shuts the devnet down.
+//! Whatever happens, it stops the miner (SIGTERM), removes the containers of its miner (those
+//! labelled with the miner's fresh hotkey, the warm one included: another miner's or test's
+//! containers on the same daemon are left alone) and shuts the devnet down.
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -27,7 +29,6 @@ use bittensor::wallet::Wallet;
 use bittensor::Keypair;
 use clap::ValueEnum;
 use compute::crypto::AllocationKey;
-use compute::miner::state::StateStore;
 use compute::protocol::{Allocate, Specs};
 use compute::runtime::docker::{DockerConfig, DockerRuntime};
 use compute::runtime::ContainerRuntime;
@@ -58,7 +59,22 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long SSH login (after the allocate request) and port closing may take.
 const SSH_DEADLINE: Duration = Duration::from_secs(30);
 
-pub fn run(allocations: usize, runtime: Runtime) -> Result<()> {
+pub fn run(allocations: usize, runtime: Runtime, warm_containers: &[u8]) -> Result<()> {
+    let mut results = Vec::new();
+    for &warm in warm_containers {
+        ensure!(warm <= 1, "--warm-containers takes 0 or 1, not {warm}");
+        println!("== miner --runtime {} --warm-containers {warm} ==", runtime.as_str());
+        results.push((warm, run_one(allocations, runtime, warm)?));
+    }
+    if results.len() > 1 {
+        for (warm, line) in results {
+            println!("--warm-containers {warm}: allocate → SSH login ready {line}");
+        }
+    }
+    Ok(())
+}
+
+fn run_one(allocations: usize, runtime: Runtime, warm: u8) -> Result<String> {
     let bin = crate::nicompute_bin()?;
     for tool in ["ssh", "sshpass"] {
         let found = Command::new("sh")
@@ -77,15 +93,8 @@ pub fn run(allocations: usize, runtime: Runtime) -> Result<()> {
         ..DevnetConfig::new(dir.path().join("chain"), owner.account_id())
     };
     let node = rt.block_on(devnet::spawn(cfg))?;
-    let mut bench = Bench {
-        rt,
-        dir: dir.path().to_owned(),
-        runtime,
-        node: Some(node),
-        owner,
-        miner: None,
-        allocation_ids: BTreeSet::new(),
-    };
+    let mut bench =
+        Bench { rt, dir: dir.path().to_owned(), runtime, node: Some(node), owner, miner: None, scope: None, warm };
     let result = bench.measure(&bin, allocations);
     if result.is_err() {
         bench.show_miner_log();
@@ -102,8 +111,10 @@ struct Bench {
     /// The devnet's owner (sudo) key: it funds the coldkey.
     owner: Keypair,
     miner: Option<Child>,
-    /// Allocation ids the miner made for us: the containers cleanup may remove.
-    allocation_ids: BTreeSet<String>,
+    /// The miner's hotkey, which labels its containers: the containers cleanup may remove.
+    scope: Option<String>,
+    /// The miner's `--warm-containers`.
+    warm: u8,
 }
 
 impl Bench {
@@ -115,7 +126,33 @@ impl Bench {
         self.dir.join("miner.stderr")
     }
 
-    fn measure(&mut self, bin: &Path, allocations: usize) -> Result<()> {
+    /// The miner's own containers (labelled with its hotkey).
+    async fn containers(&self) -> Result<(DockerRuntime, Vec<compute::runtime::Container>)> {
+        let scope = self.scope.clone().context("no miner yet")?;
+        let docker = DockerRuntime::connect(DockerConfig { scope: Some(scope), ..DockerConfig::default() }).await?;
+        let list = docker.list().await?;
+        Ok((docker, list))
+    }
+
+    /// With a warm container kept: waits (up to 10 s) until the miner has made one; whether it has.
+    fn wait_for_warm(&self) -> Result<bool> {
+        if self.runtime != Runtime::Docker || self.warm == 0 {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, list) = self.rt.block_on(self.containers())?;
+            if list.iter().any(|c| c.allocation_id.starts_with(compute::runtime::WARM_PREFIX)) {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn measure(&mut self, bin: &Path, allocations: usize) -> Result<String> {
         let node = self.node.as_ref().context("devnet")?;
         let ws_url = node.ws_url();
         let chain = Subtensor::new(&ws_url)?;
@@ -124,6 +161,7 @@ impl Bench {
         let coldkey = Keypair::generate(12)?;
         let wallet_dir = self.dir.join("wallets");
         Wallet::new(&wallet_dir, WALLET, HOTKEY).write_hotkey(&miner_key)?;
+        self.scope = Some(miner_key.ss58());
         self.rt.block_on(async {
             ops::fund(&chain, &self.owner, &[(coldkey.account_id(), 10_000_000_000_000)]).await?;
             ops::register(&chain, &coldkey, &miner_key.account_id(), NETUID).await?;
@@ -142,6 +180,7 @@ impl Bench {
             .args(["--ssh.bind_ip", "127.0.0.1", "--state-dir"])
             .arg(self.state_dir())
             .args(["--min-stake", "0", "--simulate-gpu", "NVIDIA H100 80GB HBM3:81559:1"])
+            .args(["--warm-containers", &self.warm.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(self.log_path())?);
@@ -184,7 +223,10 @@ impl Bench {
                                  "ram": {"capacity": 1_073_741_824u64}});
         let requirement = requirement.as_object().cloned().unwrap_or_default();
         let (mut responses, mut logins) = (Vec::new(), Vec::new());
-        println!("{:>4} {:>18} {:>26} {:>16}", "run", "allocate response", "allocate → SSH login ready", "deallocate");
+        println!(
+            "{:>4} {:>18} {:>26} {:>16} {:>10}",
+            "run", "allocate response", "allocate → SSH login ready", "deallocate", "container"
+        );
         for i in 1..=allocations {
             let key = AllocationKey::generate()?;
             let public_key = key.public_pem()?;
@@ -196,6 +238,7 @@ impl Bench {
                 ..Allocate::default()
             };
             alloc.docker_requirement.insert("ttl_seconds".into(), json!(600));
+            let warm = self.wait_for_warm()?;
 
             let t0 = Instant::now();
             let r = self.rt.block_on(dendrite.call(&target, alloc, CALL_TIMEOUT));
@@ -208,7 +251,6 @@ impl Bench {
             let attempts = ssh_until_ready(ssh_port, creds.password.expose_secret(), t0)
                 .with_context(|| format!("allocation {i}: SSH login"))?;
             let login = t0.elapsed();
-            self.note_allocation();
 
             let t1 = Instant::now();
             let dealloc = Allocate { timeline: 0, checking: false, public_key, ..Allocate::default() };
@@ -218,20 +260,23 @@ impl Bench {
             let gone = t1.elapsed();
 
             println!(
-                "{i:>4} {:>16.0} ms {:>24.0} ms {:>13.0} ms   ({attempts} SSH attempt{})",
+                "{i:>4} {:>16.0} ms {:>24.0} ms {:>13.0} ms {:>10}   ({attempts} SSH attempt{})",
                 ms(response),
                 ms(login),
                 ms(gone),
+                if warm { "warm" } else { "created" },
                 if attempts == 1 { "" } else { "s" }
             );
             responses.push(response);
             logins.push(login);
         }
+        let mut line = String::new();
         if allocations > 0 {
+            line = summary(&mut logins);
             println!(
-                "allocate → SSH login ready ({} runtime, {allocations} runs): {}",
+                "allocate → SSH login ready ({} runtime, --warm-containers {}, {allocations} runs): {line}",
                 self.runtime.as_str(),
-                summary(&mut logins)
+                self.warm,
             );
             println!(
                 "allocate response ({} runtime, {allocations} runs): {}",
@@ -246,18 +291,7 @@ impl Bench {
             );
             println!("  {}", after.detail());
         }
-        Ok(())
-    }
-
-    /// Records the current allocation's id from the miner's state (for cleanup).
-    fn note_allocation(&mut self) {
-        let path = self.state_dir().join("miner.sqlite");
-        if !path.exists() {
-            return;
-        }
-        if let Ok(Some(a)) = StateStore::open(&path).and_then(|s| s.current()) {
-            self.allocation_ids.insert(a.allocation_id);
-        }
+        Ok(line)
     }
 
     fn show_miner_log(&self) {
@@ -289,21 +323,15 @@ impl Bench {
                 }
             }
         }
-        // A run that failed mid-allocation leaves a container the miner would reconcile on its
-        // next start; there is none, so remove it here.
-        self.note_allocation();
-        if self.runtime == Runtime::Docker && !self.allocation_ids.is_empty() {
-            let ids = self.allocation_ids.clone();
+        // The warm container, or one of a run that failed mid-allocation, is left for the
+        // miner's next start to reconcile; there is none, so remove them here.
+        if self.runtime == Runtime::Docker && self.scope.is_some() {
             let removed = self.rt.block_on(async {
-                let docker = DockerRuntime::connect(DockerConfig::default()).await?;
-                let mut removed = 0;
-                for c in docker.list().await? {
-                    if ids.contains(&c.allocation_id) {
-                        docker.remove(&c.id).await?;
-                        removed += 1;
-                    }
+                let (docker, list) = self.containers().await?;
+                for c in &list {
+                    docker.remove(&c.id).await?;
                 }
-                Ok::<_, compute::runtime::RuntimeError>(removed)
+                anyhow::Ok(list.len())
             });
             match removed {
                 Ok(0) => {}

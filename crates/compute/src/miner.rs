@@ -24,10 +24,11 @@ use std::time::Duration;
 use bittensor::axon::{Axon, AxonConfig, AxonHandle, HandlerError, Request};
 use bittensor::subtensor::Subtensor;
 use bittensor::{Clock, Keypair};
+use secrecy::SecretString;
 use tokio::sync::{Mutex, Notify};
 
 use crate::protocol::{Allocate, Specs as SpecsSynapse};
-use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use crate::runtime::{ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
 use crate::specs::Specs;
 use offer::Offer;
 use policy::{CallerPolicy, PolicyConfig};
@@ -36,6 +37,9 @@ use state::{Allocation, Phase, StateStore};
 /// The SN27 version we speak, as the subnet reports it in credentials and
 /// `bt_header_axon_version` (1.8.3 → 183).
 pub const COMPUTE_VERSION_INT: i64 = 183;
+
+/// How long after an allocation the next warm container is made.
+const WARM_AFTER_ALLOCATION: Duration = Duration::from_secs(3);
 
 /// Where the miner learns who is registered and staked.
 #[derive(Debug, Clone)]
@@ -62,6 +66,10 @@ pub struct MinerConfig {
     pub metagraph: MetagraphSource,
     /// What the miner offers beyond SN27 1.8.3 (user ports, images, environment, signed-only).
     pub offer: Offer,
+    /// Keep one container made in advance for the next allocation (`--warm-containers 1`): an
+    /// allocation then only sets the credentials and starts it. Runtimes without warm
+    /// containers (local) ignore it.
+    pub warm_containers: bool,
 }
 
 impl std::fmt::Debug for MinerConfig {
@@ -74,6 +82,7 @@ impl std::fmt::Debug for MinerConfig {
             .field("runtime", &self.runtime.name())
             .field("state_dir", &self.state_dir)
             .field("offer", &self.offer)
+            .field("warm_containers", &self.warm_containers)
             .finish()
     }
 }
@@ -108,6 +117,8 @@ struct Miner {
     busy: Mutex<()>,
     /// Wakes the expiry timer when the allocation changes.
     changed: Notify,
+    /// Whether to keep a warm container ([`MinerConfig::warm_containers`]).
+    warm: bool,
 }
 
 impl std::fmt::Debug for Miner {
@@ -169,8 +180,10 @@ pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
         ssh_bind_ip: cfg.ssh_bind_ip,
         busy: Mutex::new(()),
         changed: Notify::new(),
+        warm: cfg.warm_containers,
     });
     reconcile(&miner).await?;
+    warm_up(&miner, Duration::ZERO);
 
     let policy = Arc::new(CallerPolicy::new(cfg.policy, cfg.netuid));
     let mut tasks = Vec::new();
@@ -290,5 +303,39 @@ async fn end(m: &Miner, a: &Allocation) -> Result<(), MinerError> {
     }
     m.store.clear(&a.allocation_id)?;
     m.changed.notify_one();
+    // The image may have changed while the allocation ran: the next one finds a warm container
+    // of the image as it is now.
+    warm_up(m, Duration::ZERO);
     Ok(())
+}
+
+/// Makes (or keeps) the warm container in the background after `delay`, when the miner keeps
+/// one: at start, after each allocation and after each end. The runtime replaces one made from
+/// an older image.
+fn warm_up(m: &Miner, delay: Duration) {
+    if !m.warm {
+        return;
+    }
+    let runtime = m.runtime.clone();
+    let mut template = ContainerSpec::new("warm", SecretString::from(String::new()), m.ssh_port, m.ssh_bind_ip);
+    template.gpus = m.specs.gpu.count > 0 && !m.specs.simulated;
+    // What a renter who asks for nothing particular gets (SN27's four user ports by default).
+    match m.offer.resolve(&crate::protocol::docker::DockerRequest::default()) {
+        Ok(r) => {
+            template.ssh_container_port = r.ssh_container_port;
+            template.user_ports = r.user_ports;
+        }
+        Err(r) => {
+            tracing::warn!(reason = ?r.reason, "miner: no warm container: the default request resolves to nothing");
+            return;
+        }
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        match runtime.prepare_warm(&template).await {
+            Ok(true) => tracing::debug!("miner: the warm container is ready"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "miner: cannot make the warm container; allocations start cold"),
+        }
+    });
 }

@@ -155,6 +155,19 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// Replaces root's `authorized_keys`.
     fn set_authorized_keys<'a>(&'a self, id: &'a str, keys: &'a [String]) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
-    /// Every container of ours this runtime has, running or not.
+    /// Every container of ours this runtime has, running or not (the warm one included: its
+    /// allocation id starts with [`WARM_PREFIX`] until an allocation takes it).
     fn list(&self) -> BoxFuture<'_, Result<Vec<Container>, RuntimeError>>;
+
+    /// Keeps one machine for specs like `template` made in advance and not started (the warm
+    /// container), so that the next [`Self::start`] it fits only sets the credentials and starts
+    /// it. Replaces one made for another template or an older image; a no-op when the one kept
+    /// still fits. Returns whether this runtime keeps one (the default: it does not).
+    fn prepare_warm<'a>(&'a self, template: &'a ContainerSpec) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+        let _ = template;
+        Box::pin(async { Ok(false) })
+    }
 }
+
+/// The allocation id a warm container carries until an allocation takes it.
+pub const WARM_PREFIX: &str = "warm-";

@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// The container image (needs sshd and the nicompute entrypoint; see images/sshd/README.md).
     #[arg(long, default_value = "nicompute/sshd:bookworm")]
     pub image: String,
+    /// Containers kept created in advance for the next allocation (docker runtime): 1 (one warm
+    /// container, so an allocation only sets the credentials and starts it) or 0 (each
+    /// allocation creates its own).
+    #[arg(long = "warm-containers", env = "NICOMPUTE_WARM_CONTAINERS", value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub warm_containers: u8,
     /// Only these hotkeys may call (comma-separated); empty: anyone registered with stake.
     #[arg(long = "whitelist-hotkeys", value_delimiter = ',')]
     pub whitelist: Vec<String>,
@@ -297,6 +302,7 @@ impl RunArgs {
                 images: self.offer_images.clone(),
                 renter_env: self.renter_env == RenterEnv::Allow,
             },
+            warm_containers: self.warm_containers == 1,
         };
         let handle = miner::spawn(cfg).await.context("starting the miner")?;
         let axon_port = handle.axon_addr().port();

@@ -34,8 +34,11 @@ async fn world() -> Net {
 impl Net {
     /// `nicompute miner run` with a simulated H100, talking to Docker through `docker_host`
     /// when given.
+    /// A miner without a warm container: the crash points below are those of a container created
+    /// per allocation (the warm container's are in compute's `docker_warm` tests).
     async fn spawn_miner(&self, runtime: &str, docker_host: Option<&str>) -> MinerProc {
-        let env: Vec<(&str, &str)> = docker_host.map(|h| ("DOCKER_HOST", h)).into_iter().collect();
+        let mut env: Vec<(&str, &str)> = docker_host.map(|h| ("DOCKER_HOST", h)).into_iter().collect();
+        env.push(("NICOMPUTE_WARM_CONTAINERS", "0"));
         self.w.spawn_miner_with(&self.m, runtime, H100, &env).await
     }
 

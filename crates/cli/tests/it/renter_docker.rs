@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use compute::runtime::docker::DockerRuntime;
+use compute::runtime::docker::{DockerConfig, DockerRuntime};
 use compute::runtime::{ContainerRuntime, ContainerState};
 
 use crate::renter_world::{docker, json, keygen, python, text, World, H100};
@@ -144,6 +144,13 @@ async fn docker_allocation_through_the_renter_cli() {
     let ids = ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for c in containers_of(&docker, &ids).await {
         let _ = docker.remove(&c).await;
+    }
+    // And its warm container (its scope is this test's fresh hotkey: nobody else's).
+    let scoped = DockerConfig { scope: Some(m.key.ss58()), ..crate::common::docker_config() };
+    if let Ok(scoped) = DockerRuntime::connect(scoped).await {
+        for c in scoped.list().await.unwrap_or_default() {
+            let _ = scoped.remove(&c.id).await;
+        }
     }
     if let Ok(w) = Arc::try_unwrap(w) {
         w.chain.shutdown().await;

@@ -329,7 +329,12 @@ async fn start_allocation(m: &Miner, s: &Allocate, requester: &str, key: Option<
     spec.ssh_container_port = resolved.ssh_container_port;
     spec.user_ports = resolved.user_ports;
     spec.host_key = Some(host_key);
-    let container = match m.runtime.start(&spec).await {
+    let started = m.runtime.start(&spec).await;
+    // Whatever happened, the warm container may have been used: make the next one, once the
+    // renter's first login is done (its host keys cost a second of CPU that would compete with
+    // the start of this one).
+    super::warm_up(m, super::WARM_AFTER_ALLOCATION);
+    let container = match started {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(allocation = %allocation.allocation_id, error = %e, "allocation failed to start");

@@ -34,6 +34,9 @@ use super::{
 };
 
 mod tar;
+mod warm;
+
+pub use warm::WARM_LABEL;
 
 /// The image `scripts/build-ssh-image.sh` builds.
 pub const DEFAULT_IMAGE: &str = "nicompute/sshd:bookworm";
@@ -94,6 +97,8 @@ pub struct DockerRuntime {
     restart_policy: RestartPolicyNameEnum,
     ssh_ready_timeout: Duration,
     scope: Option<String>,
+    /// The container made in advance for the next allocation (see `warm`).
+    warm: warm::WarmSlot,
 }
 
 impl DockerRuntime {
@@ -124,6 +129,7 @@ impl DockerRuntime {
             restart_policy,
             ssh_ready_timeout: config.ssh_ready_timeout,
             scope: config.scope,
+            warm: warm::WarmSlot::default(),
         })
     }
 
@@ -180,11 +186,7 @@ impl DockerRuntime {
             bindings.insert(format!("{container}/tcp"), Some(vec![binding]));
         }
         let exposed = bindings.keys().map(|k| (k.clone(), HashMap::new())).collect();
-        let nano_cpus = spec.cpu_count.map(|n| i64::from(n) * 1_000_000_000);
-        let memory =
-            spec.memory_bytes.map(i64::try_from).transpose().map_err(|_| {
-                RuntimeError::Failed("the memory limit does not fit Docker's signed 64-bit field".into())
-            })?;
+        let (nano_cpus, memory) = limits(spec)?;
         let device_requests = spec.gpus.then(|| {
             vec![DeviceRequest {
                 driver: Some(String::new()),
@@ -218,6 +220,9 @@ impl DockerRuntime {
             return Err(RuntimeError::Failed("the root password must be one non-empty line".into()));
         }
         let keys = authorized_keys_file(&spec.authorized_keys)?;
+        if let Some(container) = self.start_warm(spec, password, &keys).await {
+            return Ok(container);
+        }
         let name = format!("{NAME_PREFIX}{}", spec.allocation_id);
         let body = self.create_body(spec)?;
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
@@ -342,7 +347,9 @@ impl DockerRuntime {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // sshd answers ~30 ms after a start once no host key is made at start (the warm
+            // container): poll often enough not to add up to 100 ms to every allocation.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -451,7 +458,14 @@ impl DockerRuntime {
             .into_iter()
             .filter_map(|s| {
                 let id = s.id?;
-                let allocation_id = s.labels.and_then(|mut l| l.remove(ALLOCATION_LABEL)).unwrap_or_default();
+                let mut labels = s.labels.unwrap_or_default();
+                // A warm container keeps its labels when an allocation takes it; its name says whose.
+                let allocation_id = if labels.contains_key(WARM_LABEL) {
+                    let name = s.names.unwrap_or_default().into_iter().next().unwrap_or_default();
+                    name.trim_start_matches('/').strip_prefix(NAME_PREFIX).unwrap_or_default().to_owned()
+                } else {
+                    labels.remove(ALLOCATION_LABEL).unwrap_or_default()
+                };
                 let state = match s.state {
                     Some(ContainerSummaryStateEnum::RUNNING) => ContainerState::Running,
                     Some(ContainerSummaryStateEnum::PAUSED) => ContainerState::Paused,
@@ -469,8 +483,9 @@ impl ContainerRuntime for DockerRuntime {
         "docker"
     }
 
-    /// Creates `nicompute-<allocation id>`, uploads the password and keys, starts it and waits
-    /// for its SSH banner. On any failure the container is removed again.
+    /// Creates `nicompute-<allocation id>` (or takes the warm container when it fits the spec
+    /// and renames it so), uploads the password and keys, starts it and waits for its SSH
+    /// banner. On any failure the container is removed again.
     fn start<'a>(&'a self, spec: &'a ContainerSpec) -> BoxFuture<'a, Result<Container, RuntimeError>> {
         Box::pin(self.start_inner(spec))
     }
@@ -500,6 +515,22 @@ impl ContainerRuntime for DockerRuntime {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Container>, RuntimeError>> {
         Box::pin(self.list_inner())
     }
+
+    /// Creates the warm container (`nicompute-warm-…`, not started) from the image's current id.
+    fn prepare_warm<'a>(&'a self, template: &'a ContainerSpec) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+        Box::pin(self.prepare_warm_inner(template))
+    }
+}
+
+/// Docker's CPU and memory limits for `spec`: (NanoCpus, Memory).
+fn limits(spec: &ContainerSpec) -> Result<(Option<i64>, Option<i64>), RuntimeError> {
+    let nano_cpus = spec.cpu_count.map(|n| i64::from(n) * 1_000_000_000);
+    let memory = spec
+        .memory_bytes
+        .map(i64::try_from)
+        .transpose()
+        .map_err(|_| RuntimeError::Failed("the memory limit does not fit Docker's signed 64-bit field".into()))?;
+    Ok((nano_cpus, memory))
 }
 
 fn unavailable(socket: &std::path::Path, e: &DockerError) -> RuntimeError {

@@ -71,6 +71,7 @@ async fn live_miner(seed: u8, require_signed: bool) -> Live {
         policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
         metagraph: MetagraphSource::Static(stakes),
         offer: Offer { require_signed, ..Offer::default() },
+        warm_containers: true,
     };
     let miner = miner::spawn(cfg).await.expect("miner");
     Live { miner, runtime, hotkey: seed_key(seed).ss58(), _dir: dir }

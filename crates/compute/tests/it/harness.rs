@@ -84,6 +84,7 @@ pub async fn local_miner(
         policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
         metagraph: MetagraphSource::Static(stakes),
         offer: miner::offer::Offer::default(),
+        warm_containers: true,
     };
     (miner::spawn(cfg).await.unwrap(), ssh_port)
 }

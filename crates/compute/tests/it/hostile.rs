@@ -47,6 +47,7 @@ async fn start_miner(state_dir: PathBuf, runtime: Arc<dyn ContainerRuntime>, ssh
         policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
         metagraph: MetagraphSource::Static(stakes),
         offer: miner::offer::Offer::default(),
+        warm_containers: true,
     };
     miner::spawn(cfg).await.expect("miner")
 }

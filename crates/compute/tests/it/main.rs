@@ -8,6 +8,7 @@ mod allocator;
 mod auth;
 mod db;
 mod docker;
+mod docker_warm;
 mod hostile;
 mod local_runtime;
 mod miner;
