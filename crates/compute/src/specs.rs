@@ -142,7 +142,12 @@ impl Specs {
         // cold `list_r`); through a `Value` when that fails, which keeps the last of duplicate
         // keys and words the error as before.
         if text.trim_start().starts_with('{') {
-            if let Ok(specs) = serde_json::from_str::<Self>(text) {
+            // Sections read strictly here; one of the wrong shape sends the whole text down the
+            // tolerant path below.
+            STRICT_SECTIONS.set(true);
+            let direct = serde_json::from_str::<Self>(text);
+            STRICT_SECTIONS.set(false);
+            if let Ok(specs) = direct {
                 return Ok(specs);
             }
         }
@@ -335,11 +340,21 @@ fn detect_gpus(opts: &DetectOptions) -> Vec<NvidiaGpu> {
 
 // ---- tolerant deserialization of Python-made specs ----
 
+thread_local! {
+    /// Set during [`Specs::from_json`]'s first, strict pass (see [`section`]).
+    static STRICT_SECTIONS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// A section (`cpu`, `gpu`, ...): `null`, `{}`, a missing key or a value of the wrong shape all
 /// read as the default, so one odd section does not discard a miner's whole specs.
 fn section<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
-    // serde's untagged buffer (borrowed strings, no ordered map) rather than a `Value` tree: a
-    // cold `list_r` parses a thousand specs.
+    // On `from_json`'s first pass, straight into `T` (a cold `list_r` parses a thousand specs);
+    // a section of the wrong shape then fails that pass, and the tolerant pass below reads it.
+    if STRICT_SECTIONS.get() {
+        return Ok(Option::<T>::deserialize(d)?.unwrap_or_default());
+    }
+    // Tolerant: serde's untagged buffer (borrowed strings, no ordered map), then `T` or the
+    // default.
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Or<T> {
