@@ -7,26 +7,22 @@
 //! the image or ssh/sshpass, each test says "skipped" (a failure under
 //! NICOMPUTE_REQUIRE_DOCKER=1).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bittensor::axon::AxonConfig;
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bollard::query_parameters::InspectContainerOptions;
 use compute::crypto::AllocationKey;
-use compute::miner::policy::PolicyConfig;
 use compute::miner::state::StateStore;
-use compute::miner::{self, MetagraphSource, MinerConfig, MinerHandle};
+use compute::miner::{self, MinerHandle};
 use compute::protocol::Allocate;
 use compute::runtime::docker::{DockerConfig, DockerRuntime, DEFAULT_IMAGE, NAME_PREFIX};
 use compute::runtime::{Container, ContainerRuntime, ContainerState, WARM_PREFIX};
-use compute::specs::SimulatedGpu;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::harness::{docker_config, fixture_key as kp, on_path, skip, ssh_run, Login, PortLease};
+use crate::harness::{docker_config, docker_miner, fixture_key as kp, on_path, skip, ssh_run, Login, PortLease};
 
 const GATE: &str = "NICOMPUTE_REQUIRE_DOCKER";
 
@@ -83,35 +79,7 @@ async fn start_miner(
     ssh: &PortLease,
     warm: bool,
 ) -> MinerHandle {
-    start_miner_with(state_dir, runtime, ssh, warm, miner::offer::Offer::default()).await
-}
-
-async fn start_miner_with(
-    state_dir: PathBuf,
-    runtime: Arc<dyn ContainerRuntime>,
-    ssh: &PortLease,
-    warm: bool,
-    offer: miner::offer::Offer,
-) -> MinerHandle {
-    let stakes: HashMap<String, f32> = [(kp("dendrite_hotkey").ss58(), 5000.0)].into_iter().collect();
-    let sim: SimulatedGpu = "NVIDIA H100 80GB HBM3:81559:1".parse().expect("gpu");
-    let specs =
-        compute::specs::detect(&compute::specs::DetectOptions { simulate_gpu: Some(sim), ..Default::default() }).await;
-    let cfg = MinerConfig {
-        keypair: kp("axon_hotkey"),
-        netuid: 27,
-        axon: AxonConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..AxonConfig::default() },
-        ssh_port: ssh.port(),
-        ssh_bind_ip: "127.0.0.1".parse().expect("ip"),
-        runtime,
-        state_dir,
-        specs,
-        policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
-        metagraph: MetagraphSource::Static(stakes),
-        offer,
-        warm_containers: warm,
-    };
-    miner::spawn(cfg).await.expect("miner")
+    docker_miner(state_dir, runtime, ssh, warm, miner::offer::Offer::default()).await
 }
 
 fn allocate_with(key: &AllocationKey) -> Allocate {
@@ -211,7 +179,7 @@ async fn docker_warm_an_allocation_starts_in_the_warm_container_and_a_new_one_is
     // maps the four by default: the warm container publishes it too.
     let user_port = PortLease::new();
     let offer = miner::offer::Offer { external_ports: vec![user_port.port()], ..miner::offer::Offer::default() };
-    let miner = start_miner_with(state_dir.clone(), rt.clone(), &ssh, true, offer).await;
+    let miner = docker_miner(state_dir.clone(), rt.clone(), &ssh, true, offer).await;
     let renter = Renter::of(&miner);
 
     let first_warm = wait_for_warm(&rt, None).await;

@@ -89,6 +89,36 @@ pub async fn local_miner(
     (miner::spawn(cfg).await.unwrap(), ssh_port)
 }
 
+/// A miner in this process on `runtime` (Docker's, usually), as `axon_hotkey` with an H100, its
+/// SSH port leased for as long as the test holds the lease (Docker publishes it itself); the
+/// `dendrite_hotkey` fixture is its staked caller. `warm`: keep a warm container; `offer`: what
+/// renters may ask beyond SN27's defaults.
+pub async fn docker_miner(
+    state_dir: PathBuf,
+    runtime: std::sync::Arc<dyn compute::runtime::ContainerRuntime>,
+    ssh: &PortLease,
+    warm: bool,
+    offer: compute::miner::offer::Offer,
+) -> compute::miner::MinerHandle {
+    use compute::miner::{self, policy::PolicyConfig, MetagraphSource, MinerConfig};
+    let stakes = [(fixture_key("dendrite_hotkey").ss58(), 5000.0)].into_iter().collect();
+    let cfg = MinerConfig {
+        keypair: fixture_key("axon_hotkey"),
+        netuid: 27,
+        axon: bittensor::axon::AxonConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..Default::default() },
+        ssh_port: ssh.port(),
+        ssh_bind_ip: Ipv4Addr::LOCALHOST.into(),
+        runtime,
+        state_dir,
+        specs: simulated_specs("NVIDIA H100 80GB HBM3:81559:1").await,
+        policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
+        metagraph: MetagraphSource::Static(stakes),
+        offer,
+        warm_containers: warm,
+    };
+    miner::spawn(cfg).await.expect("miner")
+}
+
 // ---- gates ----
 
 /// Whether `var=1` makes a missing tool a failure here (CI sets it).

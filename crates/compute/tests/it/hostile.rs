@@ -3,53 +3,30 @@
 //! it while an allocation starts, and the runtime's own error text kept from callers.
 //! (The axon's resource attacks are in the bittensor crate's `hostile` tests.)
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::strategy::Strategy;
 
-use bittensor::axon::AxonConfig;
 use bittensor::dendrite::{AxonTarget, Dendrite};
 use bittensor::synapse::EMPTY_BODY_HASH;
 use bittensor::Keypair;
 use compute::crypto::AllocationKey;
-use compute::miner::policy::PolicyConfig;
 use compute::miner::state::{Phase, StateStore};
-use compute::miner::{self, MetagraphSource, MinerConfig, MinerHandle};
+use compute::miner::{self, MinerHandle};
 use compute::protocol::Allocate;
 use compute::runtime::docker::{DockerConfig, DockerRuntime, DEFAULT_IMAGE};
 use compute::runtime::local::LocalRuntime;
 use compute::runtime::ContainerRuntime;
-use compute::specs::SimulatedGpu;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{docker_config, fixture_key as kp, skip, PortLease};
+use crate::harness::{docker_config, docker_miner, fixture_key as kp, skip, PortLease};
 
-/// A miner in this process on `runtime`, its SSH port leased for as long as the test holds the
-/// lease (Docker publishes it itself).
+/// A miner in this process on `runtime` (with a warm container where the runtime keeps one).
 async fn start_miner(state_dir: PathBuf, runtime: Arc<dyn ContainerRuntime>, ssh: &PortLease) -> MinerHandle {
-    let stakes: HashMap<String, f32> = [(kp("dendrite_hotkey").ss58(), 5000.0)].into_iter().collect();
-    let sim: SimulatedGpu = "NVIDIA H100 80GB HBM3:81559:1".parse().expect("gpu");
-    let specs =
-        compute::specs::detect(&compute::specs::DetectOptions { simulate_gpu: Some(sim), ..Default::default() }).await;
-    let cfg = MinerConfig {
-        keypair: kp("axon_hotkey"),
-        netuid: 27,
-        axon: AxonConfig { bind: "127.0.0.1:0".parse().expect("addr"), ..AxonConfig::default() },
-        ssh_port: ssh.port(),
-        ssh_bind_ip: "127.0.0.1".parse().expect("ip"),
-        runtime,
-        state_dir,
-        specs,
-        policy: PolicyConfig { min_stake_tao: 1024.0, ..PolicyConfig::default() },
-        metagraph: MetagraphSource::Static(stakes),
-        offer: miner::offer::Offer::default(),
-        warm_containers: true,
-    };
-    miner::spawn(cfg).await.expect("miner")
+    docker_miner(state_dir, runtime, ssh, true, miner::offer::Offer::default()).await
 }
 
 /// A signed `Specs` request as raw HTTP, built the way the SDK builds it: what an attacker on
