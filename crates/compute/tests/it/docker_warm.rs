@@ -22,7 +22,9 @@ use compute::runtime::{Container, ContainerRuntime, ContainerState, WARM_PREFIX}
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::harness::{docker_config, docker_miner, fixture_key as kp, on_path, skip, ssh_run, Login, PortLease};
+use crate::harness::{
+    allocate_with, docker_config, docker_miner, fixture_key as kp, on_path, skip, ssh_run, Login, PortLease,
+};
 
 const GATE: &str = "NICOMPUTE_REQUIRE_DOCKER";
 
@@ -80,18 +82,6 @@ async fn start_miner(
     warm: bool,
 ) -> MinerHandle {
     docker_miner(state_dir, runtime, ssh, warm, miner::offer::Offer::default()).await
-}
-
-fn allocate_with(key: &AllocationKey) -> Allocate {
-    let req = json!({"cpu": {"count": 1}, "gpu": {"count": 1, "capacity": 81920, "type": "h100"},
-                     "hard_disk": {"capacity": 1_073_741_824u64}, "ram": {"capacity": 1_073_741_824u64}});
-    Allocate {
-        timeline: 1,
-        checking: false,
-        public_key: key.public_pem().expect("pem"),
-        device_requirement: req.as_object().cloned().unwrap_or_default(),
-        ..Allocate::default()
-    }
 }
 
 fn deallocate(key: &AllocationKey) -> Allocate {

@@ -119,6 +119,20 @@ pub async fn docker_miner(
     miner::spawn(cfg).await.expect("miner")
 }
 
+/// An allocation request for [`docker_miner`]'s H100 (one GPU, one CPU, 1 GiB of RAM and disk)
+/// under `key`.
+pub fn allocate_with(key: &compute::crypto::AllocationKey) -> compute::protocol::Allocate {
+    let req = serde_json::json!({"cpu": {"count": 1}, "gpu": {"count": 1, "capacity": 81920, "type": "h100"},
+                     "hard_disk": {"capacity": 1_073_741_824u64}, "ram": {"capacity": 1_073_741_824u64}});
+    compute::protocol::Allocate {
+        timeline: 1,
+        checking: false,
+        public_key: key.public_pem().expect("pem"),
+        device_requirement: req.as_object().cloned().unwrap_or_default(),
+        ..compute::protocol::Allocate::default()
+    }
+}
+
 // ---- gates ----
 
 /// Whether `var=1` makes a missing tool a failure here (CI sets it).

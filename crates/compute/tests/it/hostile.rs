@@ -22,7 +22,7 @@ use compute::runtime::ContainerRuntime;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{docker_config, docker_miner, fixture_key as kp, skip, PortLease};
+use crate::harness::{allocate_with, docker_config, docker_miner, fixture_key as kp, skip, PortLease};
 
 /// A miner in this process on `runtime` (with a warm container where the runtime keeps one).
 async fn start_miner(state_dir: PathBuf, runtime: Arc<dyn ContainerRuntime>, ssh: &PortLease) -> MinerHandle {
@@ -125,18 +125,6 @@ impl Drop for Cleanup {
 
 fn scope(tag: &str) -> String {
     format!("test-hostile-{tag}-{}", std::process::id())
-}
-
-fn allocate_with(key: &AllocationKey) -> Allocate {
-    let req = json!({"cpu": {"count": 1}, "gpu": {"count": 1, "capacity": 81920, "type": "h100"},
-                     "hard_disk": {"capacity": 1_073_741_824u64}, "ram": {"capacity": 1_073_741_824u64}});
-    Allocate {
-        timeline: 1,
-        checking: false,
-        public_key: key.public_pem().expect("pem"),
-        device_requirement: req.as_object().cloned().unwrap_or_default(),
-        ..Allocate::default()
-    }
 }
 
 fn reason(a: &Allocate) -> String {
