@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (figures for the issues' targets), beside the Python reference. Not a test.
 #
-#   scripts/bench.sh [all|api|auth|axon|decode|chain|chainwrite|devnet|devnetup|miner|network|renter|demo|wandb|web] [options of that benchmark]
+#   scripts/bench.sh [all|api|auth|axon|decode|keygen|chain|chainwrite|devnet|devnetup|miner|network|renter|demo|wandb|web] [options of that benchmark]
 #   (devnetup and demo: RUNS=N runs per configuration instead of 3 and 5)
 #
 # axon:   64 requests in flight, each freshly signed, server pinned to CPU 0 and the load
@@ -15,6 +15,9 @@
 #         --no-attacks to choose; --duration/--warmup to shorten.
 # auth:   nicompute's signed allocations (docs/signed-allocations.md): one request signed and
 #         verified and its answer signed and verified (sr25519, canonical JSON), per allocation.
+# keygen: the renter's RSA-2048 allocation key, candidates side by side with runs interleaved
+#         (`rsa` serial, `rsa` p and q on two threads, AWS-LC, AWS-LC first of two as `a` does
+#         it; --openssl adds `openssl genrsa 2048`), p50/p90/max/mean over --iterations (60).
 # decode: SCALE decoding of a real 1024-neuron finney metagraph (fixture 01).
 # chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
 # chainwrite: on the real Subtensor runtime (chopsticks, Instant blocks): `nicompute subnet register`
@@ -56,6 +59,7 @@ bench=target/release/nicompute-bench
 case "$what" in
   axon) scripts/python-peers.sh && exec "$bench" axon "$@" ;;
   auth) exec "$bench" auth "$@" ;;
+  keygen) exec "$bench" keygen "$@" ;;
   decode) exec "$bench" decode "$@" ;;
   chain) exec "$bench" chain "$@" ;;
   chainwrite) scripts/python-peers.sh && scripts/chain-runtime.sh install && exec "$bench" chainwrite "$@" ;;

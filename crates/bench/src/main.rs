@@ -21,6 +21,7 @@ mod chain;
 mod chainwrite;
 mod decode;
 mod devnet;
+mod keygen;
 mod miner;
 mod renter;
 mod wandb;
@@ -52,6 +53,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// RSA-2048 allocation-key generation: the candidates side by side, runs interleaved.
+    Keygen {
+        #[arg(long, default_value_t = 60)]
+        iterations: usize,
+        /// Also `openssl genrsa 2048`, process start included, where openssl is installed.
+        #[arg(long)]
+        openssl: bool,
+    },
     /// A devnet metagraph of N neurons over a new WebSocket/HTTP connection each time.
     Chain {
         #[arg(long, default_value_t = 256)]
@@ -251,6 +260,7 @@ fn main() -> Result<()> {
         Cmd::ServeAxon { port, bare } => serve_axon(port, bare),
         Cmd::Attack { addr, axon_hotkey, kind } => attack::run(addr, &axon_hotkey, kind),
         Cmd::Auth { iterations } => auth::run(iterations),
+        Cmd::Keygen { iterations, openssl } => keygen::run(iterations, openssl),
         Cmd::VerifyCeiling => {
             let (wall, cpu) = verify_ceiling();
             println!("{}", json!({ "verifications_per_s": wall, "verifications_per_cpu_s": cpu }));

@@ -330,45 +330,13 @@ impl Net {
         let out = self.cli(&ws_url, &["d", &hotkey, "-y", "--json"])?;
         ensure!(out.status.success(), "d after --explain failed: {}", String::from_utf8_lossy(&out.stderr));
 
-        // Where `a`'s time goes: the RSA-2048 key it needs for the miner's answer (made while the
-        // checks run, awaited at the first "yes"), generated here the same way.
-        // Both ways side by side: `rsa`'s own (one prime after the other) and ours (p and q
-        // searched for at once on two threads), alternating so that the machine's load falls on
-        // both alike; plus the system OpenSSL's CLI (`openssl genrsa 2048`, constant-time C; its
-        // process start included) where it is installed.
-        let mut serial = Vec::new();
-        let mut parallel = Vec::new();
-        for _ in 0..KEYGEN_RUNS {
-            let t = Instant::now();
-            AllocationKey::generate_serial()?;
-            serial.push(t.elapsed());
-            let t = Instant::now();
-            AllocationKey::generate()?;
-            parallel.push(t.elapsed());
-        }
-        for (label, mut times) in [
-            ("RSA-2048 key generation, rsa 0.9 RsaPrivateKey::new (before)", serial),
-            ("RSA-2048 key generation, p and q at once (what `a` uses)", parallel),
-        ] {
-            let (k50, k90, kmax) = pcts(&mut times);
-            let text = format!("p50 {k50:.0} ms, p90 {k90:.0} ms, max {kmax:.0} ms ({KEYGEN_RUNS} runs)");
-            println!("{label}: {text}");
-            rows.push(Row::new(format!("  {label}"), text, "-", None));
-        }
-        let mut openssl = Vec::new();
-        for _ in 0..KEYGEN_RUNS {
-            let t = Instant::now();
-            match Command::new("openssl").args(["genrsa", "2048"]).stdout(Stdio::null()).stderr(Stdio::null()).status()
-            {
-                Ok(s) if s.success() => openssl.push(t.elapsed()),
-                _ => break,
-            }
-        }
-        if openssl.len() == KEYGEN_RUNS {
-            let (k50, k90, kmax) = pcts(&mut openssl);
-            let text = format!("p50 {k50:.0} ms, p90 {k90:.0} ms, max {kmax:.0} ms ({KEYGEN_RUNS} runs)");
-            println!("RSA-2048 key generation, `openssl genrsa 2048` (reference): {text}");
-            rows.push(Row::new("  RSA-2048, openssl genrsa 2048 (reference)", text, "-", None));
+        // Where `a`'s time goes: the RSA-2048 key it needs for the miner's answer (started when
+        // `a` starts, awaited at the first "yes"): the candidates side by side
+        // (`nicompute-bench keygen`), with the system OpenSSL's CLI where it is installed.
+        for (name, f) in crate::keygen::measure(KEYGEN_RUNS, true)? {
+            let text = format!("p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms ({KEYGEN_RUNS} runs)", f.p50, f.p90, f.max);
+            println!("RSA-2048 key generation, {name}: {text}");
+            rows.push(Row::new(format!("  RSA-2048 keygen, {name}"), text, "-", None));
         }
 
         // 2. SN27 register.py's check phase with the real Python SDK.

@@ -8,22 +8,26 @@
 //! `neurons/RSAEncryption.py` (python `cryptography`) does it: OAEP with SHA-256 and MGF1-SHA-256,
 //! empty label, standard base64 with padding, PEM with LF line endings and a trailing newline.
 //!
-//! Side channels: decryption uses the `rsa` crate 0.9, whose private-key operation is not
-//! constant-time (RUSTSEC-2023-0071, "Marvin"). The keys here are throwaway, one per allocation,
-//! and decryption happens on the requester's machine on a single miner answer, which leaves an
-//! attacker no oracle to query repeatedly.
+//! Two libraries, each where it is strongest:
+//! - the requester's private key lives in AWS-LC (`aws-lc-rs`): key generation and OAEP
+//!   decryption are constant-time there (the `rsa` crate's private-key operation is not,
+//!   RUSTSEC-2023-0071 "Marvin"), and its key generation is about twice as fast here;
+//! - public keys, the miner's encryption and PEM parsing stay with the `rsa` crate, which
+//!   handles no secret and reads every PEM form SN27's Python accepts.
 
 use std::fmt;
 
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rsa::{KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA256_MGF1SHA256};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use num_bigint_dig::RandPrime as _;
 use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
+use rsa::pkcs8::der::pem;
 use rsa::pkcs8::der::zeroize::Zeroizing;
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, LineEnding};
 use rsa::rand_core::OsRng;
 use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, Oaep, RsaPrivateKey, RsaPublicKey};
+use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 
 pub mod credentials;
@@ -34,10 +38,6 @@ pub use self::reserve::KeyReserve;
 
 /// Bits of the keys SN27's requesters generate.
 pub const KEY_BITS: usize = 2048;
-/// The public exponent of the keys we generate (Python `cryptography`'s and SN27's).
-const PUBLIC_EXPONENT: u32 = 65537;
-/// Prime pairs drawn before [`AllocationKey::generate`] gives up (a refused pair is rare).
-const KEYGEN_ATTEMPTS: usize = 8;
 /// Smallest key this module accepts: SN27 uses 2048; anything smaller is refused.
 pub const MIN_KEY_BITS: usize = 2048;
 /// Largest key this module accepts (bounds the cost of key operations on untrusted input).
@@ -129,50 +129,26 @@ pub fn allocation_key_b64(public_pem: &str) -> String {
 }
 
 /// A requester's per-allocation RSA private key. Generated fresh for each allocation; its
-/// public PEM goes to the miner, which encrypts the credentials to it.
+/// public PEM goes to the miner, which encrypts the credentials to it. The key lives in AWS-LC
+/// memory, which is wiped when the last clone is dropped.
 #[derive(Clone)]
 pub struct AllocationKey {
-    key: RsaPrivateKey,
+    key: PrivateDecryptingKey,
 }
 
 impl fmt::Debug for AllocationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AllocationKey").field("bits", &(self.key.size() * 8)).finish_non_exhaustive()
+        f.debug_struct("AllocationKey").field("bits", &self.bits()).finish_non_exhaustive()
     }
 }
 
 impl AllocationKey {
-    /// A fresh RSA-2048 key (e = 65537) from the operating system's random source.
-    ///
-    /// The two 1024-bit primes are searched for at once, one on a second thread: the search is
-    /// nearly all of the time and the two are independent, so on two idle cores this halves it.
-    /// The primes come from the same generator `RsaPrivateKey::new` uses (`num-bigint-dig`,
-    /// top two bits set, so `n` has exactly 2048 bits), and `RsaPrivateKey::from_p_q` builds and
-    /// validates the key; a pair it refuses (p = q, or e not invertible) is drawn again.
+    /// A fresh RSA-2048 key (e = 65537) made by AWS-LC, in constant time, from the operating
+    /// system's random source. It takes tens of milliseconds and varies widely from key to key;
+    /// [`KeyReserve`] takes it off an allocation's critical path.
     pub fn generate() -> Result<Self, CryptoError> {
-        let e = BigUint::from(PUBLIC_EXPONENT);
-        let mut last = String::new();
-        for _ in 0..KEYGEN_ATTEMPTS {
-            let (p, q) = std::thread::scope(|s| {
-                let other = s.spawn(|| OsRng.gen_prime(KEY_BITS / 2));
-                let q = OsRng.gen_prime(KEY_BITS / 2);
-                (other.join(), q)
-            });
-            let p = p.map_err(|_| CryptoError::KeyGeneration("the prime search thread panicked".into()))?;
-            match RsaPrivateKey::from_p_q(p, q, e.clone()) {
-                Ok(key) if key.n().bits() == KEY_BITS => return Ok(Self { key }),
-                Ok(key) => last = format!("a {}-bit modulus", key.n().bits()),
-                Err(err) => last = err.to_string(),
-            }
-        }
-        Err(CryptoError::KeyGeneration(format!("no valid key in {KEYGEN_ATTEMPTS} draws (last: {last})")))
-    }
-
-    /// A fresh RSA-2048 key made as `rsa`'s own `RsaPrivateKey::new` makes it (one prime after
-    /// the other, on the calling thread): the reference the benchmark compares [`Self::generate`]
-    /// with.
-    pub fn generate_serial() -> Result<Self, CryptoError> {
-        let key = RsaPrivateKey::new(&mut OsRng, KEY_BITS).map_err(|e| CryptoError::KeyGeneration(e.to_string()))?;
+        let key = PrivateDecryptingKey::generate(KeySize::Rsa2048)
+            .map_err(|_| CryptoError::KeyGeneration("AWS-LC could not make an RSA-2048 key".into()))?;
         Ok(Self { key })
     }
 
@@ -180,7 +156,8 @@ impl AllocationKey {
     /// (`BEGIN RSA PRIVATE KEY`). Encrypted PEMs are not supported.
     pub fn from_private_pem(pem: &str) -> Result<Self, CryptoError> {
         let pem = pem.trim();
-        let key = if pem.starts_with("-----BEGIN RSA PRIVATE KEY-----") {
+        // `rsa` reads both forms and says what is wrong with a bad one; AWS-LC gets PKCS#8.
+        let parsed = if pem.starts_with("-----BEGIN RSA PRIVATE KEY-----") {
             RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| malformed("private", e))?
         } else if pem.starts_with("-----BEGIN PRIVATE KEY-----") {
             RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| malformed("private", e))?
@@ -190,35 +167,52 @@ impl AllocationKey {
                 reason: "expected an unencrypted \"-----BEGIN PRIVATE KEY-----\" block".into(),
             });
         };
-        check_size(key.size() * 8)?;
+        check_size(parsed.size() * 8)?;
+        let der = parsed.to_pkcs8_der().map_err(|e| CryptoError::Encoding(e.to_string()))?;
+        let key = PrivateDecryptingKey::from_pkcs8(der.as_bytes()).map_err(|e| malformed("private", e))?;
         Ok(Self { key })
     }
 
     /// Key size in bits.
     pub fn bits(&self) -> usize {
-        self.key.size() * 8
+        self.key.key_size_bits()
     }
 
     /// The public key as SubjectPublicKeyInfo PEM, LF line endings, 64-character lines and a
     /// trailing newline: the bytes Python `cryptography` produces with
     /// `public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)`.
     pub fn public_pem(&self) -> Result<String, CryptoError> {
-        self.key.to_public_key().to_public_key_pem(LineEnding::LF).map_err(|e| CryptoError::Encoding(e.to_string()))
+        let der = self
+            .key
+            .public_key()
+            .as_der()
+            .map_err(|_| CryptoError::Encoding("AWS-LC could not encode the public key".into()))?;
+        pem::encode_string("PUBLIC KEY", LineEnding::LF, der.as_ref()).map_err(|e| CryptoError::Encoding(e.to_string()))
     }
 
     /// The private key as unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`), wiped from memory on drop.
     pub fn private_pem(&self) -> Result<Zeroizing<String>, CryptoError> {
-        self.key.to_pkcs8_pem(LineEnding::LF).map_err(|e| CryptoError::Encoding(e.to_string()))
+        let der =
+            self.key.as_der().map_err(|_| CryptoError::Encoding("AWS-LC could not encode the private key".into()))?;
+        let der = Zeroizing::new(der.as_ref().to_vec());
+        pem::encode_string("PRIVATE KEY", LineEnding::LF, &der)
+            .map(Zeroizing::new)
+            .map_err(|e| CryptoError::Encoding(e.to_string()))
     }
 
     /// Decrypts a base64 RSA-OAEP-SHA256 ciphertext (a miner's `info`) to its plaintext bytes.
     pub fn decrypt_b64(&self, ciphertext_b64: &str) -> Result<Vec<u8>, CryptoError> {
         let ciphertext = B64.decode(ciphertext_b64.trim()).map_err(|e| CryptoError::BadBase64(e.to_string()))?;
-        let expected = self.key.size();
+        let expected = self.key.key_size_bytes();
         if ciphertext.len() != expected {
             return Err(CryptoError::WrongCiphertextLength { len: ciphertext.len(), bits: self.bits(), expected });
         }
-        self.key.decrypt(oaep(), &ciphertext).map_err(|_| CryptoError::NotForThisKey)
+        let oaep = OaepPrivateDecryptingKey::new(self.key.clone()).map_err(|_| CryptoError::NotForThisKey)?;
+        let mut out = Zeroizing::new(vec![0u8; oaep.min_output_size()]);
+        let plain = oaep
+            .decrypt(&OAEP_SHA256_MGF1SHA256, &ciphertext, &mut out, None)
+            .map_err(|_| CryptoError::NotForThisKey)?;
+        Ok(plain.to_vec())
     }
 
     /// Decrypts and parses a miner's `info` field.
@@ -231,6 +225,8 @@ impl AllocationKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    use rsa::BigUint;
     use secrecy::{ExposeSecret, SecretString};
     use std::path::PathBuf;
 
@@ -387,7 +383,11 @@ mod tests {
 
         // PKCS#1 public keys are accepted, like Python's load_pem_public_key does.
         let key = fixture_key();
-        let pkcs1 = rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_pem(&key.key.to_public_key(), LineEnding::LF).unwrap();
+        let pkcs1 = rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_pem(
+            &parse_public_pem(&key.public_pem().unwrap()).unwrap(),
+            LineEnding::LF,
+        )
+        .unwrap();
         let ct = encrypt_b64(&pkcs1, b"pkcs1").unwrap();
         assert_eq!(key.decrypt_b64(&ct).unwrap(), b"pkcs1");
     }
