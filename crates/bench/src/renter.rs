@@ -260,7 +260,10 @@ impl Net {
 
         // 1. `a`, cold, N times.
         println!("`nicompute a` on 32 candidates ({LIVE} live, {BLACK_HOLES} black holes, {DEAD} refusing):");
-        println!("{:>4} {:>13} {:>14} {:>10} {:>10}  miner", "run", "a (exec→exit)", "a (allocator)", "ssh ready", "d");
+        println!(
+            "{:>4} {:>13} {:>14} {:>30} {:>10} {:>10}  miner",
+            "run", "a (exec→exit)", "a (allocator)", "yes/key wait/allocate/ssh", "ssh ready", "d"
+        );
         let mut times = Vec::new();
         for i in 1..=opts.runs {
             let t0 = Instant::now();
@@ -282,8 +285,10 @@ impl Net {
             ensure!(out.status.success(), "d (run {i}) failed: {}", String::from_utf8_lossy(&out.stderr));
             let d: Value = serde_json::from_slice(&out.stdout).context("d --json")?;
             ensure!(d[0]["result"] == "released", "d (run {i}): {d}");
+            let t = &v["timings_ms"];
+            let parts = format!("{}/{}/{}/{} ms", t["check"], t["key"], t["allocate"], t["ssh"]);
             println!(
-                "{i:>4} {:>10.0} ms {:>11} ms {:>10} {:>7.0} ms  {}",
+                "{i:>4} {:>10.0} ms {:>11} ms {parts:>30} {:>10} {:>7.0} ms  {}",
                 ms(took),
                 v["elapsed_ms"],
                 v["ssh_ready"],

@@ -215,8 +215,26 @@ struct AllocatedView<'a> {
     host_key: Option<String>,
     expires_in: String,
     elapsed_ms: u128,
+    /// Where `elapsed_ms` went: the first yes, the wait for the allocation key after it, the
+    /// allocate request, the wait for the SSH banner (milliseconds).
+    timings_ms: TimingsView,
     #[serde(skip_serializing_if = "Option::is_none")]
     explain: Option<Vec<ExplainView<'a>>>,
+}
+
+#[derive(Debug, Serialize)]
+struct TimingsView {
+    check: f64,
+    key: f64,
+    allocate: f64,
+    ssh: f64,
+}
+
+impl From<&compute::allocator::Timings> for TimingsView {
+    fn from(t: &compute::allocator::Timings) -> Self {
+        let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        Self { check: ms(t.check), key: ms(t.key), allocate: ms(t.allocate), ssh: ms(t.ssh) }
+    }
 }
 
 /// A verdict with, when the miner refused our hotkey itself, what to do about it.
@@ -319,6 +337,7 @@ fn show(out: &mut Output, a: &Allocated, with_explain: bool, now: u64) {
         host_key: a.host_key.as_deref().map(compute::sshexec::fingerprint),
         expires_in: crate::duration::human_duration_ms(i128::from(a.expires_ms) - i128::from(now)),
         elapsed_ms: a.timings.total.as_millis(),
+        timings_ms: TimingsView::from(&a.timings),
         explain: with_explain.then(|| explain_views(&a.explain)),
     };
     out.result(&view, |o| {

@@ -130,6 +130,8 @@ pub enum Stage {
 pub struct Timings {
     /// From the start until the allocated miner said yes to its check.
     pub check: Duration,
+    /// Waiting for the allocation key after the first yes (zero when it was ready).
+    pub key: Duration,
     /// The successful allocate request.
     pub allocate: Duration,
     /// Waiting for the SSH banner.

@@ -73,10 +73,12 @@ pub async fn allocate(
         run.attempts += 1;
         let cand = &candidates[i];
         progress(Stage::Allocating { hotkey: cand.hotkey.clone(), attempt: run.attempts });
+        let key_started = Instant::now();
         let key = match KeyReserve::global().take().await {
             Ok(k) => k,
             Err(e) => return Err(run.fail(&candidates, excluded, AllocateFailure::KeyGeneration(e.to_string()))),
         };
+        let key_wait = key_started.elapsed();
         let ctx = Attempt { dendrite, cand, key: &key, requirement: &requirement, opts, store };
         match ctx.run().await {
             Ok((mut record, allocate_time)) => {
@@ -88,6 +90,7 @@ pub async fn allocate(
                 run.verdicts[i] = Some(Verdict::Allocated);
                 record.timings = Timings {
                     check: run.answered_at[i].unwrap_or_default(),
+                    key: key_wait,
                     allocate: allocate_time,
                     ssh: Duration::ZERO,
                     total: Duration::ZERO,
