@@ -445,16 +445,20 @@ impl Renter {
     }
 
     /// Asks every serving miner for its specs, `concurrency` at a time, and records the answers
-    /// (and the failures, for SN27's `no_specs_count`). `progress` gets (done, total).
+    /// (and the failures, for SN27's `no_specs_count`). `timeout` is the whole sync's: it
+    /// counts from this call (the metagraph read included), and every answer is due by then.
+    /// A miner not asked before it (more miners than `concurrency` allows in the time) is
+    /// reported and not counted against. `progress` gets (done, total).
     pub async fn sync(
         &self,
         timeout: Duration,
         concurrency: usize,
         progress: &(dyn Fn(usize, usize) + Send + Sync),
     ) -> Result<SyncReport, RenterError> {
+        let deadline = Instant::now() + timeout;
         let mg = self.metagraph().await?;
         let signers = self.db.signers()?;
-        let results = allocator::sync_specs(&self.dendrite, &mg, timeout, concurrency, &signers, progress).await;
+        let results = allocator::sync_specs(&self.dendrite, &mg, deadline, concurrency, &signers, progress).await;
         let now = self.db.clock().now_ms();
         let mut failed = Vec::new();
         let mut signed = 0;
@@ -467,10 +471,13 @@ impl Renter {
         let mut errors = failed.iter();
         let outcomes: Vec<crate::db::SyncOutcome<'_>> = results
             .iter()
-            .map(|(hotkey, r)| match r {
-                Ok(specs) => crate::db::SyncOutcome::Specs { hotkey, json: &specs.json, signed: specs.signed },
-                Err(_) => {
-                    crate::db::SyncOutcome::NoSpecs { hotkey, error: errors.next().map_or("", |(_, why)| why.as_str()) }
+            .filter_map(|(hotkey, r)| match r {
+                Ok(specs) => Some(crate::db::SyncOutcome::Specs { hotkey, json: &specs.json, signed: specs.signed }),
+                Err(e) => {
+                    let why = errors.next().map_or("", |(_, why)| why.as_str());
+                    // Not asked is our shortfall, not the miner's.
+                    (!matches!(e, allocator::SpecsError::NotSent))
+                        .then_some(crate::db::SyncOutcome::NoSpecs { hotkey, error: why })
                 }
             })
             .collect();

@@ -20,11 +20,12 @@ use crate::output::{table, Output};
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Time allowed for each miner's answer.
+    /// The sync's deadline, from its start: every miner's answer is due by then (all are asked
+    /// at once, up to --concurrency).
     #[arg(long, value_parser = parse_duration, default_value = "12s")]
     pub timeout: Duration,
-    /// Miners asked at once.
-    #[arg(long, default_value_t = 64)]
+    /// Miners asked at once (256 asks a whole subnet together).
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
     /// Forget that these miners sign their answers (comma-separated), then sync.
     #[arg(long = "forget-signer", value_name = "HOTKEY", value_delimiter = ',')]

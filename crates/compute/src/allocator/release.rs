@@ -4,7 +4,7 @@
 //! allocation made with signed answers accepts only signed answers about it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bittensor::dendrite::{AxonTarget, Dendrite, Response};
 use bittensor::subtensor::metagraph::Metagraph;
@@ -100,7 +100,7 @@ pub enum SpecsError {
     Empty,
     #[error("unreadable specs: {0}")]
     Unreadable(String),
-    #[error("the request was not sent (sync was stopped)")]
+    #[error("not asked: the sync's deadline passed before its turn (raise --concurrency or --timeout)")]
     NotSent,
 }
 
@@ -166,13 +166,15 @@ pub struct SyncedSpecs {
     pub signed: bool,
 }
 
-/// Asks every serving axon of `metagraph` for its specs, `concurrency` at a time; `progress`
-/// gets (done, total) after each answer. Results in uid order: the `specs_output` JSON text when
-/// it parses as specs, else why not. `signers` are the miners whose answers must be signed.
+/// Asks every serving axon of `metagraph` for its specs, `concurrency` at a time, all answers
+/// due by `deadline` (a miner whose turn comes after it is not asked: [`SpecsError::NotSent`]);
+/// `progress` gets (done, total) after each answer. Results in uid order: the `specs_output`
+/// JSON text when it parses as specs, else why not. `signers` are the miners whose answers must
+/// be signed.
 pub async fn sync_specs(
     dendrite: &Dendrite,
     metagraph: &Metagraph,
-    timeout: Duration,
+    deadline: Instant,
     concurrency: usize,
     signers: &std::collections::HashSet<String>,
     progress: &(dyn Fn(usize, usize) + Send + Sync),
@@ -193,7 +195,11 @@ pub async fn sync_specs(
             let Ok(_permit) = limit.acquire_owned().await else {
                 return (i, Err(SpecsError::NotSent));
             };
-            let (r, auth) = signed::call(&dendrite, &target, SpecsSynapse::default(), timeout).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (i, Err(SpecsError::NotSent));
+            }
+            let (r, auth) = signed::call(&dendrite, &target, SpecsSynapse::default(), left).await;
             (i, specs_result(&r, &auth, expected))
         });
     }

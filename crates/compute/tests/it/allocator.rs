@@ -563,7 +563,9 @@ async fn sync_specs_asks_every_serving_axon() {
         move |done: usize, total: usize| seen.lock().expect("lock").push((done, total))
     };
     let signers = HashSet::new();
-    let results = allocator::sync_specs(&d, &mg, Duration::from_secs(10), 2, &signers, &progress).await;
+    let results =
+        allocator::sync_specs(&d, &mg, std::time::Instant::now() + Duration::from_secs(10), 2, &signers, &progress)
+            .await;
     let hotkeys: Vec<&str> = results.iter().map(|(h, _)| h.as_str()).collect();
     assert_eq!(
         hotkeys,
@@ -583,6 +585,30 @@ async fn sync_specs_asks_every_serving_axon() {
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 4);
     assert_eq!(seen.last(), Some(&(4, 4)));
+}
+
+/// One deadline for the whole sync: a black hole holding the only slot until the deadline
+/// leaves the next miner unasked, which is reported as such (and not as the miner's failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_specs_has_one_deadline_and_says_who_was_not_asked() {
+    let d = Dendrite::new(dendrite_key());
+    let live = live_miner(1, H100).await;
+    let (hole_port, _hole) = black_hole().await;
+    let hole = key(72).ss58();
+    let mg = metagraph(&[(hole.clone(), hole_port, true), (live.hotkey.clone(), live.port, true)]);
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    let results = allocator::sync_specs(&d, &mg, deadline, 1, &HashSet::new(), &|_, _| {}).await;
+    assert_eq!(results[0].0, hole);
+    assert!(matches!(&results[0].1, Err(allocator::SpecsError::NoAnswer(_))), "{:?}", results[0].1);
+    assert_eq!(results[1].0, live.hotkey);
+    match &results[1].1 {
+        Err(e @ allocator::SpecsError::NotSent) => assert!(e.to_string().contains("raise --concurrency"), "{e}"),
+        other => panic!("the live miner's turn came after the deadline: {other:?}"),
+    }
+    // With a slot each, both are asked at once and the live one answers.
+    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    let results = allocator::sync_specs(&d, &mg, deadline, 2, &HashSet::new(), &|_, _| {}).await;
+    assert!(results[1].1.is_ok(), "{:?}", results[1].1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -503,7 +503,7 @@ async fn first_sync(
 ) -> anyhow::Result<SyncReport> {
     let db = std::sync::Arc::new(compute::db::ComputeDb::open(layout.db())?);
     let quiet = |_: usize, _: usize| {};
-    sync_specs(db, chain, validator, state.netuid, Duration::from_secs(5), 64, &quiet).await
+    sync_specs(db, chain, validator, state.netuid, Duration::from_secs(5), 256, &quiet).await
 }
 
 /// Owner-only permissions on the devnet directory (it holds keys).
