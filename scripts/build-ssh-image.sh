@@ -5,7 +5,8 @@
 #
 #   scripts/build-ssh-image.sh [--force] [IMAGE]      (IMAGE default: nicompute/sshd:bookworm)
 #
-# Idempotent: does nothing when IMAGE already exists, unless --force. Needs root (debootstrap)
+# Idempotent: does nothing when IMAGE already exists and was built from the same images/sshd/
+# files and script (its io.nicompute.image.source label), unless --force. Needs root (debootstrap)
 # and a Docker daemon (scripts/docker-up.sh starts one). The first build takes minutes; progress
 # goes to stderr. Environment: NICOMPUTE_DEBIAN_MIRROR (default: debootstrap's own),
 # NICOMPUTE_BUILD_DIR (default target/sshd-image; deleted after the import).
@@ -41,9 +42,15 @@ if ! docker info >/dev/null 2>&1; then
     exit 1
 fi
 
+# What the image is built from: a changed entrypoint, sshd config or script means a rebuild.
+SOURCE=$(cat "$SRC/entrypoint.sh" "$SRC/sshd_config" "$0" | sha256sum | cut -c1-16)
 if [ "$FORCE" -eq 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    log "$IMAGE already exists; nothing to do (--force rebuilds it)"
-    exit 0
+    built_from=$(docker image inspect --format '{{ index .Config.Labels "io.nicompute.image.source" }}' "$IMAGE" 2>/dev/null || true)
+    if [ "$built_from" = "$SOURCE" ]; then
+        log "$IMAGE already exists, built from these sources; nothing to do (--force rebuilds it)"
+        exit 0
+    fi
+    log "$IMAGE was built from other sources (${built_from:-unlabelled}); rebuilding it"
 fi
 
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -95,6 +102,8 @@ $SUDO tar -C "$ROOTFS" --numeric-owner --exclude='./dev/*' --exclude='./proc/*' 
         --change 'ENTRYPOINT ["/usr/local/bin/nicompute-entrypoint"]' \
         --change 'EXPOSE 22' \
         --change 'LABEL io.nicompute.image=sshd' \
+        --change 'LABEL io.nicompute.await-credentials=1' \
+        --change "LABEL io.nicompute.image.source=$SOURCE" \
         --message "nicompute sshd image (debootstrap bookworm minbase + openssh-server)" \
         - "$IMAGE" >/dev/null
 

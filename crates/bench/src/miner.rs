@@ -7,8 +7,8 @@
 //! dendrite and prints, per run and as p50/p90/max, the time from sending `Allocate` to its
 //! response and to the first successful password login over SSH (`ssh … true`). It does so once
 //! per `--warm-containers` value (0 then 1 by default): with 1 it waits before each allocation
-//! until the miner's warm container exists (a real miner has minutes between allocations; the
-//! bench has none) and says per run whether the allocation found one.
+//! until the miner's warm container is ready, parked where the image allows it (a real miner has
+//! minutes between allocations; the bench has none), and says per run what the allocation found.
 //!
 //! Whatever happens, it stops the miner (SIGTERM), removes the containers of its miner (those
 //! labelled with the miner's fresh hotkey, the warm one included: another miner's or test's
@@ -135,20 +135,26 @@ impl Bench {
     }
 
     /// With a warm container kept: waits (up to 10 s) until the miner has made one; whether it has.
-    fn wait_for_warm(&self) -> Result<bool> {
+    /// Waits until the miner's warm container is ready, as it is when an allocation comes long
+    /// after the last one: parked (paused) when the image allows it, else created. Says which,
+    /// or "cold" when there is none within 10 s.
+    fn wait_for_warm(&self) -> Result<&'static str> {
         if self.runtime != Runtime::Docker || self.warm == 0 {
-            return Ok(false);
+            return Ok("cold");
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = Instant::now();
         loop {
             let (_, list) = self.rt.block_on(self.containers())?;
-            if list.iter().any(|c| c.allocation_id.starts_with(compute::runtime::WARM_PREFIX)) {
-                return Ok(true);
+            let warm = list.iter().find(|c| c.allocation_id.starts_with(compute::runtime::WARM_PREFIX));
+            match warm.map(|c| c.state) {
+                Some(compute::runtime::ContainerState::Paused) => return Ok("parked"),
+                // Created and not parked for 5 s: the image does not promise the parked start.
+                Some(compute::runtime::ContainerState::Stopped) if started.elapsed() > Duration::from_secs(5) => {
+                    return Ok("created")
+                }
+                _ if started.elapsed() > Duration::from_secs(10) => return Ok("cold"),
+                _ => std::thread::sleep(Duration::from_millis(20)),
             }
-            if Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -264,7 +270,7 @@ impl Bench {
                 ms(response),
                 ms(login),
                 ms(gone),
-                if warm { "warm" } else { "created" },
+                warm,
                 if attempts == 1 { "" } else { "s" }
             );
             responses.push(response);

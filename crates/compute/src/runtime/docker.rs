@@ -36,6 +36,17 @@ use super::{
 mod tar;
 mod warm;
 
+/// How a provisioned container is set going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Launch {
+    /// A container of any image: its entrypoint applies the credentials at first start.
+    Start,
+    /// A warm container whose entrypoint waits for `go` (made while a port was taken).
+    StartAwaiting,
+    /// A parked warm container: started and paused in advance, waiting for `go`.
+    Unpause,
+}
+
 pub use warm::WARM_LABEL;
 
 /// The image `scripts/build-ssh-image.sh` builds.
@@ -258,6 +269,19 @@ impl DockerRuntime {
 
     /// Uploads the secrets, starts the container and waits for sshd.
     async fn provision(&self, id: &str, spec: &ContainerSpec, password: &str, keys: &str) -> Result<(), RuntimeError> {
+        self.provision_as(id, spec, password, keys, Launch::Start).await
+    }
+
+    /// [`Self::provision`] for a container that waits for its credentials (`warm`'s parked
+    /// start): `go` is uploaded last, and a parked one is unpaused instead of started.
+    async fn provision_as(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        password: &str,
+        keys: &str,
+        launch: Launch,
+    ) -> Result<(), RuntimeError> {
         let mut tar = TarBuilder::new();
         tar.dir("run/nicompute", 0o700);
         tar.file(CHPASSWD_PATH.trim_start_matches('/'), 0o600, format!("root:{password}\n").as_bytes());
@@ -276,9 +300,19 @@ impl DockerRuntime {
                 format!("{public}\n").as_bytes(),
             );
         }
+        if launch != Launch::Start {
+            // The last entry, so the waiting entrypoint finds everything else in place.
+            tar.file(warm::GO_PATH.trim_start_matches('/'), 0o600, b"");
+        }
         self.upload(id, tar.finish()).await?;
 
-        if let Err(e) = self.docker.start_container(id, None::<StartContainerOptions>).await {
+        let started = match launch {
+            Launch::Unpause => self.docker.unpause_container(id).await,
+            Launch::Start | Launch::StartAwaiting => {
+                self.docker.start_container(id, None::<StartContainerOptions>).await
+            }
+        };
+        if let Err(e) = started {
             return Err(match e {
                 DockerError::DockerResponseServerError { message, .. } if is_port_in_use(&message) => {
                     RuntimeError::PortInUse { port: spec.ssh_port }

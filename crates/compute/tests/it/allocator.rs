@@ -564,8 +564,7 @@ async fn sync_specs_asks_every_serving_axon() {
     };
     let signers = HashSet::new();
     let results =
-        allocator::sync_specs(&d, &mg, std::time::Instant::now() + Duration::from_secs(10), 2, &signers, &progress)
-            .await;
+        allocator::sync_specs(&d, &mg, Instant::now() + Duration::from_secs(10), 2, &signers, &progress).await;
     let hotkeys: Vec<&str> = results.iter().map(|(h, _)| h.as_str()).collect();
     assert_eq!(
         hotkeys,
@@ -596,7 +595,7 @@ async fn sync_specs_has_one_deadline_and_says_who_was_not_asked() {
     let (hole_port, _hole) = black_hole().await;
     let hole = key(72).ss58();
     let mg = metagraph(&[(hole.clone(), hole_port, true), (live.hotkey.clone(), live.port, true)]);
-    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    let deadline = Instant::now() + Duration::from_millis(300);
     let results = allocator::sync_specs(&d, &mg, deadline, 1, &HashSet::new(), &|_, _| {}).await;
     assert_eq!(results[0].0, hole);
     assert!(matches!(&results[0].1, Err(allocator::SpecsError::NoAnswer(_))), "{:?}", results[0].1);
@@ -606,7 +605,7 @@ async fn sync_specs_has_one_deadline_and_says_who_was_not_asked() {
         other => panic!("the live miner's turn came after the deadline: {other:?}"),
     }
     // With a slot each, both are asked at once and the live one answers.
-    let deadline = std::time::Instant::now() + Duration::from_millis(300);
+    let deadline = Instant::now() + Duration::from_millis(300);
     let results = allocator::sync_specs(&d, &mg, deadline, 2, &HashSet::new(), &|_, _| {}).await;
     assert!(results[1].1.is_ok(), "{:?}", results[1].1);
 }

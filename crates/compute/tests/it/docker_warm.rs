@@ -96,18 +96,23 @@ fn warm_ones(list: &[Container]) -> Vec<&Container> {
     list.iter().filter(|c| c.allocation_id.starts_with(WARM_PREFIX)).collect()
 }
 
-/// Waits (up to 30 s) until the scope has a warm container other than `not`; returns its id.
-async fn wait_for_warm(rt: &DockerRuntime, not: Option<&str>) -> String {
+/// Parked: started and paused, its entrypoint waiting for credentials (the image promises it).
+const PARKED: ContainerState = ContainerState::Paused;
+/// Created, not started (made while an allocation holds the ports).
+const CREATED: ContainerState = ContainerState::Stopped;
+
+/// Waits (up to 30 s) until the scope has a warm container other than `not` in state `want`;
+/// returns its id.
+async fn wait_for_warm(rt: &DockerRuntime, not: Option<&str>, want: ContainerState) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = rt.list().await.expect("list");
         let warm = warm_ones(&list);
         assert!(warm.len() <= 1, "one warm container at most: {list:?}");
-        if let Some(w) = warm.first().filter(|w| Some(w.id.as_str()) != not) {
-            assert_eq!(w.state, ContainerState::Stopped, "a warm container is created, not started: {w:?}");
+        if let Some(w) = warm.first().filter(|w| Some(w.id.as_str()) != not && w.state == want) {
             return w.id.clone();
         }
-        assert!(Instant::now() < deadline, "no new warm container appeared: {list:?}");
+        assert!(Instant::now() < deadline, "no new warm container {want:?} appeared: {list:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -129,19 +134,19 @@ impl Renter {
         r.synapse
     }
 
-    /// Allocates with `key` and logs in over SSH with the credentials: the container's id and
-    /// its RSA host key's public line.
+    /// Allocates with `key` and logs in over SSH with the credentials: the container's id, its
+    /// RSA host key's public line and the miner's answer.
     async fn allocate_and_log_in(
         &self,
         key: &AllocationKey,
         state_dir: &std::path::Path,
         port: u16,
-    ) -> (String, String) {
+    ) -> (String, String, Allocate) {
         let answer = self.call(allocate_with(key)).await;
         let rsa = log_in(key, &answer, port);
         let state = StateStore::open(&state_dir.join("miner.sqlite")).expect("state");
         let id = state.current().expect("read").and_then(|a| a.container_id).expect("the allocation's container");
-        (id, rsa)
+        (id, rsa, answer)
     }
 }
 
@@ -172,10 +177,10 @@ async fn docker_warm_an_allocation_starts_in_the_warm_container_and_a_new_one_is
     let miner = docker_miner(state_dir.clone(), rt.clone(), &ssh, true, offer).await;
     let renter = Renter::of(&miner);
 
-    let first_warm = wait_for_warm(&rt, None).await;
+    let first_warm = wait_for_warm(&rt, None, PARKED).await;
     let key = AllocationKey::generate().expect("key");
-    let (container, rsa) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
-    assert_eq!(container, first_warm, "the allocation runs in the warm container");
+    let (container, rsa, answer) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
+    assert_eq!(container, first_warm, "the allocation runs in the parked warm container");
     // The miner's RSA host key (no comment), not one `ssh-keygen -A` made at start (`root@…`).
     assert!(rsa.starts_with("ssh-rsa ") && rsa.split_whitespace().count() == 2, "{rsa}");
     let list = rt.list().await.expect("list");
@@ -201,8 +206,13 @@ async fn docker_warm_an_allocation_starts_in_the_warm_container_and_a_new_one_is
 
     // A new warm container is made while the allocation runs (created only: the port is the
     // allocation's), and the deallocation leaves it.
-    let second_warm = wait_for_warm(&rt, Some(&first_warm)).await;
+    let second_warm = wait_for_warm(&rt, Some(&first_warm), CREATED).await;
+    // A restart runs the entrypoint again: it does not wait for credentials a second time.
+    rt.restart(&container).await.expect("restart");
+    assert_eq!(log_in(&key, &answer, ssh.port()), rsa, "the same machine, logged in again");
     assert!(yes(&renter.call(deallocate(&key)).await));
+    // Its ports free again, the new one is parked.
+    assert_eq!(wait_for_warm(&rt, Some(&first_warm), PARKED).await, second_warm);
     let list = rt.list().await.expect("list");
     assert!(list.iter().all(|c| c.id != first_warm), "the allocation's container is removed: {list:?}");
     assert_eq!(warm_ones(&list).iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![second_warm]);
@@ -218,7 +228,7 @@ async fn docker_warm_a_restarted_miner_reconciles_a_leftover_warm_container() {
     let state_dir = dir.path().join("state");
     let ssh = PortLease::new();
     let miner = start_miner(state_dir.clone(), rt.clone(), &ssh, true).await;
-    let leftover = wait_for_warm(&rt, None).await;
+    let leftover = wait_for_warm(&rt, None, PARKED).await;
     // The process ends: its runtime and what it remembered go with it.
     miner.shutdown().await;
     drop(rt);
@@ -227,16 +237,16 @@ async fn docker_warm_a_restarted_miner_reconciles_a_leftover_warm_container() {
     let miner = start_miner(state_dir.clone(), rt.clone(), &ssh, true).await;
     let list = rt.list().await.expect("list");
     assert!(list.iter().all(|c| c.id != leftover), "start-up removed the leftover warm container: {list:?}");
-    let fresh = wait_for_warm(&rt, Some(&leftover)).await;
+    let fresh = wait_for_warm(&rt, Some(&leftover), PARKED).await;
     // A miner restarted in the same process (the runtime remembers the container it made, which
     // the start-up removes) makes another one too.
     miner.shutdown().await;
     let miner = start_miner(state_dir.clone(), rt.clone(), &ssh, true).await;
     assert!(rt.list().await.expect("list").iter().all(|c| c.id != fresh), "start-up removed it");
-    let fresh = wait_for_warm(&rt, Some(&fresh)).await;
+    let fresh = wait_for_warm(&rt, Some(&fresh), PARKED).await;
     // And the fresh one serves an allocation.
     let key = AllocationKey::generate().expect("key");
-    let (container, _) = Renter::of(&miner).allocate_and_log_in(&key, &state_dir, ssh.port()).await;
+    let (container, _, _) = Renter::of(&miner).allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     assert_eq!(container, fresh);
     assert!(yes(&Renter::of(&miner).call(deallocate(&key)).await));
     miner.shutdown().await;
@@ -252,7 +262,7 @@ async fn docker_warm_two_allocations_never_get_the_same_container() {
     let ssh = PortLease::new();
     let miner = start_miner(state_dir.clone(), rt.clone(), &ssh, true).await;
     let renter = Arc::new(Renter::of(&miner));
-    let first_warm = wait_for_warm(&rt, None).await;
+    let first_warm = wait_for_warm(&rt, None, PARKED).await;
 
     // Eight renters at once: one gets the machine, the others a clean refusal.
     let keys: Vec<AllocationKey> = (0..8).map(|_| AllocationKey::generate().expect("key")).collect();
@@ -278,11 +288,12 @@ async fn docker_warm_two_allocations_never_get_the_same_container() {
     assert_eq!(running.len(), 1, "one container runs: {list:?}");
     assert_eq!(running[0].id, first_warm);
 
-    // The next renter, after the first leaves, gets another container: the new warm one.
-    let second_warm = wait_for_warm(&rt, Some(&first_warm)).await;
+    // The next renter, after the first leaves, gets another container: the new warm one (taken
+    // created or parked, or while being parked).
+    let second_warm = wait_for_warm(&rt, Some(&first_warm), CREATED).await;
     assert!(yes(&renter.call(deallocate(&keys[winner])).await));
     let key = AllocationKey::generate().expect("key");
-    let (container, rsa) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
+    let (container, rsa, _) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     assert_eq!(container, second_warm);
     assert_ne!(container, first_warm);
     assert_ne!(rsa, first_rsa, "each warm container has host keys of its own");
@@ -304,7 +315,7 @@ async fn docker_warm_containers_0_creates_one_container_per_allocation() {
     assert!(rt.list().await.expect("list").is_empty(), "no container before an allocation");
 
     let key = AllocationKey::generate().expect("key");
-    let (container, _) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
+    let (container, _, _) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     let allocation_id = StateStore::open(&state_dir.join("miner.sqlite"))
         .expect("state")
         .current()
