@@ -133,6 +133,7 @@ pub struct MinerHandle {
     axon: Option<AxonHandle>,
     addr: std::net::SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    runtime: Arc<dyn ContainerRuntime>,
 }
 
 impl MinerHandle {
@@ -140,14 +141,17 @@ impl MinerHandle {
         self.addr
     }
 
-    /// Stops serving and the background tasks. Allocations keep running: the next start
-    /// reconciles them.
+    /// Stops serving and the background tasks, and removes the warm container (a parked one
+    /// holds the SSH port). Allocations keep running: the next start reconciles them.
     pub async fn shutdown(mut self) {
         for t in &self.tasks {
             t.abort();
         }
         if let Some(axon) = self.axon.take() {
             axon.shutdown().await;
+        }
+        if let Err(e) = self.runtime.discard_warm().await {
+            tracing::warn!(error = %e, "miner: could not remove the warm container; the next start removes it");
         }
     }
 }
@@ -230,7 +234,7 @@ pub async fn spawn(cfg: MinerConfig) -> Result<MinerHandle, MinerError> {
     let axon = axon.spawn(cfg.axon).await.map_err(|source| MinerError::Axon { addr: bind, source })?;
     let addr = axon.local_addr();
     tracing::info!(axon = %addr, ssh_port = miner.ssh_port, runtime = miner.runtime.name(), "miner: serving");
-    Ok(MinerHandle { axon: Some(axon), addr, tasks })
+    Ok(MinerHandle { axon: Some(axon), addr, tasks, runtime: cfg.runtime.clone() })
 }
 
 /// Start-up: make the runtime and the state agree (spec in [`state`]).

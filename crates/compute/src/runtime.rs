@@ -159,13 +159,18 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// allocation id starts with [`WARM_PREFIX`] until an allocation takes it).
     fn list(&self) -> BoxFuture<'_, Result<Vec<Container>, RuntimeError>>;
 
-    /// Keeps one machine for specs like `template` made in advance and not started (the warm
-    /// container), so that the next [`Self::start`] it fits only sets the credentials and starts
-    /// it. Replaces one made for another template or an older image; a no-op when the one kept
+    /// Keeps one machine for specs like `template` made in advance (the warm container: parked,
+    /// or created and not started), so that the next [`Self::start`] it fits only sets the
+    /// credentials and unpauses or starts it. Replaces one made for another template or an older image; a no-op when the one kept
     /// still fits. Returns whether this runtime keeps one (the default: it does not).
     fn prepare_warm<'a>(&'a self, template: &'a ContainerSpec) -> BoxFuture<'a, Result<bool, RuntimeError>> {
         let _ = template;
         Box::pin(async { Ok(false) })
+    }
+
+    /// Removes the warm container, if one is kept (the miner stops).
+    fn discard_warm(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -551,6 +551,10 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     /// Creates the warm container (`nicompute-warm-…`, not started) from the image's current id.
+    fn discard_warm(&self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(self.discard_warm_inner())
+    }
+
     fn prepare_warm<'a>(&'a self, template: &'a ContainerSpec) -> BoxFuture<'a, Result<bool, RuntimeError>> {
         Box::pin(self.prepare_warm_inner(template))
     }

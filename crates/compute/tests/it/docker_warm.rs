@@ -1,8 +1,10 @@
 //! The miner's warm container against a real Docker daemon and the real `nicompute/sshd` image:
-//! an allocation starts in the container made in advance (and a renter logs in over SSH with the
-//! credentials it got) while a new one is made for the next; a restarted miner removes a warm
-//! container left behind and makes a fresh one; concurrent allocations never share a container;
-//! `--warm-containers 0` creates one container per allocation as before. Every container here
+//! an allocation starts in the container parked in advance (and a renter logs in over SSH with
+//! the credentials it got, also after a restart) while a new one is made for the next, created
+//! while the allocation holds the ports and parked once it ends; a restarted miner removes a
+//! warm container left behind and makes a fresh one, and a clean stop removes it; concurrent
+//! allocations never share a container; `--warm-containers 0` creates one container per
+//! allocation as before. Every container here
 //! carries a scope of its own, so nothing else on the shared daemon is touched. Without a daemon,
 //! the image or ssh/sshpass, each test says "skipped" (a failure under
 //! NICOMPUTE_REQUIRE_DOCKER=1).
@@ -229,8 +231,9 @@ async fn docker_warm_a_restarted_miner_reconciles_a_leftover_warm_container() {
     let ssh = PortLease::new();
     let miner = start_miner(state_dir.clone(), rt.clone(), &ssh, true).await;
     let leftover = wait_for_warm(&rt, None, PARKED).await;
-    // The process ends: its runtime and what it remembered go with it.
-    miner.shutdown().await;
+    // The process dies (no shutdown, which would remove the warm container): its runtime and
+    // what it remembered go with it, the parked container stays.
+    drop(miner);
     drop(rt);
 
     let rt = docker(&scope).await.expect("docker");
@@ -249,7 +252,10 @@ async fn docker_warm_a_restarted_miner_reconciles_a_leftover_warm_container() {
     let (container, _, _) = Renter::of(&miner).allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     assert_eq!(container, fresh);
     assert!(yes(&Renter::of(&miner).call(deallocate(&key)).await));
+    // A clean stop removes the warm container: a parked one holds the SSH port.
+    let last = wait_for_warm(&rt, Some(&fresh), PARKED).await;
     miner.shutdown().await;
+    assert!(rt.list().await.expect("list").iter().all(|c| c.id != last), "shutdown removed the warm container");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,6 +345,15 @@ impl DockerRuntime {
         Ok(true)
     }
 
+    pub(super) async fn discard_warm_inner(&self) -> Result<(), RuntimeError> {
+        let _making = self.warm.making.lock().await;
+        let kept = self.warm.lock().take();
+        match kept {
+            Some(w) => self.force_remove(&w.id).await,
+            None => Ok(()),
+        }
+    }
+
     /// Starts the allocation in the warm container when there is one that fits: `None` when
     /// there is none or it failed (it is then removed, and the caller starts a cold one).
     pub(super) async fn start_warm(&self, spec: &ContainerSpec, password: &str, keys: &str) -> Option<Container> {
