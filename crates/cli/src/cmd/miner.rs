@@ -95,9 +95,9 @@ pub struct RunArgs {
     /// The container image (needs sshd and the nicompute entrypoint; see images/sshd/README.md).
     #[arg(long, default_value = "nicompute/sshd:bookworm")]
     pub image: String,
-    /// Containers kept created in advance for the next allocation (docker runtime): 1 (one warm
-    /// container, so an allocation only sets the credentials and starts it) or 0 (each
-    /// allocation creates its own).
+    /// Containers kept ready for the next allocation (docker runtime): 1 (one warm container,
+    /// parked where the image allows it, so an allocation only sets the credentials and
+    /// unpauses or starts it) or 0 (each allocation creates its own).
     #[arg(long = "warm-containers", env = "NICOMPUTE_WARM_CONTAINERS", value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub warm_containers: u8,
     /// Only these hotkeys may call (comma-separated); empty: anyone registered with stake.
