@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bittensor::dendrite::{AxonTarget, Dendrite};
+use bollard::models::RestartPolicyNameEnum;
 use bollard::query_parameters::InspectContainerOptions;
 use compute::crypto::AllocationKey;
 use compute::miner::state::StateStore;
@@ -180,6 +181,15 @@ async fn docker_warm_an_allocation_starts_in_the_warm_container_and_a_new_one_is
     let renter = Renter::of(&miner);
 
     let first_warm = wait_for_warm(&rt, None, PARKED).await;
+    let socket = docker_config().socket.expect("socket");
+    let api = bollard::Docker::connect_with_socket(socket.to_str().expect("utf-8"), 30, bollard::API_DEFAULT_VERSION)
+        .expect("socket")
+        .negotiate_version()
+        .await
+        .expect("daemon");
+    let parked = api.inspect_container(&first_warm, None::<InspectContainerOptions>).await.expect("inspect");
+    let policy = |h: &Option<bollard::models::HostConfig>| h.as_ref().and_then(|h| h.restart_policy.clone()?.name);
+    assert_eq!(policy(&parked.host_config), Some(RestartPolicyNameEnum::NO), "a parked container is never restarted");
     let key = AllocationKey::generate().expect("key");
     let (container, rsa, answer) = renter.allocate_and_log_in(&key, &state_dir, ssh.port()).await;
     assert_eq!(container, first_warm, "the allocation runs in the parked warm container");
@@ -191,14 +201,9 @@ async fn docker_warm_an_allocation_starts_in_the_warm_container_and_a_new_one_is
     let current = StateStore::open(&state_dir.join("miner.sqlite")).expect("state").current().expect("read");
     let allocation_id = current.expect("allocation").allocation_id;
     assert_eq!(allocated.allocation_id, allocation_id, "listed under its allocation (renamed on taking)");
-    let socket = docker_config().socket.expect("socket");
-    let api = bollard::Docker::connect_with_socket(socket.to_str().expect("utf-8"), 30, bollard::API_DEFAULT_VERSION)
-        .expect("socket")
-        .negotiate_version()
-        .await
-        .expect("daemon");
     let inspect = api.inspect_container(&container, None::<InspectContainerOptions>).await.expect("inspect");
     assert_eq!(inspect.name.as_deref(), Some(format!("/{NAME_PREFIX}{allocation_id}").as_str()));
+    assert_eq!(policy(&inspect.host_config), Some(RestartPolicyNameEnum::UNLESS_STOPPED), "the allocation's policy");
     let host = inspect.host_config.expect("host config");
     assert_eq!(host.nano_cpus, Some(1_000_000_000), "the renter's CPU limit is applied");
     assert_eq!(host.memory, Some(1 << 30), "the renter's memory limit is applied");

@@ -17,6 +17,8 @@
 //!   stays created until that allocation ends (the miner prepares again then), and an allocation
 //!   that needs its ports and does not fit it removes it first. Where Docker cannot pause, the
 //!   runtime stops parking and keeps created ones.
+//!   A parkable container has no restart policy until an allocation takes it (a daemon restart
+//!   would otherwise start it unpaused, waiting).
 //! - Otherwise **created**, not started: it holds no port, no memory and runs nothing, so it may
 //!   sit beside a running allocation that publishes the same SSH port. An allocation starts it.
 //! - Its RSA and ECDSA host keys are made in advance too (in the miner, off the async threads)
@@ -310,6 +312,12 @@ impl DockerRuntime {
         }
         if awaits {
             body.env = Some(vec![format!("{AWAIT_ENV}=1")]);
+            // Never restarted by Docker while it waits (after a daemon restart it would wait
+            // unpaused); the allocation that takes it sets the runtime's policy.
+            if let Some(host) = body.host_config.as_mut() {
+                host.restart_policy =
+                    Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None });
+            }
         }
         let name = format!("{NAME_PREFIX}{}", spec.allocation_id);
         let keys = tokio::task::spawn_blocking(other_host_keys)
@@ -405,13 +413,17 @@ impl DockerRuntime {
             self.docker.rename_container(id, options).await.map_err(|e| self.map_err(e, id))
         };
         let limits = async {
-            if spec.cpu_count.is_none() && spec.memory_bytes.is_none() {
+            // A parkable one was made with no restart policy: the allocation's is set now.
+            let restart = (warm.awaits && self.restart_policy != RestartPolicyNameEnum::NO)
+                .then(|| RestartPolicy { name: Some(self.restart_policy), maximum_retry_count: None });
+            if spec.cpu_count.is_none() && spec.memory_bytes.is_none() && restart.is_none() {
                 return Ok(());
             }
             let (nano_cpus, memory) = limits(spec)?;
             // What Docker sets at create for a memory limit without a swap limit: as much swap.
             let memory_swap = memory.map(|m| m.saturating_mul(2));
-            let body = ContainerUpdateBody { nano_cpus, memory, memory_swap, ..Default::default() };
+            let body =
+                ContainerUpdateBody { nano_cpus, memory, memory_swap, restart_policy: restart, ..Default::default() };
             self.docker.update_container(id, body).await.map_err(|e| self.map_err(e, id))
         };
         let (image, renamed, limited) = tokio::join!(self.image_info(), rename, limits);
