@@ -415,7 +415,7 @@ impl DockerRuntime {
         let limits = async {
             // A parkable one was made with no restart policy: the allocation's is set now.
             let restart = (warm.awaits && self.restart_policy != RestartPolicyNameEnum::NO)
-                .then(|| RestartPolicy { name: Some(self.restart_policy), maximum_retry_count: None });
+                .then_some(RestartPolicy { name: Some(self.restart_policy), maximum_retry_count: None });
             if spec.cpu_count.is_none() && spec.memory_bytes.is_none() && restart.is_none() {
                 return Ok(());
             }
