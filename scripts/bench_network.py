@@ -6,7 +6,8 @@ For each size N (NETWORK_SIZES, default "32 64 128 256"): `nicompute devnet up -
 resident memory (VmRSS) and open file descriptors of every devnet process (the chain and the N
 miner processes); cold `list_r` over the network (median of 10 runs); a quarter of the miners is
 then made faulty, half of them dead (SIGKILL: the port refuses) and half black holes (SIGSTOP: the
-kernel still accepts the connection, nobody answers), and we time `sync --timeout 2s` from exec
+kernel still accepts the connection, nobody answers; with NETWORK_PER_PROCESS=K above 1, `devnet up
+--miners-per-process K` and a quarter of the processes, all their members at once), and we time `sync --timeout 2s` from exec
 to exit (its excess over the deadline is the figure, median of 3) and `a --gpu_type h100 --gpu_size 80` (RUNS runs, each released
 with `d`). The stopped miners are resumed and the devnet taken down at the end, whatever happens.
 Prints one line per size and a Markdown table.
@@ -23,6 +24,8 @@ import time
 
 BIN = os.path.abspath("target/release/nicompute")
 SIZES = [int(n) for n in os.environ.get("NETWORK_SIZES", "32 64 128 256").split()]
+# Miners per process (`devnet up --miners-per-process`): 1, each its own process, is the default.
+PER_PROCESS = int(os.environ.get("NETWORK_PER_PROCESS", "1"))
 RUNS = int(os.environ.get("RUNS", "10"))
 SYNC_TIMEOUT = 2.0
 SYNC_RUNS = 3
@@ -70,7 +73,8 @@ def one(n):
     try:
         t = time.monotonic()
         p = subprocess.run(
-            [BIN, "devnet", "up", "--dir", d, "--runtime", "local", "--miners", str(n), "--json"],
+            [BIN, "devnet", "up", "--dir", d, "--runtime", "local", "--miners", str(n),
+             "--miners-per-process", str(PER_PROCESS), "--json"],
             capture_output=True, text=True, env=env,
         )
         up = time.monotonic() - t
@@ -80,9 +84,11 @@ def one(n):
         status = doc  # `up` flattens the status document into its own
         assert status["healthy"], "devnet not healthy"
         config = status["config"]
-        miners = [m["pid"] for m in status["miners"] if m.get("pid")]
+        pids = [m["pid"] for m in status["miners"] if m.get("pid")]
         chain = status["chain_process"]["pid"]
-        assert len(miners) == n, f"{len(miners)} miner pids for {n} miners"
+        assert len(pids) == n, f"{len(pids)} miner pids for {n} miners"
+        # The miner processes, each once (a group's members share one).
+        miners = list(dict.fromkeys(pids))
         rss_miners, pss_miners, fds_miners = proc_figures(miners)
         rss_chain, _, fds_chain = proc_figures([chain])
 
@@ -92,8 +98,10 @@ def one(n):
         for _ in range(10):
             list_r.append(cli(config, "list_r")[1])
 
-        # A quarter of the miners faulty: dead and black holes, spread over the network.
-        faulty = miners[1::4][: n // 4]
+        # A quarter of the miners faulty: dead and black holes, spread over the network (with
+        # groups, a quarter of the processes, all their members at once).
+        faulty = miners[1::4][: max(1, len(miners) // 4)]
+        faulty_miners = sum(pids.count(p) for p in faulty)
         for i, pid in enumerate(faulty):
             if i % 2:
                 os.kill(pid, signal.SIGSTOP)
@@ -114,13 +122,14 @@ def one(n):
             "miners": n,
             "up_s": up,
             "rss_miners_mb": rss_miners / 1024,
-            "rss_per_miner_mb": rss_miners / 1024 / n,
+            "rss_per_miner_mb": rss_miners / 1024 / len(miners),
             "pss_miners_mb": pss_miners / 1024,
             "rss_chain_mb": rss_chain / 1024,
             "fds": fds_miners + fds_chain,
             "list_r_ms": statistics.median(list_r) * 1000,
             "sync_excess_ms": (sync - SYNC_TIMEOUT) * 1000,
-            "faulty": len(faulty),
+            "faulty": faulty_miners,
+            "processes": len(miners),
             "a_p50_ms": statistics.median(a) * 1000,
             "a_p90_ms": pct(a, 0.9) * 1000,
         }
@@ -140,14 +149,15 @@ def main():
         r = one(n)
         rows.append(r)
         print(
-            f"network of {n} miners: devnet up {r['up_s']:.1f} s; RSS miners {r['rss_miners_mb']:.0f} MB "
-            f"({r['rss_per_miner_mb']:.1f} MB each; PSS {r['pss_miners_mb']:.0f} MB), chain {r['rss_chain_mb']:.0f} MB; {r['fds']} fds; "
+            f"network of {n} miners in {r['processes']} processes: devnet up {r['up_s']:.1f} s; RSS miners {r['rss_miners_mb']:.0f} MB "
+            f"({r['rss_per_miner_mb']:.1f} MB per process; PSS {r['pss_miners_mb']:.0f} MB), chain {r['rss_chain_mb']:.0f} MB; {r['fds']} fds; "
             f"list_r {r['list_r_ms']:.1f} ms; sync with {r['faulty']} dead/black-holed: deadline "
             f"+{r['sync_excess_ms']:.0f} ms; a p50 {r['a_p50_ms']:.0f} ms, p90 {r['a_p90_ms']:.0f} ms",
             flush=True,
         )
     print()
-    print("| miners | devnet up | RSS, all miners (each) | PSS, all miners | chain RSS | fds | list_r cold | sync, 25% faulty: deadline + | a p50 / p90 |")
+    print(f"miners per process: {PER_PROCESS}")
+    print("| miners | devnet up | RSS, all miners (per process) | PSS, all miners | chain RSS | fds | list_r cold | sync, 25% faulty: deadline + | a p50 / p90 |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(

@@ -4,6 +4,11 @@
 //! hardware, reconciles leftovers of a previous run, serves `Allocate`/`Specs` on the axon and
 //! stops cleanly on SIGTERM or Ctrl-C. The `local` runtime and simulated GPUs are refused unless
 //! the chain is a devnet: neither belongs on the real network.
+//!
+//! `nicompute miner group --members FILE` (hidden, for `devnet up --miners-per-process`) runs
+//! several such miners in one process, each from its own `miner run` command line: its own
+//! hotkey, axon, SSH port, state directory and runtime, the same code as `miner run`. Only the
+//! process is shared, to fit a subnet-sized devnet in less memory.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -28,6 +33,17 @@ use crate::output::{Output, UsageError};
 pub enum MinerCommand {
     /// Run the miner daemon in the foreground until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Run several devnet miners in one process (`devnet up --miners-per-process`).
+    #[command(hide = true)]
+    Group(GroupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    /// A JSON file: an array of command lines, each a `miner run` as `nicompute` takes it
+    /// (without the program name), all of them on a development chain.
+    #[arg(long, value_name = "FILE")]
+    pub members: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -195,7 +211,42 @@ impl MinerCommand {
     pub async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
         match self {
             MinerCommand::Run(a) => a.run(g, out).await,
+            MinerCommand::Group(a) => a.run(out).await,
         }
+    }
+}
+
+impl GroupArgs {
+    async fn run(&self, out: &mut Output) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(&self.members)
+            .with_context(|| format!("reading the members file {}", self.members.display()))?;
+        let members: Vec<Vec<String>> = serde_json::from_str(&text)
+            .map_err(|e| UsageError(format!("{}: not a JSON array of command lines: {e}", self.members.display())))?;
+        let mut handles = Vec::with_capacity(members.len());
+        for argv in members {
+            let line = argv.join(" ");
+            let cli = crate::cli::Cli::parse_args(std::iter::once("nicompute".to_owned()).chain(argv))
+                .map_err(|e| UsageError(format!("member `{line}`: {e}")))?;
+            let cli = crate::config::resolve(cli).map_err(|e| UsageError(format!("member `{line}`: {e}")))?;
+            let Some(crate::cli::Command::Miner(MinerCommand::Run(args))) = &cli.command else {
+                return Err(UsageError(format!("member `{line}` is not a `miner run` command line")).into());
+            };
+            let chain = cli.global.subtensor.client()?;
+            if !bittensor::devnet::ops::is_devnet(&chain).await.unwrap_or(false)
+                && !super::miner_publish::is_dev_chain(&chain).await
+            {
+                return Err(UsageError(format!(
+                    "miner group runs devnet miners only; {} is not a development chain",
+                    chain.endpoint()
+                ))
+                .into());
+            }
+            handles.push(args.start(&cli.global, out).await.with_context(|| format!("member `{line}`"))?);
+        }
+        bittensor::axon::wait_for_signal().await;
+        tracing::info!(miners = handles.len(), "miner group: shutting down");
+        futures_util::future::join_all(handles.into_iter().map(miner::MinerHandle::shutdown)).await;
+        Ok(())
     }
 }
 
@@ -218,6 +269,16 @@ impl RunArgs {
     }
 
     async fn run(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
+        let handle = self.start(g, out).await?;
+        bittensor::axon::wait_for_signal().await;
+        tracing::info!("miner: shutting down (allocations keep running; the next start reconciles them)");
+        handle.shutdown().await;
+        Ok(())
+    }
+
+    /// Checks the flags, starts the miner, publishes its axon and says so: everything of `run`
+    /// but the wait for a signal.
+    async fn start(&self, g: &GlobalOpts, out: &mut Output) -> anyhow::Result<miner::MinerHandle> {
         let netuid = g.subtensor.netuid();
         let chain = g.subtensor.client()?;
         let keypair = g.wallet.hotkey()?;
@@ -333,10 +394,7 @@ impl RunArgs {
                 chain.endpoint()
             )
         });
-        bittensor::axon::wait_for_signal().await;
-        tracing::info!("miner: shutting down (allocations keep running; the next start reconciles them)");
-        handle.shutdown().await;
-        Ok(())
+        Ok(handle)
     }
 }
 

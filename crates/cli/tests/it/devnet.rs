@@ -237,6 +237,55 @@ fn up_twice_starts_one_network_and_the_config_serves_every_command() {
     assert!(!net.dir.path().exists());
 }
 
+/// `--miners-per-process`: four miners in two `miner group` processes, each miner still its own
+/// hotkey, axon and SSH port; the network allocates from them, a group lives and dies as one
+/// process, and `down` stops both.
+#[test]
+fn miners_per_process_runs_groups_that_serve_like_separate_miners() {
+    let net = Net::new();
+    let up =
+        net.up(&["--runtime", "local", "--miners", "4", "--gpus", "h100,h100,h100,h100", "--miners-per-process", "2"]);
+    assert_eq!(up["started"], serde_json::json!(["chain", "miners-0", "miners-1"]), "{up}");
+    assert_eq!(up["healthy"], true, "{up}");
+    assert_eq!(up["sync"]["answered"], 4, "every miner of both groups answers: {up}");
+    let (ok, st) = net.status();
+    assert!(ok);
+    let pid = |name: &str| net.miner(&st, name)["pid"].as_u64().expect("pid");
+    assert_eq!(pid("miner-0"), pid("miner-1"));
+    assert_eq!(pid("miner-2"), pid("miner-3"));
+    assert_ne!(pid("miner-0"), pid("miner-2"));
+    let axons: std::collections::HashSet<String> = ["miner-0", "miner-1", "miner-2", "miner-3"]
+        .iter()
+        .map(|m| net.miner(&st, m)["axon"].as_str().expect("axon").to_owned())
+        .collect();
+    assert_eq!(axons.len(), 4, "an axon each: {axons:?}");
+    assert!(net.miner(&st, "miner-3")["log"].as_str().expect("log").ends_with("miners-1.log"));
+    // A second up with another grouping is refused.
+    let o = net.run(&["devnet", "up", "--dir", &net.dir(), "--miners-per-process", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("has miners per process 2, not 1"), "{}", text(&o.stderr));
+
+    // The second group's process dies: its two miners are gone, the others still allocate.
+    signal(pid("miner-2"), "-KILL");
+    wait_dead(pid("miner-2"));
+    let (ok, after) = net.status();
+    assert!(!ok, "status says the devnet is not healthy");
+    assert_eq!(net.miner(&after, "miner-3")["running"], false);
+    assert_eq!(net.miner(&after, "miner-0")["healthy"], true);
+    let hk = allocated_hotkey(&net, &["--gpu_type", "h100", "--gpu_size", "80"]);
+    let in_first = [net.miner(&st, "miner-0")["hotkey"].clone(), net.miner(&st, "miner-1")["hotkey"].clone()];
+    assert!(in_first.contains(&Value::String(hk.clone())), "{hk} is in the live group");
+    assert!(ssh_hello(&net, &hk).contains("hello from the allocation"));
+    let o = net.cli(&["d", &hk]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    let o = net.run(&["devnet", "down", "--dir", &net.dir()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for pid in pids(&st) {
+        assert!(!alive(pid), "process {pid} survived devnet down");
+    }
+}
+
 #[test]
 fn a_miner_killed_during_d_leaves_it_pending_until_reconcile() {
     let net = Net::new();

@@ -54,6 +54,13 @@ impl Layout {
     pub fn log(&self, name: &str) -> PathBuf {
         self.logs().join(format!("{name}.log"))
     }
+    /// The log of the process a miner runs in: its own, or its group's.
+    pub fn miner_log(&self, m: &MinerState) -> PathBuf {
+        match m.group {
+            Some(g) => self.log(&format!("miners-{g}")),
+            None => self.log(&m.name),
+        }
+    }
     pub fn miner_dir(&self, name: &str) -> PathBuf {
         self.dir.join("miners").join(name)
     }
@@ -138,6 +145,10 @@ pub struct MinerState {
     /// The `--simulate-gpu` value (`none` for CPU-only).
     pub gpu: String,
     pub process: Option<Proc>,
+    /// With `--miners-per-process` above 1, the `miner group` process it runs in (its members
+    /// share `process` and a log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u16>,
 }
 
 impl State {

@@ -183,8 +183,8 @@ pub async fn axons(
                     Instant::now() < deadline,
                     "{}'s axon is not on chain 60 s after it started (its publication failed?); the end of its log ({}):\n{}",
                     m.name,
-                    layout.log(&m.name).display(),
-                    super::net::log_tail(&layout.log(&m.name), 15)
+                    layout.miner_log(m).display(),
+                    super::net::log_tail(&layout.miner_log(m), 15)
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }

@@ -90,7 +90,7 @@ pub async fn collect(layout: &Layout, state: &State, validator: &Keypair) -> Sta
             pid: m.process.map(|p| p.pid),
             running,
             healthy,
-            log: layout.log(&m.name).display().to_string(),
+            log: layout.miner_log(m).display().to_string(),
         }
     });
     let miners = futures_util::future::join_all(checks).await;

@@ -63,6 +63,11 @@ pub struct UpArgs {
     /// How many miners [default: 4, or one per --gpus entry]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub miners: Option<u16>,
+    /// Miners per process: 1 (each its own process, as on the real network) or more (one
+    /// `miner group` process runs that many, each still with its own hotkey, ports, state and
+    /// runtime; a subnet-sized devnet in less memory) [default: 1 up to 128 miners, 16 above]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub miners_per_process: Option<u16>,
     /// Where allocations run [default: auto]
     #[arg(long, value_enum)]
     pub runtime: Option<RuntimeChoice>,
@@ -184,30 +189,63 @@ impl UpArgs {
         let times = setup::chain_part(&layout, &state, &client).await.context("setting up the network on the chain")?;
         let validator = setup::keys(&layout, VALIDATOR_WALLET)?.hot;
 
-        // The miners, each on its own loopback address.
-        for i in 0..state.miners.len() {
-            if state.miners[i].process.is_some_and(|p| p.alive()) {
+        // The miners, each on its own loopback address; a group's members in one process.
+        let mut i = 0;
+        while i < state.miners.len() {
+            let members: Vec<usize> = match state.miners[i].group {
+                None => vec![i],
+                Some(g) => (i..state.miners.len()).take_while(|&j| state.miners[j].group == Some(g)).collect(),
+            };
+            i += members.len();
+            // A group lives and dies as one process.
+            if members.iter().all(|&j| state.miners[j].process.is_some_and(|p| p.alive())) {
                 continue;
             }
-            let args = miner_args(&layout, &state, &state.miners[i]);
-            std::fs::create_dir_all(layout.miner_dir(&state.miners[i].name))?;
-            let p = net::spawn_detached(&args, &layout.log(&state.miners[i].name))?;
-            state.miners[i].process = Some(p);
+            for &j in &members {
+                std::fs::create_dir_all(layout.miner_dir(&state.miners[j].name))?;
+            }
+            let first = &state.miners[members[0]];
+            let log = layout.miner_log(first);
+            let (args, name) = match first.group {
+                None => (miner_args(&layout, &state, first), first.name.clone()),
+                Some(g) => {
+                    let lines: Vec<Vec<String>> =
+                        members.iter().map(|&j| miner_args(&layout, &state, &state.miners[j])).collect();
+                    let file = layout.dir.join(format!("miners-{g}.json"));
+                    std::fs::write(&file, serde_json::to_vec(&lines)?)
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    let args = vec![
+                        "-v".into(),
+                        "miner".into(),
+                        "group".into(),
+                        "--members".into(),
+                        file.display().to_string(),
+                    ];
+                    (args, format!("miners-{g}"))
+                }
+            };
+            let p = net::spawn_detached(&args, &log)?;
+            for &j in &members {
+                state.miners[j].process = Some(p);
+            }
             state.save(&layout)?;
-            started.push(state.miners[i].name.clone());
-            let m = &state.miners[i];
-            out.note(&format!(
-                "{}: started on {} ({}, {} runtime, pid {})",
-                m.name,
-                m.ip,
-                status::gpu_label(&m.gpu),
-                state.runtime,
-                p.pid
-            ));
+            started.push(name.clone());
+            let m = &state.miners[members[0]];
+            let (rt, pid) = (&state.runtime, p.pid);
+            out.note(&match members.len() {
+                1 => {
+                    format!("{}: started on {} ({}, {rt} runtime, pid {pid})", m.name, m.ip, status::gpu_label(&m.gpu))
+                }
+                n => format!(
+                    "{name}: {} to {} ({n} miners) started in one process ({rt} runtime, pid {pid})",
+                    m.name,
+                    state.miners[members[n - 1]].name
+                ),
+            });
         }
         let waits = state.miners.iter().map(|m| {
             let (key, hotkey, ip, port) = (validator.clone(), m.hotkey.clone(), m.ip.clone(), m.axon_port);
-            let log = layout.log(&m.name);
+            let log = layout.miner_log(m);
             let what = format!("miner {}", m.name);
             async move {
                 wait_until(&what, &log, m.process, Duration::from_secs(60), || {
@@ -307,6 +345,15 @@ impl UpArgs {
                 return differs("miners", n.to_string(), s.miners.len().to_string());
             }
         }
+        if let Some(n) = self.miners_per_process {
+            let has = match s.miners.first().and_then(|m| m.group) {
+                None => 1,
+                Some(g) => s.miners.iter().filter(|m| m.group == Some(g)).count(),
+            };
+            if usize::from(n).min(s.miners.len().max(1)) != has {
+                return differs("miners per process", n.to_string(), has.to_string());
+            }
+        }
         if let Some(r) = self.runtime {
             let asked = format!("{r:?}").to_lowercase();
             if r != RuntimeChoice::Auto && asked != s.runtime {
@@ -361,6 +408,13 @@ impl UpArgs {
         if chain == ChainKind::Runtime {
             state.chain.block_mode = Some(format!("{:?}", self.block_mode));
         }
+        // One process per miner sums to ≈ 19 MB of RSS each (4.9 GB at 256): above 128 miners,
+        // groups of 16 keep a subnet-sized devnet within 4 GB.
+        let per = usize::from(self.miners_per_process.unwrap_or(if gpus.len() > AUTO_GROUP_ABOVE {
+            AUTO_GROUP_SIZE
+        } else {
+            1
+        }));
         for (i, gpu) in gpus.iter().enumerate() {
             let name = format!("miner-{i}");
             let key = setup::keys(layout, &name)?.hot;
@@ -374,6 +428,7 @@ impl UpArgs {
                 ssh_port: net::free_port()?,
                 gpu: gpu.to_string(),
                 process: None,
+                group: (per > 1).then(|| (i / per) as u16),
             });
         }
         state.save(layout)?;
@@ -389,6 +444,11 @@ fn which(program: &Path) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
 }
+
+/// Above this many miners, `up` runs them in groups of [`AUTO_GROUP_SIZE`] per process unless
+/// `--miners-per-process` says otherwise.
+const AUTO_GROUP_ABOVE: usize = 128;
+const AUTO_GROUP_SIZE: u16 = 16;
 
 /// The `miner run` command line for one devnet miner.
 fn miner_args(layout: &Layout, state: &State, m: &MinerState) -> Vec<String> {
