@@ -32,7 +32,7 @@ use crate::output::{Output, UsageError};
 #[derive(Debug, Subcommand)]
 pub enum MinerCommand {
     /// Run the miner daemon in the foreground until Ctrl-C or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run several devnet miners in one process (`devnet up --miners-per-process`).
     #[command(hide = true)]
     Group(GroupArgs),
