@@ -168,6 +168,8 @@ impl UpArgs {
             None => self.new_state(g, &layout).await?,
         };
         let mut started = Vec::new();
+        // The miners (not processes) started by this `up`: each publishes its own axon.
+        let mut started_miners = Vec::new();
         let t0 = Instant::now();
 
         // The chain.
@@ -227,6 +229,7 @@ impl UpArgs {
             let p = net::spawn_detached(&args, &log)?;
             for &j in &members {
                 state.miners[j].process = Some(p);
+                started_miners.push(state.miners[j].name.clone());
             }
             state.save(&layout)?;
             started.push(name.clone());
@@ -258,7 +261,7 @@ impl UpArgs {
         for r in futures_util::future::join_all(waits).await {
             r?;
         }
-        let republished = setup::axons(&layout, &state, &client, &started).await?;
+        let republished = setup::axons(&layout, &state, &client, &started_miners).await?;
         write_config(&layout, &state)?;
         let seconds = t0.elapsed().as_secs_f64();
         if !started.is_empty() {
