@@ -46,7 +46,9 @@
 #         runs each; scripts/bench_network.py): `devnet up --miners N --runtime local` wall time,
 #         RSS and open file descriptors of all its processes, cold `list_r`, then with a quarter of
 #         the miners dead (SIGKILL) or black holes (SIGSTOP): `sync --timeout 2s` beyond its
-#         deadline, and `a` p50/p90.
+#         deadline, and `a` p50/p90. One process per miner; NETWORK_PER_PROCESS=K runs K miners
+#         per process (`devnet up --miners-per-process K`) and makes a quarter of the processes
+#         faulty.
 # demo:   `nicompute devnet demo` end to end, 5 runs per chain (embedded; the real runtime when
 #         chopsticks is installed) and runtime (local; Docker when it answers and has the image):
 #         median and max of the demo's own total, and wall time per step.
