@@ -234,9 +234,15 @@ impl DockerRuntime {
         }
         match self.docker.pause_container(id).await {
             Ok(()) => Parking::Parked,
-            Err(e) => {
+            // Running and not pausable: this Docker cannot pause (rootless without the freezer,
+            // say). A container that ended instead says nothing about Docker.
+            Err(e) if self.status(id).await.ok().flatten() == Some(ContainerStateStatusEnum::RUNNING) => {
                 tracing::warn!(error = %e, "Docker cannot pause containers here: warm containers will be created, not parked");
                 self.warm.cannot_pause.store(true, std::sync::atomic::Ordering::Relaxed);
+                Parking::Failed
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "the warm container ended before it was paused (see `docker logs`)");
                 Parking::Failed
             }
         }
@@ -304,53 +310,68 @@ impl DockerRuntime {
         spec.image = None;
         spec.cpu_count = None;
         spec.memory_bytes = None;
-        let awaits = self.may_park(awaits);
-        let mut body = self.create_body(&spec)?;
-        body.image = Some(image_id.clone());
-        if let Some(labels) = body.labels.as_mut() {
-            labels.insert(WARM_LABEL.to_owned(), "1".to_owned());
-        }
-        if awaits {
-            body.env = Some(vec![format!("{AWAIT_ENV}=1")]);
-            // Never restarted by Docker while it waits (after a daemon restart it would wait
-            // unpaused); the allocation that takes it sets the runtime's policy.
-            if let Some(host) = body.host_config.as_mut() {
-                host.restart_policy =
-                    Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None });
+        let mut awaits = self.may_park(awaits);
+        // Twice at most: a Docker found unable to pause gets a created one at once.
+        loop {
+            let mut body = self.create_body(&spec)?;
+            body.image = Some(image_id.clone());
+            if let Some(labels) = body.labels.as_mut() {
+                labels.insert(WARM_LABEL.to_owned(), "1".to_owned());
             }
-        }
-        let name = format!("{NAME_PREFIX}{}", spec.allocation_id);
-        let keys = tokio::task::spawn_blocking(other_host_keys)
-            .await
-            .map_err(|e| RuntimeError::Failed(format!("host key generation stopped: {e}")))??;
-        let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-        let created = self.docker.create_container(Some(options), body).await.map_err(|e| self.map_err(e, &name))?;
-        if let Err(e) = self.upload(&created.id, keys).await {
-            let _ = self.force_remove(&created.id).await;
-            return Err(e);
-        }
-        let parked = if awaits {
-            match self.park(&created.id, &fit).await {
-                Parking::Parked => true,
-                Parking::NotNow => false,
-                Parking::Failed => {
-                    let _ = self.force_remove(&created.id).await;
-                    return Err(RuntimeError::Failed(
-                        "the warm container could not be parked; the next one will be created only".into(),
-                    ));
+            if awaits {
+                body.env = Some(vec![format!("{AWAIT_ENV}=1")]);
+                // Never restarted by Docker while it waits (after a daemon restart it would wait
+                // unpaused); the allocation that takes it sets the runtime's policy.
+                if let Some(host) = body.host_config.as_mut() {
+                    host.restart_policy =
+                        Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None });
                 }
             }
-        } else {
-            false
-        };
-        tracing::debug!(container = %created.id, image = %image_id, parked, "warm container made");
-        let parked = std::sync::Arc::new(tokio::sync::Mutex::new(parked));
-        let replaced = self.warm.lock().replace(Warm { id: created.id, image_id, fit, awaits, parked });
-        // Only this function stores one, under `making`: nothing can be there now.
-        if let Some(w) = replaced {
-            self.force_remove(&w.id).await?;
+            let name = format!("{NAME_PREFIX}{}", spec.allocation_id);
+            let keys = tokio::task::spawn_blocking(other_host_keys)
+                .await
+                .map_err(|e| RuntimeError::Failed(format!("host key generation stopped: {e}")))??;
+            let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+            let created =
+                self.docker.create_container(Some(options), body).await.map_err(|e| self.map_err(e, &name))?;
+            if let Err(e) = self.upload(&created.id, keys).await {
+                let _ = self.force_remove(&created.id).await;
+                return Err(e);
+            }
+            let parked = if awaits {
+                match self.park(&created.id, &fit).await {
+                    Parking::Parked => true,
+                    Parking::NotNow => false,
+                    Parking::Failed => {
+                        let _ = self.force_remove(&created.id).await;
+                        if !self.may_park(true) {
+                            awaits = false;
+                            continue;
+                        }
+                        return Err(RuntimeError::Failed(
+                        "the warm container ended before it was parked (see the miner's log); allocations start cold until the next one"
+                            .into(),
+                    ));
+                    }
+                }
+            } else {
+                false
+            };
+            tracing::debug!(container = %created.id, image = %image_id, parked, "warm container made");
+            let parked = std::sync::Arc::new(tokio::sync::Mutex::new(parked));
+            let replaced = self.warm.lock().replace(Warm {
+                id: created.id,
+                image_id: image_id.clone(),
+                fit: fit.clone(),
+                awaits,
+                parked,
+            });
+            // Only this function stores one, under `making`: nothing can be there now.
+            if let Some(w) = replaced {
+                self.force_remove(&w.id).await?;
+            }
+            return Ok(true);
         }
-        Ok(true)
     }
 
     pub(super) async fn discard_warm_inner(&self) -> Result<(), RuntimeError> {
