@@ -28,6 +28,7 @@ pub fn main_entry(args: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return output::usage_error(e, json),
     };
+    cmd::start_early(&cli);
     let mut out = Output::stdio(cli.global.json, cli.global.show_secrets);
     let cli = match config::resolve(cli) {
         Ok(c) => c,

@@ -373,7 +373,8 @@ async fn run_alloc(
     opts: &AllocOpts,
     timeline_days: i64,
 ) -> anyhow::Result<()> {
-    // The allocation key is made while the metagraph is read and the miners are checked.
+    // The allocation key is made while the metagraph is read and the miners are checked (a
+    // one-shot `a` started it right after parsing: `cmd::start_early`; this is then a no-op).
     compute::crypto::KeyReserve::global().prepare();
     let requirement = req.resolve(hotkey.is_none())?;
     let options = opts.options(g, out, timeline_days)?;
