@@ -169,6 +169,24 @@ async fn devnet_docker_demo_runs_the_main_job_in_containers() {
     run_demo("docker", "embedded");
 }
 
+/// An H100 allocated with `a`, a command run in it over SSH, released with `d`: its hotkey.
+fn allocate_use_and_release(net: &Net) -> String {
+    let hk = allocated_hotkey(net, &["--gpu_type", "h100", "--gpu_size", "80"]);
+    assert!(ssh_hello(net, &hk).contains("hello from the allocation"));
+    let o = net.cli(&["d", &hk]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    hk
+}
+
+/// `devnet down` succeeds and no process of `status` survives it.
+fn down_stops_everything(net: &Net, status: &Value) {
+    let o = net.run(&["devnet", "down", "--dir", &net.dir()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for pid in pids(status) {
+        assert!(!alive(pid), "process {pid} survived devnet down");
+    }
+}
+
 #[test]
 fn up_twice_starts_one_network_and_the_config_serves_every_command() {
     let net = Net::new();
@@ -215,18 +233,11 @@ fn up_twice_starts_one_network_and_the_config_serves_every_command() {
         .expect("run");
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("'nobody'"), "the environment wins over the config file: {}", text(&o.stderr));
-    let hk = allocated_hotkey(&net, &["--gpu_type", "h100", "--gpu_size", "80"]);
+    let hk = allocate_use_and_release(&net);
     assert_eq!(hk, m0["hotkey"].as_str().expect("hotkey"));
-    assert!(ssh_hello(&net, &hk).contains("hello from the allocation"));
-    let o = net.cli(&["d", &hk]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
 
     // down: nothing left running; a second down is a no-op; --delete removes the directory.
-    let o = net.run(&["devnet", "down", "--dir", &net.dir()]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    for pid in pids(&st) {
-        assert!(!alive(pid), "process {pid} survived devnet down");
-    }
+    down_stops_everything(&net, &st);
     let (ok, after) = net.status();
     assert!(!ok, "status exits 1 when the devnet is down");
     assert_eq!(after["chain_process"]["running"], false);
@@ -272,18 +283,10 @@ fn miners_per_process_runs_groups_that_serve_like_separate_miners() {
     assert!(!ok, "status says the devnet is not healthy");
     assert_eq!(net.miner(&after, "miner-3")["running"], false);
     assert_eq!(net.miner(&after, "miner-0")["healthy"], true);
-    let hk = allocated_hotkey(&net, &["--gpu_type", "h100", "--gpu_size", "80"]);
+    let hk = allocate_use_and_release(&net);
     let in_first = [net.miner(&st, "miner-0")["hotkey"].clone(), net.miner(&st, "miner-1")["hotkey"].clone()];
     assert!(in_first.contains(&Value::String(hk.clone())), "{hk} is in the live group");
-    assert!(ssh_hello(&net, &hk).contains("hello from the allocation"));
-    let o = net.cli(&["d", &hk]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-
-    let o = net.run(&["devnet", "down", "--dir", &net.dir()]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    for pid in pids(&st) {
-        assert!(!alive(pid), "process {pid} survived devnet down");
-    }
+    down_stops_everything(&net, &st);
 }
 
 #[test]
