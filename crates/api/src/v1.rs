@@ -254,7 +254,7 @@ async fn sync(
         .renter()
         .sync(
             Duration::from_secs(b.timeout_seconds.unwrap_or(12).clamp(1, 120)),
-            b.concurrency.unwrap_or(64).max(1),
+            b.concurrency.unwrap_or(256).clamp(1, 256),
             &|_, _| {},
         )
         .await

@@ -11,7 +11,7 @@
 //! Two libraries, each where it is strongest:
 //! - the requester's private key lives in AWS-LC (`aws-lc-rs`): key generation and OAEP
 //!   decryption are constant-time there (the `rsa` crate's private-key operation is not,
-//!   RUSTSEC-2023-0071 "Marvin"), and its key generation is about twice as fast here;
+//!   RUSTSEC-2023-0071 "Marvin"), and its key generation is three to four times as fast here;
 //! - public keys, the miner's encryption and PEM parsing stay with the `rsa` crate, which
 //!   handles no secret and reads every PEM form SN27's Python accepts.
 
