@@ -26,8 +26,9 @@
 //!   none: RSA-3072 generation in the container was ~0.5 s of every cold start. The ed25519 key,
 //!   the one the miner signs to renters, is made per allocation as on the cold path. Each warm
 //!   container gets keys of its own: a renter is root in it and can read them.
-//! - [`WarmSlot::take`] hands it out under a mutex, so two allocations never get the same one
-//!   (one taken while being parked waits for the parking to end); the taker renames it
+//! - [`WarmSlot::take`] hands it out under a mutex, so two allocations never get the same one;
+//!   an allocation first waits for a warm container in the making or being parked (it may be
+//!   the one to take, or one that would take the allocation's ports), then renames it
 //!   `nicompute-<allocation id>` before it starts, so a crash between taking and starting leaves a
 //!   container that reconciliation removes with its half-started allocation.
 //! - An allocation takes it only when its spec fits: the runtime's own image, no environment, the
@@ -386,12 +387,21 @@ impl DockerRuntime {
     /// Starts the allocation in the warm container when there is one that fits: `None` when
     /// there is none or it failed (it is then removed, and the caller starts a cold one).
     pub(super) async fn start_warm(&self, spec: &ContainerSpec, password: &str, keys: &str) -> Option<Container> {
-        let warm = match Fit::of(spec, &self.image).and_then(|fit| self.warm.take(&fit)) {
-            Some(warm) => warm,
-            None => {
+        let taken = {
+            // A warm container in the making (or being parked) is finished first: it may be the
+            // one this allocation takes, or one that would take its ports right after it started.
+            let _making = self.warm.making.lock().await;
+            match Fit::of(spec, &self.image).and_then(|fit| self.warm.take(&fit)) {
+                Some(warm) => Ok(warm),
+                None => Err(self.warm.take_in_the_way(spec)),
+            }
+        };
+        let warm = match taken {
+            Ok(warm) => warm,
+            Err(in_the_way) => {
                 // A parked one holding a port this allocation needs makes way (the miner makes
                 // the next warm container once this allocation is under way).
-                if let Some(in_the_way) = self.warm.take_in_the_way(spec) {
+                if let Some(in_the_way) = in_the_way {
                     tracing::debug!(container = %in_the_way.id, "removing the parked warm container: its ports are needed");
                     if let Err(e) = self.force_remove(&in_the_way.id).await {
                         tracing::warn!(container = %in_the_way.id, error = %e, "could not remove the parked warm container");
