@@ -21,29 +21,11 @@ use compute::runtime::{Container, ContainerRuntime, ContainerSpec, ContainerStat
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::SecretString;
 
-use crate::harness::{docker_config, keygen, on_path, port_is_free, skip, ssh_run, Login, PortLease, SshKey};
+use crate::harness::{docker_config, docker_runtime, keygen, port_is_free, ssh_run, Login, PortLease, SshKey};
 
 /// The runtime, or None (after saying why) when this machine cannot run these tests.
 async fn runtime() -> Option<DockerRuntime> {
-    const GATE: &str = "NICOMPUTE_REQUIRE_DOCKER";
-    let rt = match DockerRuntime::connect(docker_config()).await {
-        Ok(rt) => rt,
-        Err(e) => {
-            skip(GATE, &format!("no Docker daemon ({e})"));
-            return None;
-        }
-    };
-    if let Err(e) = rt.ensure_image().await {
-        skip(GATE, &format!("no sshd image ({e})"));
-        return None;
-    }
-    for tool in ["ssh", "sshpass", "ssh-keygen"] {
-        if !on_path(tool) {
-            skip(GATE, &format!("no {tool} binary (scripts/docker-up.sh installs it)"));
-            return None;
-        }
-    }
-    Some(rt)
+    docker_runtime(docker_config(), &["ssh", "sshpass", "ssh-keygen"]).await
 }
 
 /// The runtime, a fresh allocation id whose container is removed at the end whatever happens,

@@ -26,32 +26,13 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    allocate_with, docker_config, docker_miner, fixture_key as kp, on_path, skip, ssh_run, Login, PortLease,
+    allocate_with, docker_config, docker_miner, docker_runtime, fixture_key as kp, ssh_run, Login, PortLease,
 };
-
-const GATE: &str = "NICOMPUTE_REQUIRE_DOCKER";
 
 /// A runtime whose containers carry `scope`, or None after saying why there is none.
 async fn docker(scope: &str) -> Option<Arc<DockerRuntime>> {
     let cfg = DockerConfig { image: DEFAULT_IMAGE.to_owned(), scope: Some(scope.to_owned()), ..docker_config() };
-    let rt = match DockerRuntime::connect(cfg).await {
-        Ok(rt) => rt,
-        Err(e) => {
-            skip(GATE, &format!("no Docker daemon ({e})"));
-            return None;
-        }
-    };
-    if let Err(e) = rt.ensure_image().await {
-        skip(GATE, &format!("no sshd image ({e})"));
-        return None;
-    }
-    for tool in ["ssh", "sshpass"] {
-        if !on_path(tool) {
-            skip(GATE, &format!("no {tool} binary (scripts/docker-up.sh installs it)"));
-            return None;
-        }
-    }
-    Some(Arc::new(rt))
+    docker_runtime(cfg, &["ssh", "sshpass"]).await.map(Arc::new)
 }
 
 fn scope(tag: &str) -> String {

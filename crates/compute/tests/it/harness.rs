@@ -376,6 +376,40 @@ pub fn port_is_free(port: u16) -> bool {
 
 // ---- Docker ----
 
+/// A runtime for `cfg` on a daemon that has the default `nicompute/sshd` image, with `tools` on
+/// PATH; or None after saying why there is none (a failure under NICOMPUTE_REQUIRE_DOCKER=1).
+pub async fn docker_runtime(
+    cfg: compute::runtime::docker::DockerConfig,
+    tools: &[&str],
+) -> Option<compute::runtime::docker::DockerRuntime> {
+    use compute::runtime::docker::{DockerRuntime, DEFAULT_IMAGE};
+    const GATE: &str = "NICOMPUTE_REQUIRE_DOCKER";
+    let own_image = cfg.image == DEFAULT_IMAGE;
+    let rt = match DockerRuntime::connect(cfg).await {
+        Ok(rt) => rt,
+        Err(e) => {
+            skip(GATE, &format!("no Docker daemon ({e})"));
+            return None;
+        }
+    };
+    let image = match own_image {
+        true => rt.ensure_image().await,
+        false => match DockerRuntime::connect(docker_config()).await {
+            Ok(default) => default.ensure_image().await,
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = image {
+        skip(GATE, &format!("no sshd image ({e})"));
+        return None;
+    }
+    if let Some(tool) = tools.iter().find(|t| !on_path(t)) {
+        skip(GATE, &format!("no {tool} binary (scripts/docker-up.sh installs it)"));
+        return None;
+    }
+    Some(rt)
+}
+
 /// How to reach the Docker daemon these tests use: `DOCKER_HOST` (a unix socket) or the default.
 pub fn docker_config() -> compute::runtime::docker::DockerConfig {
     let host = std::env::var("DOCKER_HOST").ok();

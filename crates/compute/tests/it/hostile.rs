@@ -22,7 +22,7 @@ use compute::runtime::ContainerRuntime;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{allocate_with, docker_config, docker_miner, fixture_key as kp, skip, PortLease};
+use crate::harness::{allocate_with, docker_config, docker_miner, docker_runtime, fixture_key as kp, PortLease};
 
 /// A miner in this process on `runtime` (with a warm container where the runtime keeps one).
 async fn start_miner(state_dir: PathBuf, runtime: Arc<dyn ContainerRuntime>, ssh: &PortLease) -> MinerHandle {
@@ -90,19 +90,7 @@ async fn a_request_captured_before_a_clean_restart_is_refused_after_it() {
 /// reconciliation never touches anyone else's), or None after saying why there is none.
 async fn docker(image: &str, scope: &str) -> Option<Arc<DockerRuntime>> {
     let cfg = DockerConfig { image: image.to_owned(), scope: Some(scope.to_owned()), ..docker_config() };
-    let skip = |why: String| skip("NICOMPUTE_REQUIRE_DOCKER", &why);
-    let rt = match DockerRuntime::connect(cfg).await {
-        Ok(rt) => rt,
-        Err(e) => {
-            skip(format!("no Docker daemon ({e})"));
-            return None;
-        }
-    };
-    if let Err(e) = DockerRuntime::connect(docker_config()).await.expect("daemon").ensure_image().await {
-        skip(format!("no sshd image ({e})"));
-        return None;
-    }
-    Some(Arc::new(rt))
+    docker_runtime(cfg, &[]).await.map(Arc::new)
 }
 
 /// Removes every container of the scope when dropped, even when the test panics.
