@@ -7,6 +7,9 @@
 //! - `aws_lc_first_of_2`: what `a` does now, [`KeyReserve`] racing two AWS-LC generations. Each
 //!   run waits for the race's loser to finish before the next starts, so no run pays for the
 //!   previous one.
+//! - `aws_lc_first_of_2_new_process`: the same in a process of its own, from exec to exit, as a
+//!   one-shot `a` pays it: AWS-LC seeds its random generator once per process, and whatever that
+//!   seeding costs shows here and not in the in-process figures.
 //!
 //! With `--openssl`, `openssl genrsa 2048` too (process start included), where it is installed.
 
@@ -23,7 +26,12 @@ use serde_json::{json, Map, Value};
 /// Enough for the slowest AWS-LC draw seen here (about 200 ms) to end before the next run.
 const SETTLE: Duration = Duration::from_millis(400);
 
-pub fn run(iterations: usize, openssl: bool) -> Result<()> {
+pub fn run(iterations: usize, openssl: bool, once: bool) -> Result<()> {
+    if once {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        drop(runtime.block_on(KeyReserve::new().take())?);
+        return Ok(());
+    }
     let mut out = Map::new();
     for (name, f) in measure(iterations, openssl)? {
         out.insert(
@@ -48,7 +56,8 @@ pub struct Figures {
 pub fn measure(iterations: usize, openssl: bool) -> Result<Vec<(&'static str, Figures)>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let openssl = openssl && Command::new("openssl").arg("version").stdout(Stdio::null()).status().is_ok();
-    let mut names = vec!["rsa_serial", "rsa_pq_threads", "aws_lc", "aws_lc_first_of_2"];
+    let mut names =
+        vec!["rsa_serial", "rsa_pq_threads", "aws_lc", "aws_lc_first_of_2", "aws_lc_first_of_2_new_process"];
     if openssl {
         names.push("openssl_genrsa");
     }
@@ -61,10 +70,11 @@ pub fn measure(iterations: usize, openssl: bool) -> Result<Vec<(&'static str, Fi
                 "rsa_pq_threads" => drop(rsa_pq_threads()?),
                 "aws_lc" => drop(AllocationKey::generate()?),
                 "aws_lc_first_of_2" => drop(runtime.block_on(KeyReserve::new().take())?),
+                "aws_lc_first_of_2_new_process" => keygen_process()?,
                 _ => openssl_genrsa()?,
             }
             samples[i].push(t.elapsed().as_secs_f64() * 1e3);
-            if *name == "aws_lc_first_of_2" {
+            if name.starts_with("aws_lc_first_of_2") {
                 std::thread::sleep(SETTLE);
             }
         }
@@ -99,6 +109,15 @@ fn rsa_pq_threads() -> Result<RsaPrivateKey> {
             }
         }
     }
+}
+
+/// This benchmark's own binary, `keygen --once`: one key as a one-shot `a` makes it, in a new
+/// process.
+fn keygen_process() -> Result<()> {
+    let exe = std::env::current_exe().context("the benchmark's own path")?;
+    let status = Command::new(exe).args(["keygen", "--once"]).stdout(Stdio::null()).status()?;
+    anyhow::ensure!(status.success(), "nicompute-bench keygen --once failed");
+    Ok(())
 }
 
 fn openssl_genrsa() -> Result<()> {

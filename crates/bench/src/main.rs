@@ -60,6 +60,9 @@ enum Cmd {
         /// Also `openssl genrsa 2048`, process start included, where openssl is installed.
         #[arg(long)]
         openssl: bool,
+        /// Make one key as a one-shot `a` does (first of two) and exit: the new-process candidate.
+        #[arg(long, hide = true)]
+        once: bool,
     },
     /// A devnet metagraph of N neurons over a new WebSocket/HTTP connection each time.
     Chain {
@@ -141,6 +144,9 @@ enum Cmd {
         /// Only the cold `list_a`/`list_r` timings (no devnet).
         #[arg(long)]
         lists_only: bool,
+        /// Keep the list databases in this directory (for profiling the list commands).
+        #[arg(long)]
+        lists_dir: Option<PathBuf>,
     },
     /// The API: GET /v1/resources over 1,024 miners (one core), an allocation through the API vs
     /// `nicompute a`, webhook latency.
@@ -245,8 +251,8 @@ fn main() -> Result<()> {
         Cmd::Chain { neurons, iterations } => chain::run(neurons, iterations),
         Cmd::Decode { fixtures, iterations } => decode::run(&fixtures, iterations),
         Cmd::Miner { allocations, runtime, warm_containers } => miner::run(allocations, runtime, &warm_containers),
-        Cmd::Renter { runs, check_runs, peers, no_python, lists_only } => {
-            renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only })
+        Cmd::Renter { runs, check_runs, peers, no_python, lists_only, lists_dir } => {
+            renter::run(&renter::Options { runs, check_runs, peers, no_python, lists_only, lists_dir })
         }
         Cmd::Api { runs, seconds } => api::run(&api::Options { runs, seconds }),
         Cmd::Web { runs } => web::run(&web::Options { runs }),
@@ -260,7 +266,7 @@ fn main() -> Result<()> {
         Cmd::ServeAxon { port, bare } => serve_axon(port, bare),
         Cmd::Attack { addr, axon_hotkey, kind } => attack::run(addr, &axon_hotkey, kind),
         Cmd::Auth { iterations } => auth::run(iterations),
-        Cmd::Keygen { iterations, openssl } => keygen::run(iterations, openssl),
+        Cmd::Keygen { iterations, openssl, once } => keygen::run(iterations, openssl, once),
         Cmd::VerifyCeiling => {
             let (wall, cpu) = verify_ceiling();
             println!("{}", json!({ "verifications_per_s": wall, "verifications_per_cpu_s": cpu }));

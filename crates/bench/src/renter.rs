@@ -70,6 +70,8 @@ pub struct Options {
     pub no_python: bool,
     /// Skip the devnet part (1 and 2): only the list timings.
     pub lists_only: bool,
+    /// Where the list databases are made and kept (a temporary directory otherwise).
+    pub lists_dir: Option<PathBuf>,
 }
 
 /// One line of the summary table.
@@ -123,7 +125,8 @@ pub fn run(opts: &Options) -> Result<()> {
         net.cleanup();
         result?;
     }
-    lists(&bin, dir.path(), &specs_json, &mut rows)?;
+    let lists_dir = opts.lists_dir.clone().unwrap_or_else(|| dir.path().join("lists"));
+    lists(&bin, &lists_dir, &specs_json, &mut rows)?;
 
     println!();
     println!("{:<58} {:<46} {:<12} verdict", "measure", "measured", "target");
@@ -535,7 +538,9 @@ fn python_check(python: &Path, doc: &Value) -> Result<Value> {
 /// 3. Cold `list_a` over 1000 allocations and `list_r` over 1024 miners.
 fn lists(bin: &Path, dir: &Path, specs_json: &str, rows: &mut Vec<Row>) -> Result<()> {
     let t = Instant::now();
-    let alloc_db = dir.join("lists").join("allocations.db");
+    std::fs::create_dir_all(dir)?;
+    let alloc_db = dir.join("allocations.db");
+    remove_db(&alloc_db);
     {
         let db = ComputeDb::open(&alloc_db)?;
         let key = AllocationKey::generate()?;
@@ -562,7 +567,8 @@ fn lists(bin: &Path, dir: &Path, specs_json: &str, rows: &mut Vec<Row>) -> Resul
         }
         ensure!(db.allocations()?.len() == LIST_ALLOCATIONS, "allocation rows missing");
     }
-    let miners_db = dir.join("lists").join("miners.db");
+    let miners_db = dir.join("miners.db");
+    remove_db(&miners_db);
     {
         let db = ComputeDb::open(&miners_db)?;
         let now = Clock::system().now_ms();
@@ -613,6 +619,15 @@ fn lists(bin: &Path, dir: &Path, specs_json: &str, rows: &mut Vec<Row>) -> Resul
         rows.push(Row::new(format!("{name}, cold"), text, &target_text, target.map(|t| p50 < t)));
     }
     Ok(())
+}
+
+/// Removes a database left by an earlier `--lists-dir` run, with its WAL files.
+fn remove_db(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
 }
 
 /// A valid, distinct SS58 hotkey for row `i` (from a seed: no mnemonic work).
