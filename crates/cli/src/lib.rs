@@ -35,7 +35,12 @@ pub fn main_entry(args: Vec<OsString>) -> ExitCode {
         Err(e) => return out.finish(Err(output::UsageError(e.to_string()).into())),
     };
     init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut runtime = if cmd::one_thread(&cli) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             out.error(&anyhow::Error::new(e).context("cannot start the async runtime"));

@@ -312,16 +312,17 @@ pub fn usage_error(e: clap::Error, json: bool) -> ExitCode {
 /// and re-pads every cell several times, which was a third of a cold `list_a` over 1,000 rows.
 /// Cells with a line feed or tab go through comfy-table itself; the two agree byte for byte
 /// (tested below).
-pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub fn table<S: AsRef<str>>(header: &[&str], rows: Vec<Vec<S>>) -> String {
     let simple = |c: &str| !c.contains(['\n', '\t']);
     if header.iter().all(|c| simple(c)) && rows.iter().all(|r| r.len() == header.len()) {
         // Each cell cleaned once, and laid out directly when every cell is one line.
-        let cleaned: Vec<Vec<Cow<'_, str>>> = rows.iter().map(|r| r.iter().map(|c| clean(c)).collect()).collect();
+        let cleaned: Vec<Vec<Cow<'_, str>>> =
+            rows.iter().map(|r| r.iter().map(|c| clean(c.as_ref())).collect()).collect();
         if cleaned.iter().all(|r| r.iter().all(|c| simple(c))) {
             return table_lines(header, &cleaned);
         }
     }
-    comfy(header, rows)
+    comfy(header, rows.into_iter().map(|r| r.into_iter().map(|c| c.as_ref().to_owned()).collect()).collect())
 }
 
 /// Columns a cell takes: its length for ASCII (cleaned cells hold no control character), else

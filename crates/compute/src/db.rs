@@ -34,7 +34,9 @@ mod miners;
 mod schema;
 mod wandb;
 
-pub use allocation::{key_fingerprint, AllocationDetails, AllocationDetailsError, AllocationRecord, AllocationState};
+pub use allocation::{
+    key_fingerprint, AllocationDetails, AllocationDetailsError, AllocationListing, AllocationRecord, AllocationState,
+};
 pub use api::{ApiAllocation, ApiAllocationState, Delivery, DeliveryState, HealthRecord, NewDelivery, TokenRecord};
 pub use miners::{MinerRecord, SyncOutcome, NO_SPECS_LIMIT};
 pub use wandb::PublicationRecord;

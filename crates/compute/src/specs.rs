@@ -409,6 +409,11 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 fn lenient_details<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<GpuDetail>, D::Error> {
+    // `from_json`'s first pass reads the list straight into its structs; one odd entry fails
+    // that pass, and the tolerant pass below drops just that entry.
+    if STRICT_SECTIONS.get() {
+        return Ok(Option::<Vec<GpuDetail>>::deserialize(d)?.unwrap_or_default());
+    }
     Ok(match Value::deserialize(d)? {
         Value::Array(items) => items.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect(),
         _ => Vec::new(),

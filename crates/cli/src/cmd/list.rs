@@ -1,10 +1,11 @@
 //! `list_a`, `list_ah`, `list_r`: what I have allocated, which of those miners are still in the
 //! metagraph, and what the network offers (SN27's tables, plus the age of each miner's specs).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use clap::{Args, ValueEnum};
-use compute::db::AllocationRecord;
+use compute::db::AllocationListing;
 use compute::renter::{gpu_summary, resources, Resource, ResourceQuery, SortKey};
 use serde::Serialize;
 
@@ -42,25 +43,27 @@ struct AllocationView {
     state: String,
 }
 
-fn view(r: &AllocationRecord, out: &Output, now: u64) -> AllocationView {
+fn view(r: AllocationListing, out: &Output, now: u64) -> AllocationView {
     use secrecy::ExposeSecret;
-    let d = r.details.as_ref();
-    let ip = d.map(|d| d.ip.clone()).unwrap_or_default();
-    let port = d.map(|d| d.port);
-    let user = d.map(|d| d.username.clone()).unwrap_or_default();
+    let ssh = r.details.as_ref().map(|d| d.ssh_command()).unwrap_or_default();
+    let password = r.details.as_ref().map(|d| out.secret(d.password.expose_secret()).to_owned()).unwrap_or_default();
+    let host_key = r.details.as_ref().and_then(|d| d.host_key.as_deref()).map(compute::sshexec::fingerprint);
+    let (resource, username, port, ip, user_ports, authenticated) = match r.details {
+        Some(d) => (d.resource, d.username, Some(d.port), d.ip, d.external_user_ports, d.authenticated),
+        None => (String::new(), String::new(), None, String::new(), None, false),
+    };
     AllocationView {
         id: r.id,
-        hotkey: r.hotkey.clone(),
-        resource: d.map(|d| d.resource.clone()).unwrap_or_default(),
-        username: user.clone(),
-        password: d.map(|d| out.secret(d.password.expose_secret()).to_owned()).unwrap_or_default(),
+        hotkey: r.hotkey,
+        resource,
+        username,
+        password,
         port,
-        ssh: d.map(|d| d.ssh_command()).unwrap_or_default(),
-        external_user_ports: d
-            .and_then(|d| d.external_user_ports.as_ref())
+        ssh,
+        external_user_ports: user_ports
             .map(|p| p.iter().map(|(c, h)| (c.to_string(), serde_json::Value::from(*h))).collect()),
-        authenticated: d.is_some_and(|d| d.authenticated),
-        host_key: d.and_then(|d| d.host_key.as_deref()).map(compute::sshexec::fingerprint),
+        authenticated,
+        host_key,
         ip,
         expires_in: r.expires_ms.map_or("-".into(), |e| human_duration_ms(i128::from(e) - i128::from(now))),
         state: r.state.as_str().to_owned(),
@@ -69,31 +72,32 @@ fn view(r: &AllocationRecord, out: &Output, now: u64) -> AllocationView {
 
 pub fn list_a(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     let db = open_db(g)?;
-    let rows: Vec<AllocationView> = db.allocations()?.iter().map(|r| view(r, out, g.clock.now_ms())).collect();
+    let now = g.clock.now_ms();
+    let rows: Vec<AllocationView> = db.allocation_listing()?.into_iter().map(|r| view(r, out, now)).collect();
     out.result(&rows, |o| {
-        let t = rows
+        let t: Vec<Vec<Cow<'_, str>>> = rows
             .iter()
             .map(|r| {
                 vec![
-                    r.id.to_string(),
-                    r.hotkey.clone(),
-                    r.resource.clone(),
-                    r.username.clone(),
-                    r.password.clone(),
-                    r.port.map_or("-".into(), |p| p.to_string()),
-                    r.ip.clone(),
-                    r.ssh.clone(),
-                    r.external_user_ports.as_ref().map_or("-".into(), |p| {
-                        p.iter().map(|(c, h)| format!("{c}→{h}")).collect::<Vec<_>>().join(", ")
+                    Cow::Owned(r.id.to_string()),
+                    Cow::Borrowed(r.hotkey.as_str()),
+                    Cow::Borrowed(r.resource.as_str()),
+                    Cow::Borrowed(r.username.as_str()),
+                    Cow::Borrowed(r.password.as_str()),
+                    r.port.map_or(Cow::Borrowed("-"), |p| Cow::Owned(p.to_string())),
+                    Cow::Borrowed(r.ip.as_str()),
+                    Cow::Borrowed(r.ssh.as_str()),
+                    r.external_user_ports.as_ref().map_or(Cow::Borrowed("-"), |p| {
+                        Cow::Owned(p.iter().map(|(c, h)| format!("{c}→{h}")).collect::<Vec<_>>().join(", "))
                     }),
-                    match (r.authenticated, &r.host_key) {
-                        // Short: a thousand rows of it are printed cold (the 20 ms target).
-                        (true, Some(_)) => "signed, pinned".into(),
-                        (true, None) => "signed".into(),
-                        (false, _) => "no".into(),
-                    },
-                    r.expires_in.clone(),
-                    r.state.clone(),
+                    Cow::Borrowed(match (r.authenticated, &r.host_key) {
+                        // Short: a thousand rows of it are printed cold (the 12 ms target).
+                        (true, Some(_)) => "signed, pinned",
+                        (true, None) => "signed",
+                        (false, _) => "no",
+                    }),
+                    Cow::Borrowed(r.expires_in.as_str()),
+                    Cow::Borrowed(r.state.as_str()),
                 ]
             })
             .collect();
@@ -121,8 +125,7 @@ pub async fn list_ah(g: &GlobalOpts, out: &mut Output) -> anyhow::Result<()> {
     let db = open_db(g)?;
     let chain = g.subtensor.client()?;
     let mg = chain.metagraph(g.subtensor.netuid()).await?;
-    let hotkeys: Vec<String> =
-        db.allocations()?.into_iter().map(|r| r.hotkey).filter(|h| mg.by_hotkey(h).is_some()).collect();
+    let hotkeys: Vec<String> = db.allocated_hotkeys()?.into_iter().filter(|h| mg.by_hotkey(h).is_some()).collect();
     #[derive(Serialize)]
     struct Doc<'a> {
         hotkeys: &'a [String],

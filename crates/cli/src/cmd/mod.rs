@@ -62,6 +62,21 @@ pub fn start_early(cli: &Cli) {
     }
 }
 
+/// Whether the command runs on the calling thread alone: the list commands read the database
+/// (and at most the shared state over HTTP) and print, and worker threads would only add their
+/// start and join to a cold run.
+pub fn one_thread(cli: &Cli) -> bool {
+    matches!(
+        cli.command,
+        Some(
+            Command::ListAllocations
+                | Command::ListAllocatedHotkeys
+                | Command::ListResources(_)
+                | Command::ListPenalized
+        )
+    )
+}
+
 pub async fn dispatch(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
     let Cli { command, global } = crate::config::resolve(cli).map_err(|e| UsageError(e.to_string()))?;
     let Some(command) = command else {

@@ -116,8 +116,7 @@ impl WandbCommand {
                                     v
                                 })
                             };
-                            let mut local_alloc: Vec<String> =
-                                db.allocations()?.into_iter().map(|r| r.hotkey).collect();
+                            let mut local_alloc: Vec<String> = db.allocated_hotkeys()?.into_iter().collect();
                             local_alloc.sort();
                             let mut local_pen = db.penalized()?;
                             local_pen.sort();

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use rusqlite::types::Type;
+use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
@@ -125,6 +125,25 @@ impl AllocationDetails {
             Err(_) => {
                 let value: Value = serde_json::from_str(text).map_err(|e| AllocationDetailsError(e.to_string()))?;
                 Self::from_value(&value)
+            }
+        }
+    }
+
+    /// As [`Self::from_json`], without the key material and the bookkeeping a listing does not
+    /// print: `regkey` stays empty, `version` null, `ssh_key` and `uuid` absent. Those keys are
+    /// skipped unparsed (the PEM is most of the text), so a cold `list_a` does not unescape a
+    /// thousand keys it never shows.
+    pub fn from_json_listing(text: &str) -> Result<Self, AllocationDetailsError> {
+        match serde_json::from_str::<ListedKeys>(text) {
+            Ok(k) => Self::from_fields(|key| k.get(key)),
+            Err(_) => {
+                let value: Value = serde_json::from_str(text).map_err(|e| AllocationDetailsError(e.to_string()))?;
+                let mut listed = Self::from_value(&value)?;
+                listed.regkey.clear();
+                listed.version = Value::Null;
+                listed.ssh_key = None;
+                listed.uuid = None;
+                Ok(listed)
             }
         }
     }
@@ -249,6 +268,35 @@ impl KnownKeys {
     }
 }
 
+/// The keys [`AllocationDetails::from_json_listing`] reads; the others are skipped unparsed.
+#[derive(serde::Deserialize)]
+struct ListedKeys {
+    username: Option<Value>,
+    password: Option<Value>,
+    port: Option<Value>,
+    ip: Option<Value>,
+    resource: Option<Value>,
+    external_user_ports: Option<Value>,
+    host_key: Option<Value>,
+    authenticated: Option<Value>,
+}
+
+impl ListedKeys {
+    fn get(&self, key: &str) -> Option<&Value> {
+        match key {
+            "username" => self.username.as_ref(),
+            "password" => self.password.as_ref(),
+            "port" => self.port.as_ref(),
+            "ip" => self.ip.as_ref(),
+            "resource" => self.resource.as_ref(),
+            "external_user_ports" => self.external_user_ports.as_ref(),
+            "host_key" => self.host_key.as_ref(),
+            "authenticated" => self.authenticated.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 fn text_of(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -319,6 +367,52 @@ impl fmt::Debug for AllocationRecord {
     }
 }
 
+/// One allocation as the list commands print it: [`AllocationRecord`] without the key material
+/// (the regkey PEM and its fingerprint), the raw text and the history. Its `details` come from
+/// [`AllocationDetails::from_json_listing`]: their `regkey` is empty. Releasing an allocation
+/// takes an [`AllocationRecord`].
+#[derive(Debug)]
+pub struct AllocationListing {
+    /// `allocation.id`.
+    pub id: i64,
+    pub hotkey: String,
+    /// `None` when the row's JSON is unreadable.
+    pub details: Option<AllocationDetails>,
+    /// [`AllocationState::Active`] for a row without our state (written by SN27).
+    pub state: AllocationState,
+    pub expires_ms: Option<u64>,
+}
+
+const LISTING_SELECT: &str = "SELECT a.id, a.hotkey, a.details, m.state, m.expires_ms \
+     FROM allocation a LEFT JOIN nc_allocation_meta m ON m.hotkey = a.hotkey \
+     WHERE a.hotkey IS NOT NULL ORDER BY a.id";
+
+fn listing(r: &Row<'_>) -> rusqlite::Result<AllocationListing> {
+    let details = match r.get_ref(2)? {
+        ValueRef::Text(b) | ValueRef::Blob(b) => match std::str::from_utf8(b) {
+            Ok(t) => AllocationDetails::from_json_listing(t).ok(),
+            Err(_) => AllocationDetails::from_json_listing(&String::from_utf8_lossy(b)).ok(),
+        },
+        _ => None,
+    };
+    Ok(AllocationListing {
+        id: r.get(0)?,
+        hotkey: value_text(r.get_ref(1)?).unwrap_or_default(),
+        details,
+        state: state_of(r.get_ref(3)?)?,
+        expires_ms: value_u64(r.get_ref(4)?),
+    })
+}
+
+/// Our state column: [`AllocationState::Active`] where the row has none (written by SN27).
+fn state_of(v: ValueRef<'_>) -> rusqlite::Result<AllocationState> {
+    match value_text(v) {
+        None => Ok(AllocationState::Active),
+        // The CHECK constraint admits only the three states.
+        Some(s) => AllocationState::parse(&s).ok_or(rusqlite::Error::InvalidColumnType(3, "state".into(), Type::Text)),
+    }
+}
+
 const RECORD_SELECT: &str = "SELECT a.id, a.hotkey, a.details, m.state, m.regkey, m.key_fingerprint, \
      m.ssh_key_injected, m.created_ms, m.expires_ms, m.last_error, m.updated_ms \
      FROM allocation a LEFT JOIN nc_allocation_meta m ON m.hotkey = a.hotkey";
@@ -326,13 +420,7 @@ const RECORD_SELECT: &str = "SELECT a.id, a.hotkey, a.details, m.state, m.regkey
 fn record(r: &Row<'_>) -> rusqlite::Result<AllocationRecord> {
     let details_raw = value_text(r.get_ref(2)?);
     let details = details_raw.as_deref().and_then(|t| AllocationDetails::from_json(t).ok());
-    let state = match value_text(r.get_ref(3)?) {
-        None => AllocationState::Active,
-        // The CHECK constraint admits only the three states.
-        Some(s) => {
-            AllocationState::parse(&s).ok_or(rusqlite::Error::InvalidColumnType(3, "state".into(), Type::Text))?
-        }
-    };
+    let state = state_of(r.get_ref(3)?)?;
     let regkey =
         value_text(r.get_ref(4)?).or_else(|| details.as_ref().map(|d| d.regkey.clone())).filter(|k| !k.is_empty());
     let key_fingerprint = value_text(r.get_ref(5)?).or_else(|| regkey.as_deref().map(key_fingerprint));
@@ -523,6 +611,27 @@ impl ComputeDb {
         self.read(|conn| {
             let mut stmt = conn.prepare(&format!("{RECORD_SELECT} WHERE a.hotkey IS NOT NULL ORDER BY a.id"))?;
             let rows = stmt.query_map([], record)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Every allocation as the list commands print it, in `id` order: [`Self::allocations`]
+    /// without reading what a listing does not show.
+    pub fn allocation_listing(&self) -> Result<Vec<AllocationListing>, DbError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(LISTING_SELECT)?;
+            let rows = stmt.query_map([], listing)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// The hotkeys of every allocation, in `id` order, without reading the rows' details.
+    pub fn allocated_hotkeys(&self) -> Result<Vec<String>, DbError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("SELECT hotkey FROM allocation WHERE hotkey IS NOT NULL ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |r| Ok(value_text(r.get_ref(0)?).unwrap_or_default()))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }

@@ -83,7 +83,12 @@ impl Login {
 
     /// The command people copy: SN27's `ssh USER@HOST -p PORT`, every part shell-quoted.
     pub fn command_line(&self) -> String {
-        format!("ssh {}@{} -p {}", shell_quote(&self.user), shell_quote(&self.host.to_string()), self.port)
+        use std::fmt::Write as _;
+        // One string, written once (a cold `list_a` makes a thousand). An address prints only
+        // digits, hex letters, '.' and ':', none of which a shell reads.
+        let mut line = String::with_capacity(24 + self.user.len() + 40);
+        let _ = write!(line, "ssh {}@{} -p {}", shell_quote(&self.user), self.host, self.port);
+        line
     }
 }
 

@@ -50,7 +50,7 @@ impl Resource {
 /// Every miner of the database with readable specs, in database order. `extra_allocated`
 /// are more hotkeys to show as allocated (the validators' union on wandb).
 pub fn resources(db: &ComputeDb, extra_allocated: &HashSet<String>) -> Result<Vec<Resource>, DbError> {
-    let allocated: HashSet<String> = db.allocations()?.into_iter().map(|r| r.hotkey).collect();
+    let allocated: HashSet<String> = db.allocated_hotkeys()?.into_iter().collect();
     Ok(db
         .miner_details()?
         .into_iter()
