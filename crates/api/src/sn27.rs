@@ -650,7 +650,7 @@ async fn list_available(
         .miner_details()
         .map_err(|e| fail(StatusCode::NOT_FOUND, "Error occurred while fetching available miner", e.to_string()))?;
     let allocated: std::collections::HashSet<String> =
-        state.db().allocations().map(|a| a.into_iter().map(|r| r.hotkey).collect()).unwrap_or_default();
+        state.db().allocated_hotkeys().map(|a| a.into_iter().collect()).unwrap_or_default();
     let items: Vec<Value> = miners
         .into_iter()
         .filter(|m| m.specs.is_some() && allocated.contains(&m.hotkey) == p.rent_status)

@@ -276,7 +276,7 @@ impl Renter {
         progress: &(dyn Fn(Stage) + Send + Sync),
     ) -> Result<Allocated, RenterError> {
         let specs: Vec<(String, Option<Specs>)> =
-            self.db.miner_details()?.into_iter().map(|m| (m.hotkey, m.specs)).collect();
+            self.db.miner_specs()?.into_iter().map(|m| (m.hotkey, m.specs)).collect();
         let signers = self.db.signers()?;
         let store: &ComputeDb = &self.db;
         let allocated = match target {

@@ -6,6 +6,7 @@
 //! SN27 shows specs with no age and no liveness, so a machine that went offline months ago still
 //! looks available; `nc_miner_seen` is what lets `list_r` say how old each line is.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Row};
 use serde_json::Value;
 
@@ -21,7 +22,7 @@ pub struct MinerRecord {
     /// `miner_details.id` (SN27 has used the uid here in some versions; it is not relied upon).
     pub id: i64,
     pub hotkey: String,
-    /// The specs JSON as stored.
+    /// The specs JSON as stored (`None` when read by [`ComputeDb::miner_specs`]).
     pub details_raw: Option<String>,
     /// The parsed specs; `None` for `{}`, empty, unparsable or all-zero specs.
     pub specs: Option<Specs>,
@@ -39,17 +40,29 @@ pub struct MinerRecord {
 }
 
 fn miner(r: &Row<'_>) -> rusqlite::Result<MinerRecord> {
-    let details_raw = value_text(r.get_ref(2)?);
-    let specs = details_raw
-        .as_deref()
-        .filter(|t| !t.trim().is_empty())
-        .and_then(|t| Specs::from_json(t).ok())
-        .filter(|s| !s.is_empty());
+    let mut record = miner_specs(r)?;
+    record.details_raw = value_text(r.get_ref(2)?);
+    Ok(record)
+}
+
+/// [`miner`] without keeping the stored text: the specs are parsed where SQLite holds them.
+fn miner_specs(r: &Row<'_>) -> rusqlite::Result<MinerRecord> {
+    let specs = match r.get_ref(2)? {
+        ValueRef::Text(b) | ValueRef::Blob(b) => {
+            // Valid UTF-8 (the usual case) borrowed as it is; only bad bytes go lossy.
+            let text = std::str::from_utf8(b).map_or_else(|_| String::from_utf8_lossy(b), std::borrow::Cow::Borrowed);
+            Some(text)
+                .filter(|t| !t.trim().is_empty())
+                .and_then(|t| Specs::from_json(&t).ok())
+                .filter(|s| !s.is_empty())
+        }
+        _ => None,
+    };
     let small = |v: Option<i64>| v.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
     Ok(MinerRecord {
         id: r.get(0)?,
         hotkey: value_text(r.get_ref(1)?).unwrap_or_default(),
-        details_raw,
+        details_raw: None,
         specs,
         no_specs_count: small(value_int(r.get_ref(3)?)),
         last_seen_ms: value_u64(r.get_ref(4)?),
@@ -59,6 +72,11 @@ fn miner(r: &Row<'_>) -> rusqlite::Result<MinerRecord> {
         failures: small(value_int(r.get_ref(8)?)),
     })
 }
+
+const MINER_SELECT: &str = "SELECT d.id, d.hotkey, d.details, d.no_specs_count, s.last_seen_ms, \
+     s.specs_updated_ms, s.last_error, s.last_failure_ms, s.failures \
+     FROM miner_details d LEFT JOIN nc_miner_seen s ON s.hotkey = d.hotkey \
+     WHERE d.hotkey IS NOT NULL ORDER BY d.id";
 
 /// One miner's outcome of a `sync`, for [`ComputeDb::record_sync`].
 #[derive(Debug, Clone, Copy)]
@@ -173,13 +191,18 @@ impl ComputeDb {
     /// NULL are skipped.
     pub fn miner_details(&self) -> Result<Vec<MinerRecord>, DbError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT d.id, d.hotkey, d.details, d.no_specs_count, s.last_seen_ms, s.specs_updated_ms, \
-                 s.last_error, s.last_failure_ms, s.failures \
-                 FROM miner_details d LEFT JOIN nc_miner_seen s ON s.hotkey = d.hotkey \
-                 WHERE d.hotkey IS NOT NULL ORDER BY d.id",
-            )?;
+            let mut stmt = conn.prepare(MINER_SELECT)?;
             let rows = stmt.query_map([], miner)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// [`Self::miner_details`] without the stored specs text (`details_raw` is `None`): what the
+    /// listings and the candidate filter use, a thousand rows of JSON not copied to be dropped.
+    pub fn miner_specs(&self) -> Result<Vec<MinerRecord>, DbError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(MINER_SELECT)?;
+            let rows = stmt.query_map([], miner_specs)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }

@@ -52,7 +52,7 @@ impl Resource {
 pub fn resources(db: &ComputeDb, extra_allocated: &HashSet<String>) -> Result<Vec<Resource>, DbError> {
     let allocated: HashSet<String> = db.allocated_hotkeys()?.into_iter().collect();
     Ok(db
-        .miner_details()?
+        .miner_specs()?
         .into_iter()
         .filter_map(|m| {
             let specs = m.specs?;
