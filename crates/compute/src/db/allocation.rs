@@ -13,6 +13,7 @@ use std::fmt;
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -120,7 +121,7 @@ impl AllocationDetails {
     pub fn from_json(text: &str) -> Result<Self, AllocationDetailsError> {
         // Straight into the known keys (no map of every key: this runs once per row of a list).
         // A document serde's derive refuses (a key twice, say) takes the general path.
-        match serde_json::from_str::<KnownKeys>(text) {
+        match serde_json::from_str::<KnownKeys<Value>>(text) {
             Ok(k) => Self::from_fields(|key| k.get(key)),
             Err(_) => {
                 let value: Value = serde_json::from_str(text).map_err(|e| AllocationDetailsError(e.to_string()))?;
@@ -134,7 +135,7 @@ impl AllocationDetails {
     /// skipped unparsed (the PEM is most of the text), so a cold `list_a` does not unescape a
     /// thousand keys it never shows.
     pub fn from_json_listing(text: &str) -> Result<Self, AllocationDetailsError> {
-        match serde_json::from_str::<ListedKeys>(text) {
+        match serde_json::from_str::<KnownKeys<IgnoredAny>>(text) {
             Ok(k) => Self::from_fields(|key| k.get(key)),
             Err(_) => {
                 let value: Value = serde_json::from_str(text).map_err(|e| AllocationDetailsError(e.to_string()))?;
@@ -232,56 +233,42 @@ impl AllocationDetails {
 }
 
 /// The keys [`AllocationDetails`] reads, each as stored (a JSON null reads as absent, as before).
+/// `K` is how the key material and bookkeeping are read: [`Value`] for the whole record,
+/// [`IgnoredAny`] for a listing, which skips them unparsed.
 #[derive(serde::Deserialize)]
-struct KnownKeys {
+struct KnownKeys<K> {
     username: Option<Value>,
     password: Option<Value>,
     port: Option<Value>,
     ip: Option<Value>,
     resource: Option<Value>,
-    regkey: Option<Value>,
-    version: Option<Value>,
-    ssh_key: Option<Value>,
-    uuid: Option<Value>,
+    regkey: Option<K>,
+    version: Option<K>,
+    ssh_key: Option<K>,
+    uuid: Option<K>,
     external_user_ports: Option<Value>,
     host_key: Option<Value>,
     authenticated: Option<Value>,
 }
 
-impl KnownKeys {
-    fn get(&self, key: &str) -> Option<&Value> {
-        match key {
-            "username" => self.username.as_ref(),
-            "password" => self.password.as_ref(),
-            "port" => self.port.as_ref(),
-            "ip" => self.ip.as_ref(),
-            "resource" => self.resource.as_ref(),
-            "regkey" => self.regkey.as_ref(),
-            "version" => self.version.as_ref(),
-            "ssh_key" => self.ssh_key.as_ref(),
-            "uuid" => self.uuid.as_ref(),
-            "external_user_ports" => self.external_user_ports.as_ref(),
-            "host_key" => self.host_key.as_ref(),
-            "authenticated" => self.authenticated.as_ref(),
-            _ => None,
-        }
+/// A key read as a value, or skipped.
+trait Kept {
+    fn kept(&self) -> Option<&Value>;
+}
+
+impl Kept for Value {
+    fn kept(&self) -> Option<&Value> {
+        Some(self)
     }
 }
 
-/// The keys [`AllocationDetails::from_json_listing`] reads; the others are skipped unparsed.
-#[derive(serde::Deserialize)]
-struct ListedKeys {
-    username: Option<Value>,
-    password: Option<Value>,
-    port: Option<Value>,
-    ip: Option<Value>,
-    resource: Option<Value>,
-    external_user_ports: Option<Value>,
-    host_key: Option<Value>,
-    authenticated: Option<Value>,
+impl Kept for IgnoredAny {
+    fn kept(&self) -> Option<&Value> {
+        None
+    }
 }
 
-impl ListedKeys {
+impl<K: Kept> KnownKeys<K> {
     fn get(&self, key: &str) -> Option<&Value> {
         match key {
             "username" => self.username.as_ref(),
@@ -289,6 +276,10 @@ impl ListedKeys {
             "port" => self.port.as_ref(),
             "ip" => self.ip.as_ref(),
             "resource" => self.resource.as_ref(),
+            "regkey" => self.regkey.as_ref().and_then(K::kept),
+            "version" => self.version.as_ref().and_then(K::kept),
+            "ssh_key" => self.ssh_key.as_ref().and_then(K::kept),
+            "uuid" => self.uuid.as_ref().and_then(K::kept),
             "external_user_ports" => self.external_user_ports.as_ref(),
             "host_key" => self.host_key.as_ref(),
             "authenticated" => self.authenticated.as_ref(),
@@ -755,6 +746,40 @@ mod tests {
             [r#"[]"#, r#"{"password": "p", "port": 1}"#, r#"{"username": "u", "password": "p", "port": 70000}"#, "{"]
         {
             assert!(AllocationDetails::from_json(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_listing_reads_what_a_record_reads_but_the_key_material() {
+        let full = AllocationDetails {
+            ssh_key: Some("ssh-ed25519 AAAA me".into()),
+            uuid: Some("0b1c".into()),
+            external_user_ports: Some(vec![(27015, 40001)]),
+            host_key: Some("ssh-ed25519 BBBB".into()),
+            authenticated: true,
+            ..details()
+        };
+        // The strict pass, and a key twice (serde's derive refuses it: the general path).
+        let text = full.to_json();
+        let twice = text.replacen("{\"username\": \"root\"", "{\"username\": \"x\", \"username\": \"root\"", 1);
+        for text in [text, twice] {
+            let listed = AllocationDetails::from_json_listing(&text).unwrap();
+            let expected = AllocationDetails {
+                regkey: String::new(),
+                version: Value::Null,
+                ssh_key: None,
+                uuid: None,
+                ..AllocationDetails::from_json(&text).unwrap()
+            };
+            assert_eq!(listed.to_json(), expected.to_json(), "{text}");
+            assert_eq!(listed.ssh_command(), "ssh root@203.0.113.7 -p 4444");
+        }
+        // The same tolerance, and the same refusals.
+        let d = AllocationDetails::from_json_listing(r#"{"username": "root", "password": 1234567890, "port": "4444"}"#)
+            .unwrap();
+        assert_eq!((d.port, d.password.expose_secret()), (4444, "1234567890"));
+        for bad in [r#"{"password": "p", "port": 1}"#, r#"{"username": "u", "password": "p", "port": 70000}"#, "{"] {
+            assert!(AllocationDetails::from_json_listing(bad).is_err(), "{bad}");
         }
     }
 
