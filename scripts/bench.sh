@@ -17,7 +17,8 @@
 #         verified and its answer signed and verified (sr25519, canonical JSON), per allocation.
 # keygen: the renter's RSA-2048 allocation key, candidates side by side with runs interleaved
 #         (`rsa` serial, `rsa` p and q on two threads, AWS-LC, AWS-LC first of two as `a` does
-#         it; --openssl adds `openssl genrsa 2048`), p50/p90/max/mean over --iterations (60).
+#         it, and that race in a new process, exec to exit, as a one-shot `a` pays it; --openssl
+#         adds `openssl genrsa 2048`), p50/p90/max/mean over --iterations (60).
 # decode: SCALE decoding of a real 1024-neuron finney metagraph (fixture 01).
 # chain:  a 256-neuron metagraph from the devnet chain, new connection each time (WS and HTTP).
 # chainwrite: on the real Subtensor runtime (chopsticks, Instant blocks): `nicompute subnet register`
