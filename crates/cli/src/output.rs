@@ -365,7 +365,7 @@ fn table_lines(header: &[&str], cleaned: &[Vec<Cow<'_, str>>]) -> String {
             }
             out.push(' ');
             out.push_str(c);
-            out.extend(std::iter::repeat_n(' ', w - cell_width(c) + 1));
+            pad(out, w - cell_width(c) + 1);
         }
         out.push_str("│\n");
     };
@@ -378,6 +378,16 @@ fn table_lines(header: &[&str], cleaned: &[Vec<Cow<'_, str>>]) -> String {
     rule(&mut out, '└', '─', '┴', '┘');
     out.pop();
     out
+}
+
+/// `n` spaces, a slice at a time (a thousand-row table pads every cell).
+fn pad(out: &mut String, mut n: usize) {
+    const SPACES: &str = "                                                                ";
+    while n > 0 {
+        let k = n.min(SPACES.len());
+        out.push_str(&SPACES[..k]);
+        n -= k;
+    }
 }
 
 fn comfy(header: &[&str], rows: Vec<Vec<String>>) -> String {

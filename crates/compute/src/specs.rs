@@ -367,37 +367,121 @@ fn section<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Re
     })
 }
 
-fn value_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64().filter(|x| x.is_finite() && *x >= 0.0 && *x < u64::MAX as f64).map(|x| x.round() as u64)
-        }),
-        Value::String(s) => value_u64(&Value::from(s.trim().parse::<f64>().ok()?)),
-        Value::Bool(_) | Value::Null | Value::Array(_) | Value::Object(_) => None,
-    }
-}
-
 /// Integers written by Python as ints, floats (`81559.0`) or numeric strings; anything else is 0.
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    Ok(value_u64(&Value::deserialize(d)?).unwrap_or(0))
+    Ok(d.deserialize_any(Lenient(LenientKind::U64))?.u64().unwrap_or(0))
 }
 
 fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(value_u64(&Value::deserialize(d)?))
+    Ok(d.deserialize_any(Lenient(LenientKind::U64))?.u64())
 }
 
 fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = Value::deserialize(d)?;
-    let x = match &v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
-    Ok(x.filter(|x: &f64| x.is_finite()).unwrap_or(0.0))
+    Ok(d.deserialize_any(Lenient(LenientKind::F64))?.f64().filter(|x| x.is_finite()).unwrap_or(0.0))
 }
 
 fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    Ok(matches!(Value::deserialize(d)?, Value::Bool(true)))
+    Ok(matches!(d.deserialize_any(Lenient(LenientKind::Bool))?, Scalar::Bool(true)))
+}
+
+/// What a lenient field reads: the scalar it holds, straight from the parser (a thousand specs
+/// are read per cold `list_r`, each with twenty numbers), with the rules they had when they went
+/// through a `serde_json::Value` (a test keeps that reading as the reference). Any other value is consumed and reads as [`Scalar::Other`].
+#[derive(Clone, Copy)]
+enum LenientKind {
+    U64,
+    F64,
+    Bool,
+}
+
+struct Lenient(LenientKind);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scalar {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Other,
+}
+
+impl Scalar {
+    /// Non-negative integers as they are, finite non-negative floats rounded (numeric strings
+    /// read as floats), negative numbers and everything else none.
+    fn u64(self) -> Option<u64> {
+        match self {
+            Scalar::U64(v) => Some(v),
+            Scalar::I64(v) => u64::try_from(v).ok(),
+            Scalar::F64(x) => {
+                Some(x).filter(|x| x.is_finite() && *x >= 0.0 && *x < u64::MAX as f64).map(|x| x.round() as u64)
+            }
+            Scalar::Bool(_) | Scalar::Other => None,
+        }
+    }
+
+    fn f64(self) -> Option<f64> {
+        match self {
+            Scalar::U64(v) => Some(v as f64),
+            Scalar::I64(v) => Some(v as f64),
+            Scalar::F64(x) => Some(x),
+            Scalar::Bool(_) | Scalar::Other => None,
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Lenient {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::U64(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::I64(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::F64(v))
+    }
+
+    /// A numeric string reads as the number it spells (as a float, like Python's `float()`);
+    /// only the number kinds look at it.
+    fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
+        Ok(match self.0 {
+            LenientKind::U64 | LenientKind::F64 => s.trim().parse::<f64>().map_or(Scalar::Other, Scalar::F64),
+            LenientKind::Bool => Scalar::Other,
+        })
+    }
+
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_none<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Other)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Scalar, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
 }
 
 fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -442,6 +526,71 @@ mod tests {
             },
             has_docker: true,
             simulated: false,
+        }
+    }
+
+    #[test]
+    fn lenient_fields_read_as_they_did_through_a_json_value() {
+        // The reading these fields had when each went through a `serde_json::Value`.
+        fn value_u64(v: &Value) -> Option<u64> {
+            match v {
+                Value::Number(n) => n.as_u64().or_else(|| {
+                    n.as_f64().filter(|x| x.is_finite() && *x >= 0.0 && *x < u64::MAX as f64).map(|x| x.round() as u64)
+                }),
+                Value::String(s) => value_u64(&Value::from(s.trim().parse::<f64>().ok()?)),
+                _ => None,
+            }
+        }
+        fn value_f64(v: &Value) -> f64 {
+            let x = match v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            x.filter(|x: &f64| x.is_finite()).unwrap_or(0.0)
+        }
+        #[derive(Deserialize)]
+        struct Fields {
+            #[serde(deserialize_with = "lenient_opt_u64")]
+            u: Option<u64>,
+            #[serde(deserialize_with = "lenient_f64")]
+            f: f64,
+            #[serde(deserialize_with = "lenient_bool")]
+            b: bool,
+        }
+        let strings = [" 42 ", "4.5", "-3", "NaN", "inf", "x", ""];
+        let mut raws: Vec<String> = [
+            "0",
+            "81559",
+            "81559.0",
+            "81559.5",
+            "2596.14",
+            "-1",
+            "-1.5",
+            "1e30",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1.7976931348623157e308",
+            "true",
+            "false",
+            "null",
+            "[1, 2]",
+            "{\"a\": {\"b\": [1]}}",
+        ]
+        .map(String::from)
+        .to_vec();
+        raws.extend(strings.iter().map(|s| Value::from(*s).to_string()));
+        for raw in &raws {
+            let v: Value = serde_json::from_str(raw).unwrap();
+            let doc = format!("{{\"u\": {raw}, \"f\": {raw}, \"b\": {raw}}}");
+            // Straight from the parser, and from a parsed document (the tolerant pass's path).
+            let direct: Fields = serde_json::from_str(&doc).unwrap();
+            let from_value: Fields = serde_json::from_value(serde_json::from_str(&doc).unwrap()).unwrap();
+            for got in [direct, from_value] {
+                assert_eq!(got.u, value_u64(&v), "{raw}");
+                assert_eq!(got.f.to_bits(), value_f64(&v).to_bits(), "{raw}");
+                assert_eq!(got.b, v == Value::Bool(true), "{raw}");
+            }
         }
     }
 

@@ -273,19 +273,27 @@ impl ListResourcesArgs {
                 .collect(),
         };
         out.result(&doc, |o| {
-            let t = rows
+            let t: Vec<Vec<Cow<'_, str>>> = rows
                 .iter()
                 .map(|r| {
                     vec![
-                        r.hotkey.clone(),
-                        if r.simulated { format!("{} (simulated)", r.gpu_name) } else { r.gpu_name.clone() },
-                        format!("{:.2}", r.gpu_size_gb),
-                        r.gpu_count.to_string(),
-                        r.vcpus.to_string(),
-                        format!("{:.2}", r.ram_gb),
-                        format!("{:.2}", r.disk_gb),
-                        r.status.to_owned(),
-                        if r.stale { format!("{} (stale: no answer)", r.specs_age) } else { r.specs_age.clone() },
+                        Cow::Borrowed(r.hotkey.as_str()),
+                        if r.simulated {
+                            Cow::Owned(format!("{} (simulated)", r.gpu_name))
+                        } else {
+                            Cow::Borrowed(r.gpu_name.as_str())
+                        },
+                        Cow::Owned(format!("{:.2}", r.gpu_size_gb)),
+                        Cow::Owned(r.gpu_count.to_string()),
+                        Cow::Owned(r.vcpus.to_string()),
+                        Cow::Owned(format!("{:.2}", r.ram_gb)),
+                        Cow::Owned(format!("{:.2}", r.disk_gb)),
+                        Cow::Borrowed(r.status),
+                        if r.stale {
+                            Cow::Owned(format!("{} (stale: no answer)", r.specs_age))
+                        } else {
+                            Cow::Borrowed(r.specs_age.as_str())
+                        },
                     ]
                 })
                 .collect();
