@@ -218,7 +218,19 @@ impl Plan {
 
 /// Reads the schema (nothing is written) and checks the shape of the tables we use.
 pub(super) fn inspect(conn: &Connection, path: &Path) -> Result<Plan, DbError> {
-    inspect_inner(conn, path).map_err(|f| match f {
+    // One read transaction for the twenty-odd statements: one snapshot, and one round of WAL
+    // read locks instead of one per statement (every cold command opens the database).
+    let read = || -> Result<Plan, Fail> {
+        if !conn.is_autocommit() {
+            // Already inside the caller's transaction (the migration re-reads the schema).
+            return inspect_inner(conn, path);
+        }
+        let tx = conn.unchecked_transaction()?;
+        let plan = inspect_inner(&tx, path)?;
+        tx.commit()?;
+        Ok(plan)
+    };
+    read().map_err(|f| match f {
         Fail::Sql(e) => classify(path, e),
         Fail::Db(e) => e,
     })
