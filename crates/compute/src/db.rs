@@ -16,6 +16,7 @@
 //! change of more than one row is one `BEGIN IMMEDIATE` transaction; and a file that is not an
 //! SQLite database, or is corrupt, is refused before anything is written to it.
 
+use std::borrow::Cow;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -395,11 +396,18 @@ fn value_text(v: ValueRef<'_>) -> Option<String> {
         ValueRef::Null => None,
         ValueRef::Integer(i) => Some(i.to_string()),
         ValueRef::Real(f) => Some(f.to_string()),
-        // Valid UTF-8 (the usual case) is checked by the fast path; only bad bytes go lossy.
-        ValueRef::Text(b) | ValueRef::Blob(b) => Some(match std::str::from_utf8(b) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(b).into_owned(),
-        }),
+        ValueRef::Text(_) | ValueRef::Blob(_) => value_str(v).map(Cow::into_owned),
+    }
+}
+
+/// A TEXT or BLOB column's text where SQLite holds it, for text that is parsed and not kept.
+/// Valid UTF-8 (the usual case) is borrowed after the fast check; only bad bytes go lossy.
+fn value_str(v: ValueRef<'_>) -> Option<Cow<'_, str>> {
+    match v {
+        ValueRef::Text(b) | ValueRef::Blob(b) => {
+            Some(std::str::from_utf8(b).map_or_else(|_| String::from_utf8_lossy(b), Cow::Borrowed))
+        }
+        ValueRef::Null | ValueRef::Integer(_) | ValueRef::Real(_) => None,
     }
 }
 

@@ -369,32 +369,26 @@ fn section<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Re
 
 /// Integers written by Python as ints, floats (`81559.0`) or numeric strings; anything else is 0.
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    Ok(d.deserialize_any(Lenient(LenientKind::U64))?.u64().unwrap_or(0))
+    Ok(d.deserialize_any(Lenient)?.u64().unwrap_or(0))
 }
 
 fn lenient_opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(d.deserialize_any(Lenient(LenientKind::U64))?.u64())
+    Ok(d.deserialize_any(Lenient)?.u64())
 }
 
 fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(d.deserialize_any(Lenient(LenientKind::F64))?.f64().filter(|x| x.is_finite()).unwrap_or(0.0))
+    Ok(d.deserialize_any(Lenient)?.f64().filter(|x| x.is_finite()).unwrap_or(0.0))
 }
 
 fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    Ok(matches!(d.deserialize_any(Lenient(LenientKind::Bool))?, Scalar::Bool(true)))
+    Ok(matches!(d.deserialize_any(Lenient)?, Scalar::Bool(true)))
 }
 
-/// What a lenient field reads: the scalar it holds, straight from the parser (a thousand specs
-/// are read per cold `list_r`, each with twenty numbers), with the rules they had when they went
-/// through a `serde_json::Value` (a test keeps that reading as the reference). Any other value is consumed and reads as [`Scalar::Other`].
-#[derive(Clone, Copy)]
-enum LenientKind {
-    U64,
-    F64,
-    Bool,
-}
-
-struct Lenient(LenientKind);
+/// What a lenient field reads, straight from the parser (a thousand specs are read per cold
+/// `list_r`, each with twenty numbers): the scalar it holds, a numeric string as the float it
+/// spells, and any other value consumed as [`Scalar::Other`]. The fields keep the rules they had
+/// when they went through a `serde_json::Value`; a test keeps that reading as the reference.
+struct Lenient;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Scalar {
@@ -452,13 +446,9 @@ impl<'de> serde::de::Visitor<'de> for Lenient {
         Ok(Scalar::F64(v))
     }
 
-    /// A numeric string reads as the number it spells (as a float, like Python's `float()`);
-    /// only the number kinds look at it.
+    /// A numeric string reads as the number it spells (as a float, like Python's `float()`).
     fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
-        Ok(match self.0 {
-            LenientKind::U64 | LenientKind::F64 => s.trim().parse::<f64>().map_or(Scalar::Other, Scalar::F64),
-            LenientKind::Bool => Scalar::Other,
-        })
+        Ok(s.trim().parse::<f64>().map_or(Scalar::Other, Scalar::F64))
     }
 
     fn visit_unit<E>(self) -> Result<Scalar, E> {

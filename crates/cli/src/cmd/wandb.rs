@@ -116,7 +116,7 @@ impl WandbCommand {
                                     v
                                 })
                             };
-                            let mut local_alloc: Vec<String> = db.allocated_hotkeys()?.into_iter().collect();
+                            let mut local_alloc = db.allocated_hotkeys()?;
                             local_alloc.sort();
                             let mut local_pen = db.penalized()?;
                             local_pen.sort();

@@ -17,7 +17,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{sql_ms, value_int, value_text, value_u64, ComputeDb, DbError};
+use super::{sql_ms, value_int, value_str, value_text, value_u64, ComputeDb, DbError};
 
 /// Where an allocation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -379,13 +379,7 @@ const LISTING_SELECT: &str = "SELECT a.id, a.hotkey, a.details, m.state, m.expir
      WHERE a.hotkey IS NOT NULL ORDER BY a.id";
 
 fn listing(r: &Row<'_>) -> rusqlite::Result<AllocationListing> {
-    let details = match r.get_ref(2)? {
-        ValueRef::Text(b) | ValueRef::Blob(b) => match std::str::from_utf8(b) {
-            Ok(t) => AllocationDetails::from_json_listing(t).ok(),
-            Err(_) => AllocationDetails::from_json_listing(&String::from_utf8_lossy(b)).ok(),
-        },
-        _ => None,
-    };
+    let details = value_str(r.get_ref(2)?).and_then(|t| AllocationDetails::from_json_listing(&t).ok());
     Ok(AllocationListing {
         id: r.get(0)?,
         hotkey: value_text(r.get_ref(1)?).unwrap_or_default(),

@@ -6,11 +6,10 @@
 //! SN27 shows specs with no age and no liveness, so a machine that went offline months ago still
 //! looks available; `nc_miner_seen` is what lets `list_r` say how old each line is.
 
-use rusqlite::types::ValueRef;
 use rusqlite::{params, Row};
 use serde_json::Value;
 
-use super::{sql_ms, value_int, value_text, value_u64, ComputeDb, DbError};
+use super::{sql_ms, value_int, value_str, value_text, value_u64, ComputeDb, DbError};
 use crate::specs::Specs;
 
 /// Unanswered specs requests in a row after which a miner's specs are blanked (SN27's cap).
@@ -47,17 +46,10 @@ fn miner(r: &Row<'_>) -> rusqlite::Result<MinerRecord> {
 
 /// [`miner`] without keeping the stored text: the specs are parsed where SQLite holds them.
 fn miner_specs(r: &Row<'_>) -> rusqlite::Result<MinerRecord> {
-    let specs = match r.get_ref(2)? {
-        ValueRef::Text(b) | ValueRef::Blob(b) => {
-            // Valid UTF-8 (the usual case) borrowed as it is; only bad bytes go lossy.
-            let text = std::str::from_utf8(b).map_or_else(|_| String::from_utf8_lossy(b), std::borrow::Cow::Borrowed);
-            Some(text)
-                .filter(|t| !t.trim().is_empty())
-                .and_then(|t| Specs::from_json(&t).ok())
-                .filter(|s| !s.is_empty())
-        }
-        _ => None,
-    };
+    let specs = value_str(r.get_ref(2)?)
+        .filter(|t| !t.trim().is_empty())
+        .and_then(|t| Specs::from_json(&t).ok())
+        .filter(|s| !s.is_empty());
     let small = |v: Option<i64>| v.and_then(|i| u32::try_from(i).ok()).unwrap_or(0);
     Ok(MinerRecord {
         id: r.get(0)?,
